@@ -1,0 +1,121 @@
+"""The array backend: which namespace (`xp`) runs the maths, and the one seam for randomness.
+
+The core (`nnresearch/nn/`) only ever calls `namespace(*arrays)` and the array-API functions of
+the namespace it returns, so the same code runs on NumPy, CuPy and `array_api_strict`.
+
+Randomness: the array API has no random module, so every random draw goes through a
+`numpy.random.Generator` that the caller owns; the draw is made on the host and moved to the
+target namespace with `xp.asarray`. The same seed therefore gives bit-identical numbers on every
+backend.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+
+DEVICES = ("cpu", "gpu", "auto")
+DTYPES = ("float32", "float64")
+
+
+def namespace(*arrays: Any) -> types.ModuleType:
+    """The array namespace shared by `arrays`.
+
+    NumPy >= 2 is array-API compatible in its main namespace, so NumPy arrays get `numpy` itself
+    (no wrapper overhead on every call); everything else goes through `array_api_compat`.
+    """
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np
+    import array_api_compat
+
+    return array_api_compat.array_namespace(*arrays)
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # CuPy missing, or installed without a driver / device
+        return False
+
+
+def select(device: str = "cpu") -> types.ModuleType:
+    """The namespace for a device choice: "cpu" -> NumPy, "gpu" -> CuPy, "auto" -> CuPy if usable."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    if device == "cpu" or (device == "auto" and not gpu_available()):
+        return np
+    if not gpu_available():
+        raise ValueError("device='gpu' needs CuPy and a CUDA device; use device=cpu or device=auto")
+    import array_api_compat.cupy
+
+    return array_api_compat.cupy
+
+
+def backend_name(xp: types.ModuleType) -> str:
+    """A short name for logs: numpy, cupy or array_api_strict."""
+    return xp.__name__.split(".")[-1]
+
+
+def dtype_of(xp: types.ModuleType, name: str) -> Any:
+    """`xp.float32` or `xp.float64` from its name, with a clear error for anything else."""
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {', '.join(DTYPES)}")
+    return getattr(xp, name)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A host NumPy copy of any backend's array (CuPy via `.get()`, others via DLPack)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):
+        return x.get()
+    return np.from_dlpack(x)
+
+
+def make_rng(seed: int) -> np.random.Generator:
+    """The generator every random draw of one run comes from."""
+    return np.random.default_rng(seed)
+
+
+def normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, like: Any) -> Any:
+    """N(0, std^2) samples in the namespace, dtype and device of the array `like`."""
+    xp = namespace(like)
+    host = rng.standard_normal(shape, dtype=np.float64) * std
+    return xp.asarray(host, dtype=like.dtype)
+
+
+def uniform(rng: np.random.Generator, shape: tuple[int, ...], limit: float, like: Any) -> Any:
+    """U(-limit, limit) samples in the namespace, dtype and device of the array `like`."""
+    xp = namespace(like)
+    host = rng.uniform(-limit, limit, size=shape)
+    return xp.asarray(host, dtype=like.dtype)
+
+
+def permutation(rng: np.random.Generator, n: int, xp: types.ModuleType) -> Any:
+    """A random ordering of range(n) as an index array of `xp`."""
+    return xp.asarray(rng.permutation(n))
+
+
+def erf(x: Any) -> Any:
+    """The error function, elementwise, keeping the dtype (the array API has no erf).
+
+    NumPy -> scipy.special, CuPy -> cupyx.scipy.special; any other namespace goes through NumPy
+    and back, which is only used by the strict test backend.
+    """
+    xp = namespace(x)
+    if xp is np:
+        from scipy.special import erf as scipy_erf
+
+        return scipy_erf(x)
+    if backend_name(xp) == "cupy":
+        from cupyx.scipy.special import erf as cupy_erf
+
+        return cupy_erf(x)
+    from scipy.special import erf as scipy_erf
+
+    return xp.asarray(scipy_erf(to_numpy(x)), dtype=x.dtype)

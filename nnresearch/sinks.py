@@ -1,0 +1,40 @@
+"""Where the training loop sends what it measures.
+
+The loop only knows this protocol; `nnresearch.tracking.MLflowSink` sends the numbers to MLflow,
+`MemorySink` keeps them in lists so tests can train without any store.
+
+Metric names follow one convention so that MLflow's UI groups them into chart sections by the
+prefix before "/": `train/loss`, `val/acc`, `lr`, `time_s`, and per layer `grad_norm/layer3`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class Sink(Protocol):
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record `metrics` (name -> float) at `step` (the epoch, or the step for per-step logs)."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Attach string tags to the run (for example `diverged_at_step`)."""
+
+
+class MemorySink:
+    """A sink that keeps everything in memory: `history[name]` is a list of (step, value)."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.tags: dict[str, str] = {}
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for name, value in metrics.items():
+            self.history.setdefault(name, []).append((step, float(value)))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update({k: str(v) for k, v in tags.items()})
+
+    def last(self, name: str) -> float:
+        """The most recent value of metric `name`."""
+        return self.history[name][-1][1]
