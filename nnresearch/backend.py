@@ -82,18 +82,14 @@ def make_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, like: Any) -> Any:
-    """N(0, std^2) samples in the namespace, dtype and device of the array `like`."""
-    xp = namespace(like)
-    host = rng.standard_normal(shape, dtype=np.float64) * std
-    return xp.asarray(host, dtype=like.dtype)
+def normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, xp: types.ModuleType, dtype: Any) -> Any:
+    """N(0, std^2) samples of `shape` as an `xp` array of `dtype` (drawn in float64, then cast)."""
+    return xp.asarray(rng.standard_normal(shape) * std, dtype=dtype)
 
 
-def uniform(rng: np.random.Generator, shape: tuple[int, ...], limit: float, like: Any) -> Any:
-    """U(-limit, limit) samples in the namespace, dtype and device of the array `like`."""
-    xp = namespace(like)
-    host = rng.uniform(-limit, limit, size=shape)
-    return xp.asarray(host, dtype=like.dtype)
+def uniform(rng: np.random.Generator, shape: tuple[int, ...], limit: float, xp: types.ModuleType, dtype: Any) -> Any:
+    """U(-limit, limit) samples of `shape` as an `xp` array of `dtype` (drawn in float64, then cast)."""
+    return xp.asarray(rng.uniform(-limit, limit, size=shape), dtype=dtype)
 
 
 def permutation(rng: np.random.Generator, n: int, xp: types.ModuleType) -> Any:

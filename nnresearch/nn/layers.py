@@ -1,0 +1,89 @@
+"""Layers in the chapter's notation: activations are column-stacked `(n[l], m)`.
+
+Every layer has `forward(A_prev, train) -> A` and `backward(dA) -> dA_prev`, side by side; what
+backward needs (A_prev, Z, A) is kept from forward, never recomputed. Layers with parameters keep
+them in `params` (local names "W", "b", ...) and their gradients of the cost J in `grads`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnresearch.backend import namespace
+from nnresearch.nn.activations import Activation
+from nnresearch.nn.batchnorm import BatchNorm
+
+Array = Any
+
+
+class Dense:
+    """Layer l: Z[l] = W[l] A[l-1] + b[l], A[l] = g(Z[l]); with BatchNorm A[l] = g(BN(W[l] A[l-1])).
+
+    W is `(n[l], n[l-1])`, b is `(n[l], 1)` and broadcasts over the m columns.
+    """
+
+    def __init__(self, W: Array, b: Array, activation: Activation, norm: BatchNorm | None = None,
+                 gamma: Array | None = None, beta: Array | None = None) -> None:
+        self.activation = activation
+        self.norm = norm
+        # BatchNorm's beta replaces the bias b (b would be cancelled by the mean subtraction).
+        self.params = {"W": W, "b": b} if norm is None else {"W": W, "gamma": gamma, "beta": beta}
+        self.grads: dict[str, Array] = {}
+
+    @property
+    def units(self) -> tuple[Dense, ...]:
+        """The numbered layers inside this one (the chapter's l = 1..L): just itself."""
+        return (self,)
+
+    @property
+    def buffers(self) -> dict[str, Array]:
+        return self.norm.buffers if self.norm is not None else {}
+
+    def forward(self, A_prev: Array, train: bool = False) -> Array:
+        """A[l] = g(W A[l-1] + b); with BatchNorm, A[l] = g(gamma Zhat + beta)."""
+        p = self.params
+        self.A_prev = A_prev
+        if self.norm is None:
+            self.Z = self.Z_act = p["W"] @ A_prev + p["b"]
+        else:
+            self.Z = p["W"] @ A_prev
+            self.Z_act = self.norm.forward(self.Z, p["gamma"], p["beta"], train)
+        self.A = self.activation.forward(self.Z_act)
+        return self.A
+
+    def backward(self, dA: Array) -> Array:
+        """delta[l] = dA[l] * g'(Z[l]); returns W[l]^T delta[l] (= dA[l-1] before the next g')."""
+        return self.backward_pre_activation(dA * self.activation.derivative(self.Z_act, self.A))
+
+    def backward_pre_activation(self, dZ_act: Array) -> Array:
+        """From dL/d(input of g): dW = delta A[l-1]^T / m, db = (1/m) sum_i delta^(i); returns W^T delta."""
+        xp = namespace(dZ_act)
+        m = dZ_act.shape[1]
+        if self.norm is None:
+            self.delta = dZ_act
+            self.grads["b"] = xp.sum(self.delta, axis=1, keepdims=True) / m
+        else:
+            self.delta, self.grads["gamma"], self.grads["beta"] = self.norm.backward(dZ_act, self.params["gamma"])
+        self.grads["W"] = (self.delta @ self.A_prev.T) / m
+        return self.params["W"].T @ self.delta
+
+
+class Residual:
+    """A residual block around one Dense layer of equal width: A[l] = A[l-1] + g(W A[l-1] + b).
+
+    The identity path gives dA[l-1] = dA[l] + W^T (dA[l] * g'), so the gradient reaches early
+    layers undiminished even when g saturates (He et al. 2016).
+    """
+
+    def __init__(self, dense: Dense) -> None:
+        n_out, n_in = dense.params["W"].shape
+        if n_out != n_in:
+            raise ValueError(f"a residual block needs a square W (width in == width out), got {n_out}x{n_in}")
+        self.dense = dense
+        self.units = (dense,)
+
+    def forward(self, A_prev: Array, train: bool = False) -> Array:
+        return A_prev + self.dense.forward(A_prev, train)
+
+    def backward(self, dA: Array) -> Array:
+        return dA + self.dense.backward(dA)
