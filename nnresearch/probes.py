@@ -1,0 +1,74 @@
+"""Per-layer diagnostics, read from the caches of the last forward/backward (cheap: no extra pass).
+
+For every numbered layer l (`Network.units`), with A = A[l], Z = the input of g, delta = delta[l]:
+
+| metric              | definition                                                          |
+|---------------------|---------------------------------------------------------------------|
+| act_mean, act_std   | mean and std of A[l] over units and examples                        |
+| saturated (sigmoid) | fraction of entries with a <= 0.01 or a >= 0.99 (sigma' < 0.01)      |
+| saturated (tanh)    | fraction of entries with abs(a) >= 0.99 (tanh' < 0.02)              |
+| dead (relu family)  | fraction of units with z <= 0 for every example of the batch        |
+| delta_norm          | ||delta[l]||_F / sqrt(m): the RMS per-example error-signal norm      |
+| grad_norm           | ||dJ/dW[l]||_F                                                      |
+| weight_norm         | ||W[l]||_F                                                          |
+| update_ratio        | ||W[l] after - W[l] before|| / ||W[l] before|| for the last update  |
+| unit_spread         | ||W - mean_row(W)||_F / ||W||_F: 0 when every unit of the layer has |
+|                     | the same incoming weights (the symmetry problem, §6.1), 0 for W = 0 |
+
+Names are `<metric>/layer<l>`, so MLflow charts each metric's layers together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from nnresearch.backend import namespace
+from nnresearch.nn.network import Network
+
+Array = Any
+SATURATED = {"sigmoid": 0.01, "tanh": 0.99}
+RELU_FAMILY = ("relu", "leaky_relu")
+
+
+def _norm(xp: Any, x: Array) -> float:
+    return math.sqrt(float(xp.sum(x * x)))
+
+
+def _per_unit(x: Array) -> Array:
+    """`(n, ...)` -> `(n, rest)`: one row per unit (a channel for convolutions)."""
+    return namespace(x).reshape(x, (x.shape[0], -1))
+
+
+def layer_diagnostics(network: Network, weights_before: Mapping[str, Array] | None = None) -> dict[str, float]:
+    """The table above for every layer, from the network's caches; `weights_before` = {'W1': ...} copies."""
+    out: dict[str, float] = {}
+    for index, unit in enumerate(network.units, start=1):
+        xp = namespace(unit.params["W"])
+        tag = f"layer{index}"
+        A, W = unit.A, unit.params["W"]
+        out[f"act_mean/{tag}"] = float(xp.mean(A))
+        out[f"act_std/{tag}"] = float(xp.std(A))
+        name = unit.activation.name
+        if name == "sigmoid":
+            low = SATURATED["sigmoid"]
+            out[f"saturated/{tag}"] = float(xp.mean(xp.astype((A <= low) | (A >= 1.0 - low), A.dtype)))
+        elif name == "tanh":
+            out[f"saturated/{tag}"] = float(xp.mean(xp.astype(xp.abs(A) >= SATURATED["tanh"], A.dtype)))
+        elif name in RELU_FAMILY:
+            inactive = xp.all(_per_unit(unit.Z_act) <= 0, axis=1)
+            out[f"dead/{tag}"] = float(xp.mean(xp.astype(inactive, A.dtype)))
+        m = unit.delta.shape[-1]
+        out[f"delta_norm/{tag}"] = _norm(xp, unit.delta) / math.sqrt(m)
+        out[f"grad_norm/{tag}"] = _norm(xp, unit.grads["W"])
+        weight_norm = _norm(xp, W)
+        out[f"weight_norm/{tag}"] = weight_norm
+        rows = _per_unit(W)
+        spread = _norm(xp, rows - xp.mean(rows, axis=0, keepdims=True))
+        out[f"unit_spread/{tag}"] = spread / weight_norm if weight_norm > 0 else 0.0
+        if weights_before is not None:
+            before = weights_before[f"W{index}"]
+            before_norm = _norm(xp, before)
+            out[f"update_ratio/{tag}"] = _norm(xp, W - before) / before_norm if before_norm > 0 else math.nan
+    return out
