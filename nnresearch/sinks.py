@@ -38,3 +38,18 @@ class MemorySink:
     def last(self, name: str) -> float:
         """The most recent value of metric `name`."""
         return self.history[name][-1][1]
+
+
+class TeeSink:
+    """Sends everything to several sinks (for example MLflow, and memory for the run's summary table)."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for sink in self.sinks:
+            sink.log_metrics(metrics, step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for sink in self.sinks:
+            sink.set_tags(tags)

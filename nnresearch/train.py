@@ -39,10 +39,10 @@ class Splits:
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """How to run the loop; `batch_size=0` means the full training set (full-batch GD)."""
+    """How to run the loop; `batch_size=None` (or >= m) means the full training set (full-batch GD)."""
 
     epochs: int
-    batch_size: int
+    batch_size: int | None
     clip_norm: float | None = None
     clip_value: float | None = None
     eval_every: int = 1
@@ -50,11 +50,16 @@ class LoopOptions:
     progress: bool = True
 
 
-def batches(m: int, batch_size: int, rng: np.random.Generator, xp: Any) -> list[Array]:
-    """Index arrays of one epoch: a fresh permutation of range(m) cut into batches (the last may be short)."""
+def batch_starts(m: int, batch_size: int | None) -> range:
+    """Where each batch of an epoch starts; the last batch may be short."""
+    return range(0, m, m if batch_size is None else min(batch_size, m))
+
+
+def batches(m: int, batch_size: int | None, rng: np.random.Generator, xp: Any) -> list[Array]:
+    """Index arrays of one epoch: a fresh permutation of range(m) cut into batches."""
     order = backend.permutation(rng, m, xp)
-    size = m if batch_size in (0, None) else min(batch_size, m)
-    return [order[start:start + size] for start in range(0, m, size)]
+    starts = batch_starts(m, batch_size)
+    return [order[start:start + starts.step] for start in starts]
 
 
 def evaluate(network: Network, X: Array, Y: Array) -> dict[str, float]:
@@ -92,7 +97,7 @@ def train(
     network.check_batch(data.X_val, data.Y_val)
     xp = namespace(data.X_train)
     m = data.X_train.shape[-1]
-    steps_per_epoch = len(range(0, m, m if options.batch_size == 0 else min(options.batch_size, m)))
+    steps_per_epoch = len(batch_starts(m, options.batch_size))
     step = start_epoch * steps_per_epoch
     started = time.perf_counter()
     if start_epoch == 0:

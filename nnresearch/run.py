@@ -1,0 +1,71 @@
+"""The command line: `python -m nnresearch.run [key=value ...]`, `-m` for sweeps.
+
+Hydra composes `conf/` (and `experiment=<name>` from `experiments/`) into a config; this module
+validates it before anything is created, hands it to `nnresearch.experiment.execute` and returns
+the objective (`objective=val/loss` by default) for Hydra's sweepers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from nnresearch import tracking
+from nnresearch.config import Config, register, validate
+from nnresearch.experiment import execute, experiment_name
+from nnresearch.paths import CONFIG_DIR
+
+register()
+
+# Overrides that already appear in the run name, or that would only clutter it.
+NAMED_KEYS = {"model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "experiment"}
+SHORT_KEYS = {"optim.lr": "lr", "trainer.batch_size": "bs", "optim.name": "", "data.name": "", "model.bias_value": "bias",
+              "optim.weight_decay": "wd", "optim.clip_norm": "clip", "model.batchnorm": "bn", "model.alpha": "alpha",
+              "data.permute_features": "perm", "model.head": ""}
+
+
+def swept_values(task_overrides: list[str]) -> dict[str, str]:
+    """`['optim.lr=0.1', 'model.depth=4']` -> `{'lr': '0.1'}`: the overrides a run name should show."""
+    shown = {}
+    for override in task_overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key not in NAMED_KEYS:
+            shown[SHORT_KEYS.get(key, key.split(".")[-1])] = value
+    return shown
+
+
+def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
+    """The parent run that groups the jobs of this multirun (one per sweep directory)."""
+    if not cfg.tracking.enabled or hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    sweep_id = hashlib.sha1(str(Path(hydra_cfg.sweep.dir).resolve()).encode()).hexdigest()[:12]
+    return tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep_id, f"{cfg.study}-sweep-{sweep_id[:6]}",
+                                    tags={"command": " ".join(sys.argv)})
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(dict_cfg: DictConfig) -> float:
+
+    cfg = validate(dict_cfg)
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides),
+                      resolved_config=OmegaConf.to_container(dict_cfg, resolve=True),
+                      parent_run_id=sweep_parent(cfg, hydra_cfg))
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
+    print(f"run {outcome.run_name} ({outcome.run_id or 'tracking off'}): {summary}")
+    if outcome.diverged_at is not None:
+        print(f"  diverged at step {outcome.diverged_at}")
+    if cfg.tracking.enabled and hydra_cfg.mode != RunMode.MULTIRUN:
+        print(f"  browse it: mlflow ui --backend-store-uri {tracking.resolve_uri(cfg.tracking.uri)}")
+    return outcome.objective
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,606 @@
+"""The MLflow sink: one run per job, its params, metrics, artifacts and final status.
+
+Ground floor: this module knows MLflow and nothing of the network code or Hydra. The wiring layer
+opens a run with `open_run(...)` and hands the yielded `MLflowSink` to the training loop, which
+only sees the `nnresearch.sinks.Sink` protocol (`log_metrics`, `set_tags`).
+
+Choices that matter for multirun sweeps:
+
+- URIs are made absolute (`resolve_uri`), so Hydra changing the working directory or a joblib
+  worker starting elsewhere never moves the store. The default is MLflow 3's `sqlite:///mlflow.db`.
+- A fresh SQLite store is created under a file lock (`ensure_store`): MLflow's schema migrations
+  race when several processes create the same database at once.
+- Runs are created with `MlflowClient`, never the fluent `mlflow.start_run`, so no "active run"
+  survives from one job to the next in a reused worker process.
+- Metrics are buffered and sent with `log_batch`, one store write per ~1000 numbers or per
+  `flush_every_s` seconds, instead of one blocking write per number.
+- The run always ends FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt, SystemExit),
+  with every metric logged before the end flushed first.
+
+Lock files sit next to the database as `<db>-lock`, like SQLite's own `-journal` and `-wal`
+sidecars. Artifacts of experiments created here go to `<db dir>/mlruns/<experiment>/`.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from filelock import FileLock
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.validation import (
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+DESCRIPTION_TAG = "mlflow.note.content"
+SWEEP_ID_TAG = "nnresearch.sweep_id"
+ROLE_TAG = "nnresearch.role"
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+HTTP_TIMEOUT_S = 5.0
+LOCK_TIMEOUT_S = 300.0
+
+_KEY_CHARS = re.compile(r"^[/\w.\- :]+$")
+_READY_STORES: set[str] = set()
+
+
+# --------------------------------------------------------------------------------------------
+# URIs and stores
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The absolute tracking URI for `uri` (None or "" means MLflow 3's `sqlite:///mlflow.db`).
+
+    `sqlite:///relative.db` and `file:relative` are made absolute against the current working
+    directory; `http(s)://` URIs pass through (without a trailing slash); other `scheme://` URIs
+    (postgresql, mysql, databricks) pass through untouched.
+    """
+    if uri is None or uri == "":
+        uri = DEFAULT_URI
+    if not isinstance(uri, str):
+        raise TypeError(f"tracking uri must be a string or None, got {type(uri).__name__}: {uri!r}")
+    if uri.startswith("sqlite:"):
+        return _absolute_sqlite_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    if uri.startswith("file:"):
+        return _absolute_file_uri(uri)
+    if "://" in uri:
+        return uri
+    raise ValueError(
+        f"tracking uri {uri!r} has no scheme; use sqlite:///path/to/mlflow.db (the default), "
+        "file:path/to/mlruns or http://host:port"
+    )
+
+
+def _absolute_sqlite_uri(uri: str) -> str:
+    """`sqlite:///rel.db` -> `sqlite:////abs/rel.db`; in-memory databases are refused."""
+    prefix = "sqlite:///"
+    path, _, query = uri[len(prefix) :].partition("?") if uri.startswith(prefix) else ("", "", "")
+    if path in ("", ":memory:"):
+        raise ValueError(
+            f"tracking uri {uri!r} names no database file (an in-memory store vanishes with the "
+            "process); use sqlite:///mlflow.db or sqlite:////absolute/path/mlflow.db"
+        )
+    path = os.path.abspath(os.path.expanduser(path))
+    return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+
+def _absolute_file_uri(uri: str) -> str:
+    """`file:relative/mlruns` -> `file:///abs/relative/mlruns`; remote hosts pass through."""
+    parsed = urlparse(uri)
+    if parsed.netloc not in ("", "localhost"):
+        return uri
+    return Path(os.path.abspath(os.path.expanduser(unquote(parsed.path)))).as_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a resolved `sqlite:` URI, or None for any other kind of store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].partition("?")[0])
+
+
+def _lock_path(db: Path) -> Path:
+    """The lock file guarding store creation and sweep-parent creation for database `db`."""
+    return db.with_name(db.name + "-lock")
+
+
+def _store_lock(uri: str) -> AbstractContextManager[Any]:
+    """An inter-process lock for a local SQLite store; no lock for any other store."""
+    db = sqlite_path(uri)
+    return nullcontext() if db is None else FileLock(_lock_path(db), timeout=LOCK_TIMEOUT_S)
+
+
+def ensure_store(uri: str | None = None) -> str:
+    """Make the store at `uri` usable and return its resolved URI; done once per process.
+
+    SQLite: check the location is writable, then create (run MLflow's migrations on) a fresh
+    database while holding `<db>-lock`, so parallel jobs never race in the migrations.
+    HTTP: check that a server answers. Other stores are used as they are.
+    """
+    uri = resolve_uri(uri)
+    if uri in _READY_STORES:
+        return uri
+    db = sqlite_path(uri)
+    if db is not None:
+        _check_writable(db)
+        with _store_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    _READY_STORES.add(uri)
+    return uri
+
+
+def _check_writable(db: Path) -> None:
+    """Raise PermissionError naming `db` unless its directory (and file, if any) is writable."""
+    fix = "set tracking.uri to a writable place, e.g. sqlite:///mlflow.db in your project"
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(
+            f"cannot create the directory of the MLflow store {db}: {err}; {fix}"
+        ) from err
+    for target in (db.parent, db):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PermissionError(f"the MLflow store {db} is not writable ({target}); {fix}")
+
+
+def _check_server(uri: str) -> None:
+    """Raise ConnectionError naming `uri` unless an HTTP server answers its /health endpoint."""
+    try:
+        urllib.request.urlopen(f"{uri}/health", timeout=HTTP_TIMEOUT_S).close()
+    except urllib.error.HTTPError as err:
+        if err.code >= 500:
+            raise ConnectionError(
+                f"the MLflow server at {uri} answers {err.code} {err.reason}; check its logs"
+            ) from err
+    except (urllib.error.URLError, OSError) as err:
+        raise ConnectionError(
+            f"no MLflow tracking server answers at {uri} ({err}); start one with "
+            f"`mlflow server --port {urlparse(uri).port or 5000}` or use a sqlite:/// store"
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------
+# Names and values
+
+
+def flatten(mapping: Mapping[str, Any], sep: str = ".") -> dict[str, str]:
+    """Nested mappings as one level: `{"model": {"depth": 8}}` -> `{"model.depth": "8"}`.
+
+    Values are stringified; lists stay whole (`"[64, 64]"`); an empty mapping stays as `"{}"`.
+    Resolve OmegaConf configs first (`OmegaConf.to_container(cfg, resolve=True)`).
+    """
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"flatten expects a mapping, got {type(mapping).__name__}: {mapping!r}")
+    flat: dict[str, str] = {}
+    _flatten_into(flat, mapping, sep, prefix="")
+    return flat
+
+
+def _flatten_into(flat: dict[str, str], mapping: Mapping[str, Any], sep: str, prefix: str) -> None:
+    """Add the leaves of `mapping` to `flat`, their keys prefixed with `prefix + sep`."""
+    for key, value in mapping.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            _flatten_into(flat, value, sep, name)
+        else:
+            flat[name] = str(value)
+
+
+def _check_key(key: str, kind: str) -> str:
+    """Return `key` if MLflow accepts it as a metric/param/tag name, else raise ValueError."""
+    if (
+        not isinstance(key, str)
+        or len(key) > MAX_ENTITY_KEY_LENGTH
+        or not _KEY_CHARS.match(key)
+        or posixpath.normpath(key) != key
+        or key.startswith(("/", ".."))
+    ):
+        raise ValueError(
+            f"{kind} name {key!r} is not valid in MLflow: use at most {MAX_ENTITY_KEY_LENGTH} "
+            "letters, digits, '_', '-', '.', ' ', ':' and '/', not starting with '/' or '..', "
+            "e.g. 'train/loss'"
+        )
+    return key
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of `items` of at most `size` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple[str | None, str]:
+    """Split a run-relative `dir/name.ext` into (`dir` or None, `name.ext`).
+
+    Raises ValueError unless it is a normalised relative posix path ending in one of `suffixes`
+    (any name if `suffixes` is empty).
+    """
+    if (
+        not isinstance(artifact_file, str)
+        or posixpath.isabs(artifact_file)
+        or posixpath.normpath(artifact_file) != artifact_file
+        or artifact_file.startswith("..")
+        or (suffixes and not artifact_file.endswith(suffixes))
+    ):
+        allowed = f" ending in one of {', '.join(suffixes)}" if suffixes else ""
+        raise ValueError(
+            f"artifact_file {artifact_file!r} must be a relative posix path{allowed}, "
+            f"e.g. 'weights/final{suffixes[0] if suffixes else '.txt'}'"
+        )
+    directory, name = posixpath.split(artifact_file)
+    return directory or None, name
+
+
+# --------------------------------------------------------------------------------------------
+# Sinks
+
+
+class MLflowSink:
+    """The Sink of one MLflow run; metrics are buffered and sent with `MlflowClient.log_batch`.
+
+    The buffer is sent when it holds `max_buffered` metrics, when a `log_metrics` call finds its
+    oldest entry `flush_every_s` seconds old, and on `flush()` (which `open_run` calls at the end).
+    Everything else (params, tags, artifacts) is sent at once.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        run: Run,
+        *,
+        flush_every_s: float = 2.0,
+        max_buffered: int = MAX_METRICS_PER_BATCH,
+    ) -> None:
+        _check_batching(flush_every_s, max_buffered)
+        self._client = client
+        self._info = run.info
+        self._flush_every_s = flush_every_s
+        self._max_buffered = max_buffered
+        self._buffer: list[Metric] = []
+        self._oldest = 0.0
+        self._known_names: set[str] = set()
+
+    @property
+    def run_id(self) -> str:
+        return self._info.run_id
+
+    @property
+    def run_name(self) -> str:
+        return self._info.run_name
+
+    @property
+    def experiment_id(self) -> str:
+        return self._info.experiment_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer `metrics` (name -> number) at `step`; send the buffer if it is full or old."""
+        timestamp, step = int(time.time() * 1000), int(step)
+        entries = [
+            Metric(self._metric_name(name), _as_float(name, value), timestamp, step)
+            for name, value in metrics.items()
+        ]
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        self._buffer.extend(entries)
+        if (
+            len(self._buffer) >= self._max_buffered
+            or time.monotonic() - self._oldest >= self._flush_every_s
+        ):
+            self.flush()
+
+    def _metric_name(self, name: str) -> str:
+        """`name`, checked once per sink so a bad name fails here and not at the next flush."""
+        if name not in self._known_names:
+            self._known_names.add(_check_key(name, "metric"))
+        return name
+
+    def flush(self) -> None:
+        """Send every buffered metric, in chunks of MLflow's batch limit."""
+        pending, self._buffer = self._buffer, []
+        for chunk in _chunks(pending, MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set string tags (values stringified, cut to MLflow's tag length limit)."""
+        entries = [
+            RunTag(_check_key(key, "tag"), str(value)[:MAX_TAG_VAL_LENGTH])
+            for key, value in tags.items()
+        ]
+        for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
+            self._client.log_batch(self.run_id, tags=chunk, synchronous=True)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log a (possibly nested) mapping as params: flattened with ".", values stringified and
+        cut to MLflow's param length limit. MLflow refuses to change a param once logged."""
+        entries = [
+            Param(_check_key(key, "param"), value[:MAX_PARAM_VAL_LENGTH])
+            for key, value in flatten(params).items()
+        ]
+        for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
+            self._client.log_batch(self.run_id, params=chunk, synchronous=True)
+
+    def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
+        """Save `obj` as the artifact `artifact_file` (`.json`, `.yaml` or `.yml`)."""
+        _artifact_parts(artifact_file, (".json", ".yaml", ".yml"))
+        self._client.log_dict(self.run_id, dict(obj), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Save `text` as the artifact `artifact_file` (any extension, e.g. `.txt`, `.md`)."""
+        _artifact_parts(artifact_file)
+        self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
+        """Save host arrays as one `.npz` artifact (`np.savez`, no pickled objects).
+
+        Read it back with `np.load(path, allow_pickle=False)`. The file is written under a temporary
+        name and renamed, so a crash never leaves a half-written archive to upload.
+        """
+        directory, name = _artifact_parts(artifact_file, (".npz",))
+        host = {key: _plain_array(key, value) for key, value in arrays.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            partial, final = Path(tmp, name + ".part"), Path(tmp, name)
+            with open(partial, "wb") as file:
+                np.savez(file, **host)
+            os.replace(partial, final)
+            self._client.log_artifact(self.run_id, str(final), artifact_path=directory)
+
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Save a DataFrame or a list of dicts as `.csv` (plain) or `.json` (MLflow's table format,
+        shown in the UI, read back by `mlflow.load_table`; logging again appends rows)."""
+        import pandas as pd
+
+        directory, name = _artifact_parts(artifact_file, (".csv", ".json"))
+        frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
+        if name.endswith(".json"):
+            self._client.log_table(self.run_id, frame, artifact_file)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, name)
+            frame.to_csv(path, index=False)
+            self._client.log_artifact(self.run_id, str(path), artifact_path=directory)
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload a local file or directory, under `artifact_path` in the run if given."""
+        if not Path(path).exists():
+            raise FileNotFoundError(
+                f"cannot log artifact {os.fspath(path)!r}: no such file or directory"
+            )
+        self._client.log_artifact(self.run_id, os.fspath(path), artifact_path=artifact_path)
+
+
+def _check_batching(flush_every_s: float, max_buffered: int) -> None:
+    """Raise ValueError unless the batching settings make sense."""
+    if not flush_every_s >= 0 or max_buffered < 1:
+        raise ValueError(
+            f"need flush_every_s >= 0 and max_buffered >= 1, got {flush_every_s!r} and "
+            f"{max_buffered!r}"
+        )
+
+
+def _as_float(name: str, value: Any) -> float:
+    """`value` as a Python float, or a TypeError naming the metric."""
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"metric {name!r} must be a number, got {type(value).__name__}: {value!r}"
+        ) from err
+
+
+def _plain_array(key: str, value: Any) -> np.ndarray:
+    """`value` as a NumPy array that `np.savez` can store without pickling."""
+    array = np.asarray(value)
+    if array.dtype.hasobject:
+        raise TypeError(
+            f"array {key!r} has dtype object, which would need pickling; pass numeric arrays "
+            "(move device arrays to the host first, e.g. with cupy.asnumpy)"
+        )
+    return array
+
+
+class NullSink:
+    """The sink for `tracking.enabled=false`: same methods as `MLflowSink`, records nothing."""
+
+    run_id = None
+    run_name = None
+    experiment_id = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Discard `metrics`."""
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Discard `tags`."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Discard `params`."""
+
+    def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
+        """Discard `obj`."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Discard `text`."""
+
+    def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
+        """Discard `arrays`."""
+
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Discard `table`."""
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Discard `path`."""
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments and runs
+
+
+def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of the active experiment `name`, created if absent (safe if created in parallel)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"experiment name must be a non-empty string, got {name!r}")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise ValueError(
+            f"experiment {name!r} is deleted in {uri}; restore it "
+            f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
+            "or choose another experiment name"
+        )
+    return experiment.experiment_id
+
+
+def _artifact_location(uri: str, experiment_name: str) -> str | None:
+    """`<db dir>/mlruns/<experiment>` for SQLite stores, whatever the cwd; else the store's own."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.parent / "mlruns" / re.sub(r"[^\w.-]+", "_", experiment_name)).as_uri()
+
+
+def _check_run_in(client: MlflowClient, run_id: str, experiment_id: str) -> None:
+    """Raise ValueError unless run `run_id` exists in experiment `experiment_id`."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise ValueError(f"parent run {run_id!r} does not exist in this store") from err
+    if run.info.experiment_id != experiment_id:
+        raise ValueError(
+            f"parent run {run_id!r} is in experiment {run.info.experiment_id}, not "
+            f"{experiment_id}; MLflow nests runs only within one experiment"
+        )
+
+
+@contextmanager
+def open_run(
+    uri: str | None,
+    experiment_name: str,
+    run_name: str | None,
+    *,
+    tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    description: str | None = None,
+    flush_every_s: float = 2.0,
+) -> Iterator[MLflowSink]:
+    """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING.
+
+    The experiment is created if absent. `parent_run_id` nests the run under that run (same
+    experiment) in the UI; `description` is the run's note. On an exception the run is FAILED, on
+    KeyboardInterrupt or SystemExit (e.g. raised by a SIGTERM handler) KILLED; the exception
+    propagates either way, after the buffered metrics are sent.
+    """
+    _check_batching(flush_every_s, MAX_METRICS_PER_BATCH)
+    uri = ensure_store(uri)
+    client = MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment_name, uri)
+    run_tags = {key: str(value) for key, value in (tags or {}).items()}
+    if parent_run_id is not None:
+        _check_run_in(client, parent_run_id, experiment_id)
+        run_tags[PARENT_RUN_TAG] = parent_run_id
+    if description is not None:
+        run_tags[DESCRIPTION_TAG] = description
+    run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+    sink = MLflowSink(client, run, flush_every_s=flush_every_s)
+    status = "FINISHED"
+    try:
+        yield sink
+    except Exception:
+        status = "FAILED"
+        raise
+    except BaseException:
+        status = "KILLED"
+        raise
+    finally:
+        _end_run(client, sink, status)
+
+
+def _end_run(client: MlflowClient, sink: MLflowSink, status: str) -> None:
+    """Send what is buffered, then set the final status (FAILED if the last send fails)."""
+    try:
+        sink.flush()
+    except Exception:
+        client.set_terminated(sink.run_id, "FAILED" if status == "FINISHED" else status)
+        raise
+    client.set_terminated(sink.run_id, status)
+
+
+def open_parent_run(
+    uri: str | None,
+    experiment_name: str,
+    sweep_id: str,
+    run_name: str | None = None,
+    *,
+    tags: Mapping[str, Any] | None = None,
+) -> str:
+    """The id of the parent run of sweep `sweep_id`, created by the first job that asks.
+
+    The parent is the active run tagged `nnresearch.sweep_id = sweep_id` and
+    `nnresearch.role = parent`. For SQLite the look-up-or-create holds `<db>-lock`; for other
+    stores, parallel creators all keep the oldest parent and delete their own duplicate. The
+    parent stays RUNNING until `finish_parent_run` (e.g. from a Hydra `on_multirun_end` callback).
+    """
+    if not isinstance(sweep_id, str) or not sweep_id or "'" in sweep_id or '"' in sweep_id:
+        raise ValueError(f"sweep_id must be a non-empty string without quotes, got {sweep_id!r}")
+    uri = ensure_store(uri)
+    client = MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment_name, uri)
+    with _store_lock(uri):
+        existing = _parent_runs(client, experiment_id, sweep_id)
+        if existing:
+            return existing[0].info.run_id
+        run_tags = {key: str(value) for key, value in (tags or {}).items()}
+        run_tags |= {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent"}
+        own = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+        own_id = own.info.run_id
+        oldest = _parent_runs(client, experiment_id, sweep_id)[0].info.run_id
+        if oldest != own_id:
+            client.delete_run(own_id)
+        return oldest
+
+
+def _parent_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> list[Run]:
+    """Active parent runs of `sweep_id`, oldest first (ties broken by run id)."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'parent'",
+    )
+    return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") -> None:
+    """End a parent run (or any run) with `status`: FINISHED, FAILED or KILLED."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"status must be FINISHED, FAILED or KILLED, got {status!r}")
+    MlflowClient(ensure_store(uri)).set_terminated(run_id, status)

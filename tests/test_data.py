@@ -1,0 +1,229 @@
+"""The data layer: shapes, encodings, determinism, train-only standardisation, argument errors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from nnresearch.data import DATASETS, TASKS, Dataset, load_dataset, tent_power
+
+# name -> (task, n_features, n_outputs) at the defaults
+EXPECTED = {
+    "xor": ("binary", 2, 1),
+    "moons": ("binary", 2, 1),
+    "circles": ("binary", 2, 1),
+    "spirals": ("multiclass", 2, 3),
+    "blobs": ("multiclass", 2, 3),
+    "multilabel": ("multilabel", 20, 5),
+    "sine": ("regression", 1, 1),
+    "step": ("regression", 1, 1),
+    "abs": ("regression", 1, 1),
+    "sawtooth": ("regression", 1, 1),
+    "digits": ("multiclass", 64, 10),
+    "breast_cancer": ("binary", 30, 1),
+    "mnist1d": ("multiclass", 40, 10),
+    "images64": ("binary", 64 * 64 * 3, 1),
+}
+SMALL = {"mnist1d": 500, "images64": 120}  # keep the slow generators quick in tests
+SPLITS = ("train", "val", "test")
+
+
+def small(name: str, **kwargs) -> Dataset:
+    return load_dataset(name, n_samples=SMALL.get(name), **kwargs)
+
+
+def parts(ds: Dataset) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    return [(s, getattr(ds, f"X_{s}"), getattr(ds, f"Y_{s}")) for s in SPLITS]
+
+
+def test_registry_covers_every_expected_data_set():
+    assert set(DATASETS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_shapes_task_and_target_encoding(name):
+    ds = small(name)
+    task, n_features, n_outputs = EXPECTED[name]
+    assert (ds.name, ds.task, ds.n_features, ds.n_outputs) == (name, task, n_features, n_outputs)
+    assert ds.task in TASKS
+    for split, X, Y in parts(ds):
+        m = ds.sizes[split]
+        assert X.shape == (n_features, m) and Y.shape == (n_outputs, m), split
+        assert X.dtype == Y.dtype == np.float64
+        assert X.flags.c_contiguous and Y.flags.c_contiguous
+        assert np.isfinite(X).all() and np.isfinite(Y).all()
+        if task in ("binary", "multilabel", "multiclass"):
+            assert set(np.unique(Y)) <= {0.0, 1.0}
+        if task == "multiclass":
+            np.testing.assert_array_equal(Y.sum(axis=0), 1.0)
+    if task != "regression":  # every class / label shows up in training
+        assert (ds.Y_train.sum(axis=1) > 0).all()
+        if task == "binary":
+            assert ds.Y_train.mean() < 1.0
+
+
+def test_default_sizes_and_fractions():
+    ds = load_dataset("moons")
+    assert ds.sizes == {"train": 600, "val": 200, "test": 200}
+    ds = load_dataset("moons", n_samples=500, val_fraction=0.1, test_fraction=0.3)
+    assert ds.sizes == {"train": 300, "val": 50, "test": 150}
+    assert load_dataset("digits").sizes == {"train": 1079, "val": 359, "test": 359}
+    assert sum(load_dataset("mnist1d").sizes.values()) == 4000
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_same_seed_same_arrays_other_seed_other_hash(name):
+    a, b = small(name, seed=3), small(name, seed=3)
+    assert a.content_hash == b.content_hash
+    for (_, Xa, Ya), (_, Xb, Yb) in zip(parts(a), parts(b)):
+        np.testing.assert_array_equal(Xa, Xb)
+        np.testing.assert_array_equal(Ya, Yb)
+    c = small(name, seed=4)
+    assert c.content_hash != a.content_hash
+    assert not np.array_equal(c.X_train, a.X_train)
+
+
+def test_hash_covers_arguments_and_matches_describe():
+    base = load_dataset("spirals")
+    assert load_dataset("spirals", noise=0.3).content_hash != base.content_hash
+    assert load_dataset("spirals", standardize=False).content_hash != base.content_hash
+    described = base.describe()
+    assert described == {
+        "name": "spirals", "task": "multiclass", "sizes": base.sizes, "n_features": 2,
+        "n_outputs": 3, "content_hash": base.content_hash,
+    }
+    assert len(base.content_hash) == 64 and int(base.content_hash, 16) >= 0
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "sine", "images64", "blobs"])
+def test_standardisation_uses_train_statistics_only(name):
+    std_ds = small(name, seed=1)
+    raw = small(name, seed=1, standardize=False)  # same seed -> same split, unscaled
+    np.testing.assert_array_equal(std_ds.Y_train, raw.Y_train)
+    mean = raw.X_train.mean(axis=1, keepdims=True)
+    scale = raw.X_train.std(axis=1, keepdims=True)
+    scale = np.where(scale < 1e-12, 1.0, scale)
+    for (_, X, _), (_, X_raw, _) in zip(parts(std_ds), parts(raw)):
+        np.testing.assert_allclose(X, (X_raw - mean) / scale, atol=1e-12)
+    varying = raw.X_train.std(axis=1) > 1e-12
+    np.testing.assert_allclose(std_ds.X_train.mean(axis=1), 0.0, atol=1e-10)
+    np.testing.assert_allclose(std_ds.X_train.std(axis=1)[varying], 1.0, atol=1e-10)
+    # val was not standardised with its own statistics
+    assert np.abs(std_ds.X_val.mean(axis=1)).max() > 1e-6
+
+
+def test_constant_features_are_centred_not_divided_by_zero():
+    ds = load_dataset("digits")  # pixel 0 is always blank
+    assert np.isfinite(ds.X_train).all()
+    np.testing.assert_array_equal(ds.X_train[0], 0.0)
+
+
+def test_unstandardised_raw_ranges():
+    assert np.abs(load_dataset("sine", standardize=False).X_train).max() <= 1.0
+    saw = load_dataset("sawtooth", standardize=False)
+    assert saw.X_train.min() >= 0.0 and saw.X_train.max() <= 1.0
+    img = load_dataset("images64", n_samples=60, standardize=False)
+    assert img.X_train.min() >= 0.0 and img.X_train.max() <= 1.0
+    assert img.X_train.std() > 0.1
+
+
+def test_classification_splits_are_stratified():
+    ds = load_dataset("breast_cancer")
+    fractions = [Y.mean() for _, _, Y in parts(ds)]
+    assert max(fractions) - min(fractions) < 0.02
+    ds = load_dataset("digits", n_samples=300)
+    counts = ds.Y_val.sum(axis=1)
+    assert counts.max() - counts.min() <= 2
+
+
+def test_n_classes_reaches_the_generator():
+    assert load_dataset("spirals", n_classes=5).Y_train.shape[0] == 5
+    assert load_dataset("blobs", n_classes=4).Y_test.shape[0] == 4
+    assert load_dataset("multilabel", n_classes=3).Y_val.shape[0] == 3
+    digits = load_dataset("digits", n_classes=4)
+    assert digits.n_outputs == 4 and sum(digits.sizes.values()) < 1797
+
+
+def test_xor_labels_follow_the_quadrants():
+    ds = load_dataset("xor", noise=0.05, standardize=False)
+    X, Y = ds.X_train, ds.Y_train[0]
+    np.testing.assert_array_equal(Y, ((X[0] > 0) != (X[1] > 0)).astype(float))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
+def test_tent_power_has_2_to_the_k_linear_pieces(k):
+    x = np.linspace(0.0, 1.0, 2**k * 64 + 1)  # the breakpoints j / 2^k lie on the grid
+    slopes = np.diff(tent_power(x, k)) / np.diff(x)
+    np.testing.assert_allclose(np.abs(slopes), 2.0**k, rtol=1e-6)
+    pieces = 1 + np.count_nonzero(np.abs(np.diff(slopes)) > 1e-6 * 2**k)
+    assert pieces == 2**k
+
+
+def test_sawtooth_data_are_the_composed_tent_map():
+    ds = load_dataset("sawtooth", standardize=False, compositions=3)
+    for _, X, Y in parts(ds):
+        np.testing.assert_allclose(Y[0], tent_power(X[0], 3), atol=1e-12)
+    assert ds.content_hash != load_dataset("sawtooth", standardize=False).content_hash
+    noisy = load_dataset("sawtooth", standardize=False, noise=0.1)
+    residual = noisy.Y_train[0] - tent_power(noisy.X_train[0], 4)
+    assert 0.05 < residual.std() < 0.15
+
+
+def test_mnist1d_leaves_global_random_state_and_disk_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.random.seed(123)
+    random.seed(123)
+    expected_np, expected_py = np.random.random(), random.random()
+    np.random.seed(123)
+    random.seed(123)
+    load_dataset("mnist1d", n_samples=95)
+    assert (np.random.random(), random.random()) == (expected_np, expected_py)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arrays_are_read_only():
+    ds = load_dataset("xor")
+    with pytest.raises(ValueError):
+        ds.X_train[0, 0] = 1.0
+
+
+def test_unknown_name_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown data set 'nope'") as info:
+        load_dataset("nope")
+    for name in DATASETS:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "arg"),
+    [(0.0, 0.2, "val_fraction"), (1.0, 0.2, "val_fraction"), (0.2, -0.1, "test_fraction"),
+     (0.2, 1.5, "test_fraction"), (0.5, 0.5, "sum"), (0.6, 0.5, "sum")],
+)
+def test_bad_fractions_raise(val, test, arg):
+    with pytest.raises(ValueError, match=arg):
+        load_dataset("moons", val_fraction=val, test_fraction=test)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "error", "pattern"),
+    [
+        ("moons", {"n_samples": 2}, ValueError, "n_samples=2"),
+        ("spirals", {"n_samples": 12, "n_classes": 5}, ValueError, "n_samples=12"),
+        ("moons", {"n_samples": 10.5}, TypeError, "n_samples"),
+        ("spirals", {"n_classes": 1}, ValueError, "n_classes=1"),
+        ("digits", {"n_classes": 11}, ValueError, "n_classes=11"),
+        ("digits", {"n_samples": 5000}, ValueError, "n_samples=5000"),
+        ("moons", {"noise": -0.1}, ValueError, "noise=-0.1"),
+        ("moons", {"n_classes": 3}, ValueError, "does not take n_classes"),
+        ("digits", {"noise": 0.1}, ValueError, "does not take noise"),
+        ("sine", {"compositions": 3}, ValueError, "does not take compositions"),
+        ("sawtooth", {"compositions": 0}, ValueError, "compositions=0"),
+        ("moons", {"seed": -1}, ValueError, "seed=-1"),
+        ("moons", {"val_fraction": "0.2"}, TypeError, "val_fraction"),
+    ],
+)
+def test_bad_arguments_name_themselves(name, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        load_dataset(name, **kwargs)
