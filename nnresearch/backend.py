@@ -70,8 +70,8 @@ def dtype_of(xp: types.ModuleType, name: str) -> Any:
 
 def to_numpy(x: Any) -> np.ndarray:
     """A host NumPy copy of any backend's array (CuPy via `.get()`, others via DLPack)."""
-    if isinstance(x, np.ndarray):
-        return x
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     if hasattr(x, "get"):
         return x.get()
     return np.from_dlpack(x)

@@ -22,7 +22,7 @@ OBJECTIVES = ("val/loss", "val/acc")
 
 @dataclass
 class ModelConfig:
-    """Architecture: `depth` hidden layers of `width` units (or `widths`, one per hidden layer)."""
+    """Architecture: `depth` hidden layers of `width` units; `widths` (one per hidden layer) replaces both."""
 
     name: str = "mlp"
     depth: int = 2
@@ -89,6 +89,7 @@ class TrainerConfig:
     dtype: str = "float32"
     eval_every: int = 1
     probe_every: int = 1
+    gradient_noise: bool = False
     progress: bool = True
 
 
@@ -148,8 +149,10 @@ def validate(cfg: DictConfig | Config) -> Config:
         _one_of("model.head", m.head, HEADS)
     _at_least("model.depth", m.depth, 0)
     _at_least("model.width", m.width, 1)
-    if m.widths is not None and (len(m.widths) != m.depth or min(m.widths, default=1) < 1):
-        raise ValueError(f"model.widths={m.widths} must list model.depth={m.depth} widths, each >= 1")
+    if m.widths is not None:
+        if min(m.widths, default=1) < 1:
+            raise ValueError(f"model.widths={m.widths}: every width must be >= 1")
+        m.depth = len(m.widths)
     if m.name == "residual_mlp":
         _at_least("model.depth", m.depth, 1)
     _at_least("model.kernel_size", m.kernel_size, 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import subprocess
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from nnresearch.config import Config
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
+from nnresearch.nn.losses import argmax_accuracy, threshold_accuracy
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.nn.schedules import make_schedule
@@ -27,6 +28,7 @@ from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
 
 PERMUTATION_SEED = 1234  # one fixed feature permutation for every run of the inductive-bias study
 DEFAULT_HEADS = {"binary": "sigmoid_bce", "multiclass": "softmax_ce", "multilabel": "sigmoid_bce", "regression": "linear_mse"}
+TASK_ACCURACY = {"binary": threshold_accuracy, "multilabel": threshold_accuracy, "multiclass": argmax_accuracy}
 SHORT_INIT = {"xavier_normal": "xavier", "xavier_uniform": "xavieru", "he_normal": "he", "he_uniform": "heu",
               "lecun_normal": "lecun", "normal": "normal", "uniform": "uniform", "zeros": "zeros", "constant": "const"}
 
@@ -48,6 +50,14 @@ def build_network(cfg: Config, data: Dataset, xp: Any, rng: np.random.Generator)
     init = Init(m.init, m.init_std, m.init_limit, m.bias_init, m.bias_value)
     builder = Builder(xp, backend.dtype_of(xp, cfg.trainer.dtype), rng, init, m.activation, m.alpha, m.batchnorm)
     head = m.head or DEFAULT_HEADS[data.task]
+    network = _architecture(cfg, data, builder, head)
+    if network.head.accuracy is not None:  # accuracy follows the task, whichever output the study puts on it
+        network.head = replace(network.head, accuracy=TASK_ACCURACY[data.task])
+    return network
+
+
+def _architecture(cfg: Config, data: Dataset, builder: Builder, head: str) -> Network:
+    m = cfg.model
     n_in, n_out = data.n_features, data.n_outputs
     if m.name == "logistic":
         if data.task != "binary":
@@ -71,7 +81,10 @@ def run_name(cfg: Config, extra: dict[str, str] | None = None) -> str:
     parts = [m.name]
     if m.name in ("mlp", "residual_mlp", "cnn1d"):
         parts.append(m.activation)
-        parts += [f"d{m.depth}", f"w{m.width}"] if m.name != "cnn1d" else [f"c{'x'.join(map(str, m.channels))}", f"k{m.kernel_size}"]
+        if m.name == "cnn1d":
+            parts += [f"c{'x'.join(map(str, m.channels))}", f"k{m.kernel_size}"]
+        else:
+            parts += [f"d{m.depth}", f"w{'x'.join(map(str, m.widths)) if m.widths else m.width}"]
     parts.append(SHORT_INIT.get(m.init, m.init))
     parts += [f"{key}{value}" for key, value in (extra or {}).items()]
     parts.append(f"s{cfg.trainer.seed}")
@@ -88,10 +101,19 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _device_splits(data: Dataset, xp: Any, dtype: Any) -> tuple[Splits, Any, Any]:
-    cast = lambda a: xp.asarray(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
-    splits = Splits(cast(data.X_train), cast(data.Y_train), cast(data.X_val), cast(data.Y_val))
-    return splits, cast(data.X_test), cast(data.Y_test)
+def _device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits, Any, Any]:
+    """Train/val splits and the test split on the device; multi-hot targets become distributions for a softmax head."""
+    def cast(a: np.ndarray) -> Any:
+        return xp.asarray(np.ascontiguousarray(a), dtype=dtype)
+
+    def targets(Y: np.ndarray) -> Any:
+        if data.task == "multilabel" and "softmax" in head:
+            counts = Y.sum(axis=0, keepdims=True)
+            Y = np.where(counts > 0, Y / np.maximum(counts, 1), 1.0 / Y.shape[0])
+        return cast(Y)
+
+    splits = Splits(cast(data.X_train), targets(data.Y_train), cast(data.X_val), targets(data.Y_val))
+    return splits, cast(data.X_test), targets(data.Y_test)
 
 
 def _load(cfg: Config) -> Dataset:
@@ -114,15 +136,16 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: dict[str,
     dtype = backend.dtype_of(xp, cfg.trainer.dtype)
     rng = backend.make_rng(cfg.trainer.seed)
     network = build_network(cfg, data, xp, rng)
-    splits, X_test, Y_test = _device_splits(data, xp, dtype)
+    splits, X_test, Y_test = _device_splits(data, xp, dtype, network.head.name)
     o = cfg.optim
     optimizer = make_optimizer(o.name, **_optimizer_options(o))
     steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
     schedule = make_schedule(o.schedule, o.lr, cfg.trainer.epochs * steps_per_epoch,
                              step_size=o.step_epochs * steps_per_epoch if o.schedule == "step_decay" else None,
                              gamma=o.gamma, min_lr=min(o.min_lr, o.lr), warmup_steps=o.warmup_epochs * steps_per_epoch)
-    options = LoopOptions(cfg.trainer.epochs, cfg.trainer.batch_size, o.clip_norm, o.clip_value,
-                          cfg.trainer.eval_every, cfg.trainer.probe_every, cfg.trainer.progress)
+    t = cfg.trainer
+    options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
+                          t.gradient_noise, t.progress)
     name = run_name(cfg, sweep)
     tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(xp),
             "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}

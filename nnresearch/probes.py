@@ -72,3 +72,24 @@ def layer_diagnostics(network: Network, weights_before: Mapping[str, Array] | No
             before_norm = _norm(xp, before)
             out[f"update_ratio/{tag}"] = _norm(xp, W - before) / before_norm if before_norm > 0 else math.nan
     return out
+
+
+def gradient_noise(network: Network, X: Array, Y: Array, batch_size: int | None, rng: Any, n_batches: int = 8) -> float:
+    """E_B ||g_B - g||^2 / ||g||^2: how far a mini-batch gradient g_B strays from the full-batch one g.
+
+    Averaged over `n_batches` random batches of `batch_size` (sampled without replacement within a
+    batch); 0 for full-batch gradient descent. Uses train mode, so BatchNorm running statistics move.
+    """
+    xp = namespace(X)
+    m = X.shape[-1]
+    if batch_size is None or batch_size >= m:
+        return 0.0
+    network.loss_and_gradients(X, Y)
+    full = {name: xp.asarray(g, copy=True) for name, g in network.grads().items()}
+    full_sq = sum(float(xp.sum(g * g)) for g in full.values())
+    total = 0.0
+    for _ in range(n_batches):
+        index = xp.asarray(rng.choice(m, size=batch_size, replace=False))
+        network.loss_and_gradients(xp.take(X, index, axis=-1), xp.take(Y, index, axis=-1))
+        total += sum(float(xp.sum((g - full[name]) * (g - full[name]))) for name, g in network.grads().items())
+    return total / n_batches / full_sq if full_sq > 0 else math.nan

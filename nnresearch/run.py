@@ -24,7 +24,9 @@ from nnresearch.paths import CONFIG_DIR
 register()
 
 # Overrides that already appear in the run name, or that would only clutter it.
-NAMED_KEYS = {"model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "experiment"}
+NAMED_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "experiment",
+              "study", "objective", "tracking.", "trainer.epochs", "trainer.progress", "trainer.device", "trainer.eval_every",
+              "trainer.probe_every", "data.n_samples", "hydra")
 SHORT_KEYS = {"optim.lr": "lr", "trainer.batch_size": "bs", "optim.name": "", "data.name": "", "model.bias_value": "bias",
               "optim.weight_decay": "wd", "optim.clip_norm": "clip", "model.batchnorm": "bn", "model.alpha": "alpha",
               "data.permute_features": "perm", "model.head": ""}
@@ -35,7 +37,7 @@ def swept_values(task_overrides: list[str]) -> dict[str, str]:
     shown = {}
     for override in task_overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key not in NAMED_KEYS:
+        if not key.startswith(NAMED_KEYS):
             shown[SHORT_KEYS.get(key, key.split(".")[-1])] = value
     return shown
 

@@ -21,7 +21,7 @@ from nnresearch import backend
 from nnresearch.backend import namespace
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import clip_by_global_norm, clip_by_value
-from nnresearch.probes import layer_diagnostics
+from nnresearch.probes import gradient_noise, layer_diagnostics
 from nnresearch.sinks import Sink
 
 Array = Any
@@ -47,6 +47,7 @@ class LoopOptions:
     clip_value: float | None = None
     eval_every: int = 1
     probe_every: int = 1
+    gradient_noise: bool = False
     progress: bool = True
 
 
@@ -143,6 +144,9 @@ def train(
             metrics |= _prefixed("val", evaluate(network, data.X_val, data.Y_val))
         if probe:
             metrics |= diagnostics
+            if options.gradient_noise:
+                metrics["grad_noise"] = gradient_noise(network, data.X_train, data.Y_train, options.batch_size,
+                                                       np.random.default_rng(epoch))
         _check_parameters(network, step)
         sink.log_metrics(metrics, step=epoch + 1)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")

@@ -1,0 +1,268 @@
+"""The MLflow sink: URIs, store creation, run status on every exit path, batching, nesting.
+
+Every test gets its own SQLite store in `tmp_path`, copied from one migrated per module (creating
+a store runs MLflow's migrations, seconds each); the race test creates fresh ones.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from nnresearch import tracking
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow database file to copy from."""
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking.ensure_store(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture
+def uri(tmp_path, migrated_db) -> str:
+    """The URI of a private, empty store in `tmp_path`."""
+    shutil.copyfile(migrated_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, in step order."""
+    points = MlflowClient(tracking.resolve_uri(uri)).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in points)
+
+
+def get_run(uri: str, run_id: str):
+    return MlflowClient(tracking.resolve_uri(uri)).get_run(run_id)
+
+
+# --- URIs and stores --------------------------------------------------------------------------
+
+
+def test_resolve_uri_makes_local_stores_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.resolve_uri("sqlite:///runs/a.db") == f"sqlite:///{tmp_path}/runs/a.db"
+    assert tracking.resolve_uri("sqlite:////srv/m.db?timeout=30") == "sqlite:////srv/m.db?timeout=30"
+    assert tracking.resolve_uri("file:mlruns") == f"file://{tmp_path}/mlruns"
+    assert tracking.resolve_uri("http://host:5000/") == "http://host:5000"
+    assert tracking.resolve_uri("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns"])
+def test_resolve_uri_refuses_unusable_uris(bad):
+    with pytest.raises(ValueError, match="tracking uri"):
+        tracking.resolve_uri(bad)
+
+
+def test_ensure_store_names_an_unwritable_location(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match=str(blocker / "mlflow.db")):
+        tracking.ensure_store(f"sqlite:///{blocker}/mlflow.db")
+
+
+def test_ensure_store_names_an_unreachable_server():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"http://127.0.0.1:{port}"):
+        tracking.ensure_store(f"http://127.0.0.1:{port}")
+
+
+def _race_worker(uri: str, barrier, results) -> None:
+    """Child process: wait for all, then create the store and ask for the sweep's parent."""
+    barrier.wait()
+    results.put(tracking.open_parent_run(uri, "race", "sweep-1", "parent"))
+
+
+def test_parallel_processes_create_one_store_and_one_parent(tmp_path):
+    """Without the lock, 4 processes migrating a fresh SQLite store at once fail
+    ('table ... already exists'); with it all succeed and agree on one sweep parent."""
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    workers = [ctx.Process(target=_race_worker, args=(uri, barrier, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    parent_ids = {results.get(timeout=5) for _ in workers}
+    assert len(parent_ids) == 1
+    client = MlflowClient(tracking.resolve_uri(uri))
+    experiment = client.get_experiment_by_name("race")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == list(parent_ids)
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def test_open_run_finishes_with_everything_readable(uri, tmp_path):
+    weights = {"W1": np.arange(6, dtype=np.float32).reshape(2, 3), "steps": np.array([1, 2, 3])}
+    with tracking.open_run(
+        uri, "demo", "depth8", tags={"study": "depth"}, description="eight layers"
+    ) as sink:
+        sink.log_params({"model": {"depth": 8, "widths": [64, 64]}, "note": "x" * 7000})
+        for epoch in range(3):
+            sink.log_metrics({"train/loss": 1.0 / (epoch + 1), "val/acc": np.float32(0.5)}, epoch)
+        sink.set_tags({"diverged_at_step": 17})
+        sink.log_arrays(weights, "weights/final.npz")
+        sink.log_dict({"lr": 0.1}, "config.yaml")
+        sink.log_table([{"layer": 1, "norm": 0.5}], "tables/norms.csv")
+        sink.log_text("hello", "notes/readme.md")
+
+    run = get_run(uri, sink.run_id)
+    assert (run.info.status, run.info.run_name) == ("FINISHED", "depth8")
+    assert run.data.params["model.depth"] == "8"
+    assert run.data.params["model.widths"] == "[64, 64]"
+    assert run.data.params["note"] == "x" * 6000
+    assert run.data.tags["study"] == "depth"
+    assert run.data.tags["diverged_at_step"] == "17"
+    assert run.data.tags["mlflow.note.content"] == "eight layers"
+    assert history(uri, sink.run_id, "train/loss") == [(0, 1.0), (1, 0.5), (2, 1.0 / 3)]
+    assert run.data.metrics["val/acc"] == 0.5
+
+    client = MlflowClient(tracking.resolve_uri(uri))
+    local = Path(client.download_artifacts(sink.run_id, "", str(tmp_path / "down")))
+    with np.load(local / "weights" / "final.npz", allow_pickle=False) as archive:
+        assert archive["W1"].dtype == np.float32
+        np.testing.assert_array_equal(archive["W1"], weights["W1"])
+        np.testing.assert_array_equal(archive["steps"], weights["steps"])
+    assert (local / "config.yaml").read_text().strip() == "lr: 0.1"
+    assert (local / "tables" / "norms.csv").read_text().splitlines() == ["layer,norm", "1,0.5"]
+    assert (local / "notes" / "readme.md").read_text() == "hello"
+
+
+def test_exception_fails_the_run_after_flushing_its_metrics(uri):
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.open_run(uri, "demo", "crash", flush_every_s=3600) as sink:
+            for epoch in range(3):
+                sink.log_metrics({"loss": float(epoch)}, epoch)
+            raise RuntimeError("boom")
+    assert get_run(uri, sink.run_id).info.status == "FAILED"
+    assert history(uri, sink.run_id, "loss") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_interrupt_kills_the_run_after_flushing_its_metrics(uri, interrupt):
+    with pytest.raises(interrupt):
+        with tracking.open_run(uri, "demo", "ctrl-c", flush_every_s=3600) as sink:
+            sink.log_metrics({"loss": 2.5}, 0)
+            raise interrupt()
+    assert get_run(uri, sink.run_id).info.status == "KILLED"
+    assert history(uri, sink.run_id, "loss") == [(0, 2.5)]
+
+
+def test_bad_metric_fails_at_the_call_and_the_run(uri):
+    with pytest.raises(ValueError, match="'val acc!'"):
+        with tracking.open_run(uri, "demo", "bad") as sink:
+            sink.log_metrics({"val acc!": 1.0}, 0)
+    with pytest.raises(TypeError, match="'loss'"):
+        sink.log_metrics({"loss": "high"}, 0)
+    assert get_run(uri, sink.run_id).info.status == "FAILED"
+
+
+def test_log_arrays_refuses_object_arrays(uri):
+    with tracking.open_run(uri, "demo", "objects") as sink:
+        with pytest.raises(TypeError, match="pickling"):
+            sink.log_arrays({"ragged": np.array([[1], [1, 2]], dtype=object)}, "a.npz")
+        with pytest.raises(ValueError, match=".npz"):
+            sink.log_arrays({"w": np.ones(2)}, "a.npy")
+
+
+# --- batching -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_batch_calls(monkeypatch) -> list[int]:
+    """Counts `MlflowClient.log_batch` calls: one entry (number of metrics) per call."""
+    calls: list[int] = []
+    original = MlflowClient.log_batch
+
+    def counting(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+        calls.append(len(metrics))
+        return original(self, run_id, metrics, params, tags, synchronous=synchronous)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting)
+    return calls
+
+
+def test_metrics_are_sent_in_few_batches(uri, log_batch_calls):
+    with tracking.open_run(uri, "demo", "batched", flush_every_s=3600) as sink:
+        for epoch in range(100):
+            sink.log_metrics({f"layer{i}/grad_norm": epoch + i / 100 for i in range(30)}, epoch)
+    assert log_batch_calls == [1000, 1000, 1000]
+    for i in (0, 17, 29):
+        steps = history(uri, sink.run_id, f"layer{i}/grad_norm")
+        assert steps == [(epoch, epoch + i / 100) for epoch in range(100)]
+
+
+def test_old_buffer_is_sent_on_the_next_call(uri, log_batch_calls):
+    with tracking.open_run(uri, "demo", "timed", flush_every_s=0.0) as sink:
+        for epoch in range(5):
+            sink.log_metrics({"a": 1.0, "b": 2.0}, epoch)
+        assert log_batch_calls == [2] * 5
+
+
+# --- nesting ------------------------------------------------------------------------------------
+
+
+def test_children_nest_under_one_parent_per_sweep(uri):
+    parent = tracking.open_parent_run(uri, "sweep", "2024-01-01/12-00", "depth-sweep")
+    assert tracking.open_parent_run(uri, "sweep", "2024-01-01/12-00") == parent
+    other = tracking.open_parent_run(uri, "sweep", "2024-01-02/09-30")
+    assert other != parent
+    with tracking.open_run(uri, "sweep", "child", parent_run_id=parent) as child:
+        child.log_metrics({"loss": 1.0}, 0)
+    assert get_run(uri, child.run_id).data.tags["mlflow.parentRunId"] == parent
+    parent_tags = get_run(uri, parent).data.tags
+    assert (parent_tags["nnresearch.role"], parent_tags["nnresearch.sweep_id"]) == (
+        "parent",
+        "2024-01-01/12-00",
+    )
+    assert get_run(uri, parent).info.status == "RUNNING"
+    tracking.finish_parent_run(uri, parent)
+    assert get_run(uri, parent).info.status == "FINISHED"
+
+
+def test_parent_must_be_in_the_same_experiment(uri):
+    parent = tracking.open_parent_run(uri, "sweep-a", "s1")
+    with pytest.raises(ValueError, match="experiment"):
+        with tracking.open_run(uri, "sweep-b", "child", parent_run_id=parent):
+            pass
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def test_flatten_joins_nested_keys_and_stringifies():
+    config = {"model": {"depth": 8, "act": {"name": "relu"}}, "lr": 0.1, "widths": [4, 4], "x": {}}
+    assert tracking.flatten(config) == {
+        "model.depth": "8",
+        "model.act.name": "relu",
+        "lr": "0.1",
+        "widths": "[4, 4]",
+        "x": "{}",
+    }
+    assert tracking.flatten({"a": {"b": 1}}, sep="/") == {"a/b": "1"}
+    with pytest.raises(TypeError, match="mapping"):
+        tracking.flatten([1, 2])
+
+
+def test_null_sink_records_nothing(tmp_path):
+    sink = tracking.NullSink()
+    sink.log_metrics({"loss": 1.0}, 0)
+    sink.log_params({"a": {"b": 1}})
+    sink.set_tags({"t": 1})
+    sink.log_arrays({"w": np.ones(2)}, "w.npz")
+    sink.flush()
+    assert (sink.run_id, sink.run_name, sink.experiment_id) == (None, None, None)
+    assert list(tmp_path.iterdir()) == []
