@@ -24,7 +24,7 @@ from nnresearch.paths import CONFIG_DIR
 register()
 
 # Overrides that already appear in the run name, or that would only clutter it.
-NAMED_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "experiment",
+NAMED_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "experiment", "profile",
               "study", "objective", "tracking.", "trainer.epochs", "trainer.progress", "trainer.device", "trainer.eval_every",
               "trainer.probe_every", "data.n_samples", "hydra")
 SHORT_KEYS = {"optim.lr": "lr", "trainer.batch_size": "bs", "optim.name": "", "data.name": "", "model.bias_value": "bias",

@@ -262,24 +262,16 @@ def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple
 class MLflowSink:
     """The Sink of one MLflow run; metrics are buffered and sent with `MlflowClient.log_batch`.
 
-    The buffer is sent when it holds `max_buffered` metrics, when a `log_metrics` call finds its
-    oldest entry `flush_every_s` seconds old, and on `flush()` (which `open_run` calls at the end).
-    Everything else (params, tags, artifacts) is sent at once.
+    Each full batch of MLflow's limit (1000 metrics) is sent as soon as it fills; the whole buffer
+    is sent when a `log_metrics` call finds it `flush_every_s` seconds old, and on `flush()` (which
+    `open_run` calls at the end). Everything else (params, tags, artifacts) is sent at once.
     """
 
-    def __init__(
-        self,
-        client: MlflowClient,
-        run: Run,
-        *,
-        flush_every_s: float = 2.0,
-        max_buffered: int = MAX_METRICS_PER_BATCH,
-    ) -> None:
-        _check_batching(flush_every_s, max_buffered)
+    def __init__(self, client: MlflowClient, run: Run, *, flush_every_s: float = 2.0) -> None:
+        _check_flush_every(flush_every_s)
         self._client = client
         self._info = run.info
         self._flush_every_s = flush_every_s
-        self._max_buffered = max_buffered
         self._buffer: list[Metric] = []
         self._oldest = 0.0
         self._known_names: set[str] = set()
@@ -297,7 +289,7 @@ class MLflowSink:
         return self._info.experiment_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer `metrics` (name -> number) at `step`; send the buffer if it is full or old."""
+        """Buffer `metrics` (name -> number) at `step`; send full batches, or all if it is old."""
         timestamp, step = int(time.time() * 1000), int(step)
         entries = [
             Metric(self._metric_name(name), _as_float(name, value), timestamp, step)
@@ -306,11 +298,10 @@ class MLflowSink:
         if not self._buffer:
             self._oldest = time.monotonic()
         self._buffer.extend(entries)
-        if (
-            len(self._buffer) >= self._max_buffered
-            or time.monotonic() - self._oldest >= self._flush_every_s
-        ):
+        if time.monotonic() - self._oldest >= self._flush_every_s:
             self.flush()
+        elif len(self._buffer) >= MAX_METRICS_PER_BATCH:
+            self._send_full_batches()
 
     def _metric_name(self, name: str) -> str:
         """`name`, checked once per sink so a bad name fails here and not at the next flush."""
@@ -318,11 +309,22 @@ class MLflowSink:
             self._known_names.add(_check_key(name, "metric"))
         return name
 
+    def _send_full_batches(self) -> None:
+        """Send whole batches of MLflow's size limit and keep the rest (now the oldest) buffered."""
+        full = len(self._buffer) - len(self._buffer) % MAX_METRICS_PER_BATCH
+        pending, self._buffer = self._buffer[:full], self._buffer[full:]
+        self._oldest = time.monotonic()
+        self._send(pending)
+
+    def _send(self, metrics: list[Metric]) -> None:
+        """Write `metrics` to the store, one `log_batch` per MLflow batch limit."""
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+
     def flush(self) -> None:
         """Send every buffered metric, in chunks of MLflow's batch limit."""
         pending, self._buffer = self._buffer, []
-        for chunk in _chunks(pending, MAX_METRICS_PER_BATCH):
-            self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        self._send(pending)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags (values stringified, cut to MLflow's tag length limit)."""
@@ -392,13 +394,10 @@ class MLflowSink:
         self._client.log_artifact(self.run_id, os.fspath(path), artifact_path=artifact_path)
 
 
-def _check_batching(flush_every_s: float, max_buffered: int) -> None:
-    """Raise ValueError unless the batching settings make sense."""
-    if not flush_every_s >= 0 or max_buffered < 1:
-        raise ValueError(
-            f"need flush_every_s >= 0 and max_buffered >= 1, got {flush_every_s!r} and "
-            f"{max_buffered!r}"
-        )
+def _check_flush_every(flush_every_s: float) -> None:
+    """Raise ValueError unless `flush_every_s` is a number of seconds >= 0."""
+    if not flush_every_s >= 0:
+        raise ValueError(f"flush_every_s must be >= 0 seconds, e.g. 2.0, got {flush_every_s!r}")
 
 
 def _as_float(name: str, value: Any) -> float:
@@ -521,7 +520,7 @@ def open_run(
     KeyboardInterrupt or SystemExit (e.g. raised by a SIGTERM handler) KILLED; the exception
     propagates either way, after the buffered metrics are sent.
     """
-    _check_batching(flush_every_s, MAX_METRICS_PER_BATCH)
+    _check_flush_every(flush_every_s)
     uri = ensure_store(uri)
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, experiment_name, uri)

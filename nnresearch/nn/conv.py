@@ -34,7 +34,7 @@ def conv_geometry(length: int, k: int, stride: int, padding: str) -> tuple[int, 
 
     valid: no padding, L_out = floor((L - k) / stride) + 1, needs k <= L.
     same:  L_out = ceil(L / stride) with total padding (L_out - 1) stride + k - L split as evenly
-           as possible, the odd zero on the right (TensorFlow's and PyTorch's convention); with
+           as possible, the odd zero on the right (TensorFlow's convention, and PyTorch's for stride 1); with
            stride 1 and odd k that is (k - 1) / 2 zeros on each side and L_out = L.
     """
     if padding not in PADDINGS:

@@ -1,0 +1,149 @@
+"""What every study script shares: loading its sweep, saving and logging the figure, printing the verdict.
+
+A study script defines `analyse(study: Study) -> tuple[Figure, Verdict]` and ends with
+`main = study_main("<name>", analyse)`. The verdict is computed from the runs, never written in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from nnresearch import results  # noqa: E402
+from nnresearch.tracking import PARENT_RUN_TAG, resolve_uri  # noqa: E402
+
+FIGURE_DIR = Path("reports/figures")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the chapter's claim held in these runs, and the numbers that decided it."""
+
+    study: str
+    claim: str
+    held: bool
+    evidence: str
+
+    def line(self) -> str:
+        return f"[{'HELD' if self.held else 'NOT HELD'}] {self.study}: {self.claim} -- {self.evidence}"
+
+
+class Study:
+    """The finished runs of one study's latest sweep (or of all its sweeps), read from MLflow."""
+
+    def __init__(self, name: str, uri: str | None = None, experiment: str | None = None, all_sweeps: bool = False) -> None:
+        self.name = name
+        self.uri = resolve_uri(uri)
+        self.experiment = experiment or name
+        self.all_sweeps = all_sweeps
+
+    @cached_property
+    def _all(self) -> pd.DataFrame:
+        return results.runs(self.experiment, self.uri, include_parents=True)
+
+    @cached_property
+    def parent_run_id(self) -> str | None:
+        """The latest sweep's parent run: figures and verdicts are logged there."""
+        parents = self._all[self._all.get("tags.nnresearch.role", pd.Series(dtype=str)) == "parent"]
+        if parents.empty:
+            return None
+        return str(parents.sort_values("start_time").iloc[-1]["run_id"])
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        """One row per finished job: params.*, metrics.* (last values), tags.*."""
+        frame = self._all[self._all["status"] == "FINISHED"]
+        column = f"tags.{PARENT_RUN_TAG}"
+        if column in frame:
+            frame = frame[frame[column].notna()] if self.parent_run_id else frame
+            if not self.all_sweeps and self.parent_run_id:
+                frame = frame[frame[column] == self.parent_run_id]
+        if frame.empty:
+            raise ValueError(f"study {self.name!r} has no finished runs in {self.uri}; run it first: "
+                             f"python -m nnresearch.run -m experiment={self.name}")
+        return frame.reset_index(drop=True)
+
+    def histories(self, metrics: Sequence[str], params: Sequence[str]) -> pd.DataFrame:
+        """Per-step values of `metrics` for this study's runs, with `params.<name>` columns joined."""
+        return results.histories(list(self.runs["run_id"]), metrics, self.uri, params=params)
+
+    def artifact(self, run_id: str, path: str) -> Path:
+        """A local copy of one artifact of a run."""
+        target = Path(tempfile.mkdtemp(prefix="nnresearch-artifact-"))
+        return Path(MlflowClient(self.uri).download_artifacts(run_id, path, str(target)))
+
+    def final_params(self, run_id: str, which: str = "final") -> dict[str, np.ndarray]:
+        """The run's parameters at `init` or `final` as a mapping W1, b1, ... (loaded without pickle)."""
+        with np.load(self.artifact(run_id, f"params/{which}.npz"), allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+    def network(self, run_id: str, which: str = "final") -> Any:
+        """The run's trained network, rebuilt from its logged config and parameters."""
+        from nnresearch import backend
+        from nnresearch.config import Config, validate
+        from nnresearch.data import load_dataset
+        from nnresearch.experiment import build_network
+
+        resolved = OmegaConf.load(self.artifact(run_id, "config.yaml"))
+        cfg = validate(OmegaConf.merge(OmegaConf.structured(Config), resolved))
+        data = load_dataset(cfg.data.name, seed=cfg.data.seed, n_samples=cfg.data.n_samples, noise=cfg.data.noise,
+                            n_classes=cfg.data.n_classes,
+                            **({"compositions": cfg.data.compositions} if cfg.data.compositions is not None else {}))
+        network = build_network(cfg, data, np, backend.make_rng(0))
+        network.load_state(self.final_params(run_id, which))
+        return network
+
+
+def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
+    """Mean and 95% t-interval of `value` over seeds, per group `by` (a thin wrapper over results.aggregate)."""
+    return results.aggregate(frame, list(by), value=value).reset_index()
+
+
+def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) -> None:
+    """A mean line with its confidence band, from a `mean_band` frame sorted by `x`."""
+    frame = frame.sort_values(x)
+    line, = ax.plot(frame[x], frame["mean"], marker="o", label=label, **style)
+    ax.fill_between(frame[x], frame["lo"], frame["hi"], alpha=0.2, color=line.get_color())
+
+
+def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Callable[[Sequence[str] | None], Verdict]:
+    """The `main(argv)` of a study script: analyse, save the figure, log it to the sweep's parent run, print the verdict."""
+
+    def main(argv: Sequence[str] | None = None) -> Verdict:
+        parser = argparse.ArgumentParser(prog=f"python -m analysis.{name}", description=f"Analyse the {name} study.")
+        parser.add_argument("--uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+        parser.add_argument("--experiment", default=None, help=f"MLflow experiment (default: {name})")
+        parser.add_argument("--all-sweeps", action="store_true", help="use every sweep of the study, not only the latest")
+        parser.add_argument("--out", type=Path, default=FIGURE_DIR, help="where to save the figure")
+        args = parser.parse_args(argv)
+        study = Study(name, args.uri, args.experiment, args.all_sweeps)
+        figure, verdict = analyse(study)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{name}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        if study.parent_run_id is not None:
+            results.log_figure(study.parent_run_id, path, f"figures/{name}.png", study.uri)
+            client = MlflowClient(study.uri)
+            client.log_text(study.parent_run_id, json.dumps(asdict(verdict), indent=2), "verdict.json")
+            client.set_tag(study.parent_run_id, "verdict", "held" if verdict.held else "not held")
+        print(verdict.line())
+        print(f"figure: {path}")
+        return verdict
+
+    return main

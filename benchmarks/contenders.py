@@ -1,0 +1,120 @@
+"""One training step (forward, cost, backward, SGD update) of the same MLP in each library.
+
+Every contender trains `sizes = [n0, ..., nL]` with relu hidden layers and a softmax +
+cross-entropy output on a fixed random float32 batch of `m` examples, learning rate 0.01, no
+momentum, no weight decay. A builder returns `(step, info)`: `step()` performs the work and
+returns how many training steps it did; `info` says what exactly was run.
+
+| contender  | step                                                                         |
+|------------|------------------------------------------------------------------------------|
+| nnresearch | `Network.loss_and_gradients(X, Y)` then `make_optimizer("sgd").step(...)`   |
+| torch      | eager `nn.Sequential(Linear, ReLU, ...)`, `CrossEntropyLoss`, `optim.SGD`,  |
+|            | `zero_grad(set_to_none=True)`                                                |
+| sklearn    | `MLPClassifier(solver="sgd").partial_fit` over N batches (one epoch), per batch |
+| gemm_only  | the step's matrix products alone, no elementwise work (`flops.gemm_only`)   |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks.flops import gemm_only
+
+LR = 0.01
+Step = Callable[[], int]
+
+
+class Unavailable(Exception):
+    """A contender that cannot run here (its library is not installed)."""
+
+
+def batch(sizes: list[int], m: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A random float32 batch in rows: X `(m, n0)` and integer labels `(m,)` in range(nL)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, sizes[0]), dtype=np.float32)
+    labels = rng.integers(0, sizes[-1], m)
+    return X, labels
+
+
+def nnresearch_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
+    from nnresearch.backend import make_rng
+    from nnresearch.nn.architectures import Builder, Init, mlp
+    from nnresearch.nn.optim import make_optimizer
+
+    network = mlp(Builder(np, np.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
+    optimizer = make_optimizer("sgd")
+    rows, labels = batch(sizes, m)
+    X = np.ascontiguousarray(rows.T)  # the chapter's layout: examples in columns
+    Y = np.eye(sizes[-1], dtype=np.float32)[:, labels]
+
+    def step() -> int:
+        network.loss_and_gradients(X, Y)
+        optimizer.step(network.params(), network.grads(), LR)
+        return 1
+
+    step()
+    dtypes = sorted({str(p.dtype) for p in network.params().values()} | {str(g.dtype) for g in network.grads().values()})
+    return step, {"dtype": "/".join(dtypes), "layout": "W (n_l, n_prev), A (n_l, m)"}
+
+
+def torch_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:
+    try:
+        import torch
+    except ImportError as error:
+        raise Unavailable(f"torch not installed ({error}); pip install -e '.[bench]'") from error
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    layers: list[Any] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])  # no relu after the output layer: the loss takes logits
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    rows, labels = batch(sizes, m)
+    X, y = torch.from_numpy(rows), torch.from_numpy(labels)
+
+    def step() -> int:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(X), y).backward()
+        optimizer.step()
+        return 1
+
+    step()
+    return step, {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                  "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+                  "mkldnn": bool(torch.backends.mkldnn.is_available()), "mkl": bool(torch.backends.mkl.is_available())}
+
+
+def sklearn_step(sizes: list[int], m: int, n_batches: int) -> tuple[Step, dict[str, Any]]:
+    try:
+        from sklearn.neural_network import MLPClassifier
+    except ImportError as error:
+        raise Unavailable(f"scikit-learn not installed ({error})") from error
+
+    rows, labels = batch(sizes, m * n_batches)
+    classifier = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver="sgd", batch_size=m,
+                               learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False, alpha=0.0,
+                               shuffle=False, random_state=0)
+    classifier.partial_fit(rows, labels, classes=np.arange(sizes[-1]))  # initializes the weights
+
+    def step() -> int:
+        classifier.partial_fit(rows, labels)
+        return n_batches
+
+    step()
+    return step, {"dtype": str(classifier.coefs_[0].dtype), "batches_per_call": n_batches,
+                  "output": f"{classifier.out_activation_} x {classifier.coefs_[-1].shape[1]}"}
+
+
+def gemm_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
+    products = gemm_only(sizes, m)
+
+    def step() -> int:
+        products()
+        return 1
+
+    return step, {"dtype": "float32"}

@@ -1,0 +1,121 @@
+"""Timing on a shared, noisy machine: interleaved blocks, medians, and the environment they ran in.
+
+`interleave(contenders, repeats, block_s)` runs every contender once to warm up (and to size its
+block), then `repeats` rounds; in each round every contender runs one block of calls, in an order
+rotated from round to round, so slow spells of the machine fall on all contenders alike. A
+contender is a callable returning how many units (training steps) one call performed (None = 1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Contender = Callable[[], "int | None"]
+
+
+@dataclass
+class Timing:
+    """Seconds per unit, one entry per round."""
+
+    per_unit_s: list[float] = field(default_factory=list)
+    units_per_block: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.per_unit_s)
+
+    @property
+    def best(self) -> float:
+        return min(self.per_unit_s)
+
+    def summary(self) -> dict[str, Any]:
+        s = sorted(self.per_unit_s)
+        q = lambda f: s[min(len(s) - 1, int(round(f * (len(s) - 1))))]  # noqa: E731
+        return {"median_s": self.median, "min_s": self.best, "q25_s": q(0.25), "q75_s": q(0.75),
+                "repeats": len(s), "units_per_block": self.units_per_block}
+
+
+def _call(fn: Contender) -> tuple[float, int]:
+    start = time.perf_counter()
+    units = fn()
+    return time.perf_counter() - start, int(units or 1)
+
+
+def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, warmup: int = 1) -> dict[str, Timing]:
+    """Median-ready timings of every contender, measured in rotated, interleaved blocks."""
+    calls: dict[str, int] = {}
+    timings = {name: Timing() for name in contenders}
+    for name, fn in contenders.items():
+        elapsed, units = 0.0, 1
+        for _ in range(max(1, warmup)):
+            elapsed, units = _call(fn)
+        calls[name] = max(1, math.ceil(block_s / max(elapsed, 1e-9)))
+        timings[name].units_per_block = calls[name] * units
+    names = list(contenders)
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, total_s, total_units = contenders[name], 0.0, 0
+            for _ in range(calls[name]):
+                elapsed, units = _call(fn)
+                total_s += elapsed
+                total_units += units
+            timings[name].per_unit_s.append(total_s / total_units)
+    return timings
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """The shortest of `repeats` wall times of fn() (after one warm-up call)."""
+    fn()
+    return min(_call(fn)[0] for _ in range(repeats))
+
+
+def blas_threads() -> tuple[int, str]:
+    """How many threads NumPy's BLAS uses, and how that was found (threadpoolctl, else cpu_count)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+        if blas:
+            return int(blas[0]["num_threads"]), f"threadpoolctl ({blas[0].get('internal_api')} {blas[0].get('version')})"
+    except Exception:  # threadpoolctl missing or unable to inspect this BLAS
+        pass
+    return os.cpu_count() or 1, "os.cpu_count()"
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers depend on: machine, versions, thread counts, load when measured."""
+    import numpy as np
+
+    threads, source = blas_threads()
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "blas_threads": threads,
+        "blas_threads_source": source,
+        "numpy": np.__version__,
+        "load_average_start": load_average(),
+    }
+    for module in ("torch", "sklearn"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
+    return env
