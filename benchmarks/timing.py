@@ -1,8 +1,9 @@
 """Timing on a shared, noisy machine: interleaved blocks, medians, and the environment they ran in.
 
-`interleave(contenders, repeats, block_s)` runs every contender once to warm up (and to size its
-block), then `repeats` rounds; in each round every contender runs one block of calls, in an order
-rotated from round to round, so slow spells of the machine fall on all contenders alike. A
+`interleave(contenders, repeats, block_s)` runs every contender `warmup` times (the last call
+sizes its block to about `block_s` seconds; with `warmup=0` a block is one call), then `repeats`
+rounds; in each round every contender runs one block of calls, in an order rotated from round
+to round, so slow spells of the machine fall on all contenders alike. A
 contender is a callable returning how many units (training steps) one call performed (None = 1).
 """
 
@@ -55,9 +56,9 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
     timings = {name: Timing() for name in contenders}
     for name, fn in contenders.items():
         elapsed, units = 0.0, 1
-        for _ in range(max(1, warmup)):
+        for _ in range(warmup):
             elapsed, units = _call(fn)
-        calls[name] = max(1, math.ceil(block_s / max(elapsed, 1e-9)))
+        calls[name] = max(1, math.ceil(block_s / elapsed)) if warmup and elapsed > 0 else 1
         timings[name].units_per_block = calls[name] * units
     names = list(contenders)
     for round_ in range(repeats):
@@ -73,9 +74,14 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> float:
-    """The shortest of `repeats` wall times of fn() (after one warm-up call)."""
+    """The shortest of `repeats` wall times of fn() (after one warm-up call); its result is dropped."""
     fn()
-    return min(_call(fn)[0] for _ in range(repeats))
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def blas_threads() -> tuple[int, str]:

@@ -114,14 +114,20 @@ def _runs_frame(found: Sequence[Run]) -> pd.DataFrame:
     frame = frame[RUN_COLUMNS + prefixed]
     for column in ("start_time", "end_time"):
         frame[column] = pd.to_datetime(frame[column], unit="ms", utc=True)
-    for column in prefixed:
-        if column.startswith("params."):
-            frame[column] = _numeric_if_possible(frame[column])
     return frame.sort_values(["start_time", "run_id"], ignore_index=True)
 
 
+def _numeric_params(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each `params.` column numeric if every value in it reads as a number."""
+    frame = frame.reset_index(drop=True)
+    for column in frame.columns:
+        if column.startswith("params."):
+            frame[column] = _numeric_if_possible(frame[column])
+    return frame
+
+
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
-    """`column` as numbers if every value reads as one, else unchanged."""
+    """`column` as numbers if every value reads as one; text params ("relu", "True") unchanged."""
     try:
         return pd.to_numeric(column)
     except (ValueError, TypeError):
@@ -167,7 +173,7 @@ def runs(
         frame = frame[~_is_parent(frame)]
     if wanted is not None:
         frame = frame[frame["status"].isin(wanted)]
-    return frame.reset_index(drop=True)
+    return _numeric_params(frame)
 
 
 def _runs_by_id(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -223,6 +229,7 @@ def histories(
         frame = frame[~_is_parent(frame)] if not frame.empty else frame
     else:
         frame = _runs_by_id(client, list(source))
+    frame = _numeric_params(frame)
     param_columns = _param_columns(frame, params)
     pairs = _metric_pairs(frame, metrics)
     with ThreadPoolExecutor(FETCH_THREADS) as pool:

@@ -24,3 +24,56 @@ def xp(request):
 
         return array_api_compat.cupy
     return pytest.importorskip("array_api_strict")
+
+
+# --------------------------------------------------------------------------------------------
+# Harness fixtures (tests/test_harness.py, tests/test_cli.py): Hydra configs and MLflow stores.
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory):
+    """An empty MLflow SQLite store, migrated once per session (migrations take seconds).
+
+    Created with the working directory inside its own folder, so nothing (not even the store's
+    "Default" experiment location) points into the repository.
+    """
+    import os
+
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow_template")
+    db = folder / "mlflow.db"
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    finally:
+        os.chdir(previous)
+    return db
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, mlflow_template_db):
+    """`sqlite:///<tmp_path>/mlflow.db`: a fresh, already migrated store for one test."""
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template_db, db)
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture
+def compose():
+    """`compose(["model=mlp", ...])`: the primary config composed in-process, like the CLI does."""
+    import hydra
+
+    from nnresearch.config import register
+    from nnresearch.paths import CONFIG_DIR
+
+    register()
+
+    def _compose(overrides=()):
+        with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return hydra.compose(config_name="config", overrides=list(overrides))
+
+    return _compose

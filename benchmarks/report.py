@@ -1,0 +1,138 @@
+"""Writing one invocation's results: `results.json` (everything), `results.md`, `results.png`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+CONTENDERS = ("nnresearch", "torch", "sklearn", "gemm_only")
+
+
+def _s(value: float | None) -> str:
+    """Seconds with a unit a person reads at a glance."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1.0:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value:.2f} s"
+
+
+def _x(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, env = results["meta"], results["meta"]["environment"]
+    lines = [f"# nnresearch benchmark{' (smoke)' if meta['smoke'] else ''}", "",
+             f"`{meta['command']}` — {meta['started']}, {meta['duration_s']:.0f} s; {env['processor']}, "
+             f"{env['cpu_count']} cores, BLAS threads {env['blas_threads']} ({env['blas_threads_source']}); "
+             f"numpy {env['numpy']}, torch {env['torch']}, scikit-learn {env['sklearn']}; load average "
+             f"{env['load_average_start']} -> {env.get('load_average_end')}.", ""]
+    if "step" in results:
+        lines += ["## Training step (float32, relu, softmax + cross-entropy, SGD)", "",
+                  "Median seconds per step over interleaved repeats; ratio = nnresearch / other "
+                  "(<= 1.00: nnresearch is not slower).", ""]
+        rows = []
+        for shape in results["step"]["shapes"]:
+            c = shape["contenders"]
+            rows.append([f"`{shape['name']}`", str(shape["batch"]),
+                         *(_s(c.get(name, {}).get("median_s")) for name in CONTENDERS),
+                         _x(shape["ratio"].get("torch")), _x(shape["ratio"].get("sklearn"))])
+        lines += _table(["shape", "batch", "nnresearch", "torch", "sklearn", "GEMMs alone", "vs torch", "vs sklearn"], rows)
+        peak = results["step"]["peak"]
+        lines += ["## Achieved FLOP/s", "",
+                  f"float32 matmul peak of this machine, measured in this run: {peak['peak'] / 1e9:.1f} GFLOP/s "
+                  f"(best np.matmul of square matrices: "
+                  + ", ".join(f"{k.removeprefix('numpy_')}: {v / 1e9:.1f}" for k, v in peak.items() if k.startswith("numpy_"))
+                  + "). GEMM floor = time of the step's matmuls alone / time of the nnresearch step.", ""]
+        rows = [[f"`{s['name']}`", _x(s["flops"] / 1e9, 3), _x(s["flops_per_s"].get("nnresearch", math.nan) / 1e9, 1),
+                 _x(s["peak_fraction"].get("nnresearch")), _x(s["peak_fraction"].get("torch")),
+                 _x(s["peak_fraction"].get("gemm_only")), _x(s.get("gemm_floor_fraction"))]
+                for s in results["step"]["shapes"]]
+        lines += _table(["shape", "GFLOP/step", "nnresearch GFLOP/s", "nnresearch / peak", "torch / peak",
+                         "GEMMs alone / peak", "GEMM floor"], rows)
+    if "harness" in results:
+        h = results["harness"]
+        w = h.get("workload", {})
+        lines += ["## Harness against the bare core loop", "",
+                  f"{w.get('data')} MLP depth {w.get('depth')} width {w.get('width')}, {w.get('epochs')} epochs, batch "
+                  f"{w.get('batch_size')}; every variant loads the data and builds the network "
+                  f"(data load alone: {_s(h.get('data_load_s'))}).", ""]
+        rows = [[name, _s(v.get("median_s")), _s(v.get("first_run_s")), _x(v.get("ratio_to_bare")), _x(v.get("val_loss"), 4)]
+                for name, v in h.get("variants", {}).items()]
+        lines += _table(["variant", "median", "first run", "/ bare", "final val loss"], rows)
+        lines += [f"- **{name} failed**: `{error.splitlines()[-1]}`" for name, error in h.get("errors", {}).items()]
+        lines += [""] if h.get("errors") else []
+    if "sweep" in results:
+        sw = results["sweep"]
+        lines += [f"## Sweep throughput ({sw.get('runs')} runs)", ""]
+        rows = [[name, _s(sw[name].get("wall_s")), _x(sw[name].get("runs_per_minute"), 1), f"`{sw[name].get('command', '')}`"]
+                for name in ("basic", "joblib_2") if name in sw]
+        lines += _table(["launcher", "wall", "runs/min", "command"], rows)
+        lines += [f"joblib (2 workers) / basic: {_x(sw.get('joblib_speedup'))}x", ""]
+        lines += [f"- **{n} failed**: `{sw[n]['error'][-300:]}`" for n in ("basic", "joblib_2") if "error" in sw.get(n, {})]
+    if "startup" in results:
+        st = results["startup"]
+        lines += ["## Start-up (target < 5 s)", ""]
+        rows = [[f"`{v['command']}`", _s(v.get("median_s")), ", ".join(_s(x) for x in v.get("runs_s", []))]
+                for v in st.values() if isinstance(v, dict)]
+        lines += _table(["command", "median", "runs"], rows)
+        lines += [f"- **{n} failed**: `{v['error'][-300:]}`" for n, v in st.items() if isinstance(v, dict) and "error" in v]
+    if results.get("skipped"):
+        lines += ["## Skipped", "", *(f"- {name}: {why}" for name, why in results["skipped"].items()), ""]
+    lines += ["## Notes", "", *(f"- {note}" for note in results.get("notes", [])), ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = results["step"]["shapes"]
+    labels = [f"{s['name']}\nm={s['batch']}" for s in shapes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    present = [c for c in CONTENDERS if any(c in s["contenders"] for s in shapes)]
+    width = 0.8 / max(1, len(present))
+    for i, name in enumerate(present):
+        xs = [j + (i - (len(present) - 1) / 2) * width for j in range(len(shapes))]
+        left.bar(xs, [s["contenders"].get(name, {}).get("median_s", float("nan")) for s in shapes], width, label=name)
+    left.set_yscale("log")
+    left.set_ylabel("median seconds per training step")
+    left.set_title("Training step, float32 (lower is better)")
+    left.set_xticks(range(len(shapes)), labels, fontsize=7)
+    left.legend(fontsize=8)
+    for name in ("nnresearch", "torch", "gemm_only"):
+        ys = [s["peak_fraction"].get(name, float("nan")) for s in shapes]
+        right.plot(range(len(shapes)), ys, marker="o", label=name)
+    right.axhline(0.85, color="gray", linestyle="--", linewidth=1, label="target 0.85")
+    right.set_ylim(0, 1.1)
+    right.set_ylabel("achieved FLOP/s / matmul peak")
+    right.set_title(f"Fraction of float32 matmul peak ({results['step']['peak']['peak'] / 1e9:.0f} GFLOP/s)")
+    right.set_xticks(range(len(shapes)), labels, fontsize=7)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write the three files into `out` (created if needed); returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n")
+    paths["markdown"].write_text(markdown(results))
+    if "step" in results and results["step"]["shapes"]:
+        paths["plot"] = out / "results.png"
+        plot(results, paths["plot"])
+    return paths

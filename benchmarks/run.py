@@ -1,0 +1,200 @@
+"""`python -m benchmarks.run [--smoke] [--out DIR] [--parts step,harness,sweep,startup]`
+
+One invocation measures everything side by side and writes `DIR/results.{json,md,png}`
+(default `benchmarks/results/`, ignored by git):
+
+1. step     one training step per shape: nnresearch vs PyTorch eager vs scikit-learn, plus the
+            step's GEMMs alone; FLOP/s against the float32 matmul peak measured in the same run
+2. harness  a whole run through `experiment.execute` (tracking on/off) and `train` vs the bare loop
+3. sweep    runs per minute of a multirun, Hydra's basic launcher vs joblib with 2 workers
+4. startup  `python -m nnresearch.run --help` and a default run, wall time
+
+`--smoke` makes everything tiny (two smallest shapes, 2 repeats, a 2-run sweep) to check the
+benchmark itself in well under a minute; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import contenders, flops, harness, processes, report
+from benchmarks.timing import blas_threads, environment, interleave, load_average
+
+PARTS = ("step", "harness", "sweep", "startup")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+SHAPES: list[tuple[list[int], int]] = [
+    ([2, 16, 16, 2], 32),
+    ([2, 64, 64, 64, 2], 128),
+    ([784, 256, 256, 10], 128),
+    ([784, 1024, 1024, 10], 256),
+    ([3072, 2048, 2048, 2048, 10], 512),
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything to run."""
+
+    shapes: list[tuple[list[int], int]]
+    repeats_small: int  # shapes under 1 GFLOP per step
+    repeats_large: int
+    block_s: float
+    peak_sides: tuple[int, ...]
+    peak_repeats: int
+    sklearn_batches_small: int
+    sklearn_batches_large: int
+    harness_workload: harness.Workload
+    harness_repeats: int
+    sweep_depths: list[int]
+    sweep_seeds: list[int]
+    sweep_epochs: int
+    startup_repeats: int
+
+
+FULL = Plan(SHAPES, 9, 5, 0.25, (2048, 4096), 3, 8, 2, harness.FULL, 3, [1, 2, 3, 4], [0, 1, 2, 3, 4, 5], 2, 3)
+SMOKE = Plan(SHAPES[:2], 2, 2, 0.02, (256, 512), 2, 2, 2, harness.SMOKE, 1, [1, 2], [0], 1, 1)
+
+
+def _name(sizes: list[int]) -> str:
+    return "-".join(map(str, sizes))
+
+
+def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str, Any]:
+    """Part 1 and 2: per-shape step timings, ratios, FLOP/s and the fraction of the matmul peak."""
+    peak_before = flops.matmul_peak(plan.peak_sides, plan.peak_repeats)
+    shapes = []
+    for sizes, m in plan.shapes:
+        work = flops.step_flops(sizes, m)
+        large = work >= 1e9
+        builders = {
+            "nnresearch": lambda: contenders.nnresearch_step(sizes, m),
+            "torch": lambda: contenders.torch_step(sizes, m, threads),
+            "sklearn": lambda: contenders.sklearn_step(sizes, m, plan.sklearn_batches_large if large else plan.sklearn_batches_small),
+            "gemm_only": lambda: contenders.gemm_step(sizes, m),
+        }
+        steps, infos = {}, {}
+        for name, build in builders.items():
+            try:
+                steps[name], infos[name] = build()
+            except contenders.Unavailable as why:
+                skipped[name] = str(why)
+        timings = interleave(steps, plan.repeats_large if large else plan.repeats_small, plan.block_s)
+        entry: dict[str, Any] = {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": work, "contenders": {}}
+        for name, timing in timings.items():
+            entry["contenders"][name] = timing.summary() | {"info": infos[name]}
+        ours = entry["contenders"]["nnresearch"]["median_s"]
+        entry["ratio"] = {name: ours / c["median_s"] for name, c in entry["contenders"].items() if name != "nnresearch"}
+        entry["flops_per_s"] = {name: work / c["median_s"] for name, c in entry["contenders"].items() if name != "sklearn"}
+        entry["gemm_floor_fraction"] = entry["contenders"]["gemm_only"]["median_s"] / ours
+        shapes.append(entry)
+        del steps, timings
+        gc.collect()
+    peak_after = flops.matmul_peak(plan.peak_sides, plan.peak_repeats)
+    peak = {key: max(peak_before[key], peak_after[key]) for key in peak_before}
+    for entry in shapes:
+        entry["peak_fraction"] = {name: value / peak["peak"] for name, value in entry["flops_per_s"].items()}
+    widest = shapes[-1]
+    return {"shapes": shapes, "peak": peak, "peak_before": peak_before, "peak_after": peak_after,
+            "threads": threads, "widest": {"name": widest["name"], "peak_fraction": widest["peak_fraction"].get("nnresearch"),
+                                           "target": 0.85}}
+
+
+def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
+    out = [f"Threads: NumPy's BLAS uses {threads} (from {source}); torch.set_num_threads({threads}). "
+           "Each comparison is a ratio of medians taken in one invocation, contenders interleaved in "
+           "rotated blocks: the machine is shared, so absolute times drift between runs, ratios much less.",
+           "FLOPs count the matmuls only: 2 m n_in n_out per layer forward, twice that backward "
+           "(dW and dA_prev), no dA_prev for the first layer. Peak = best np.matmul of square float32 "
+           "matrices, measured before and after the step part (the larger is used)."]
+    step = results.get("step", {}).get("shapes", [])
+    sk = next((s["contenders"]["sklearn"]["info"] for s in step if "sklearn" in s["contenders"]), None)
+    if sk:
+        out.append(f"scikit-learn's MLPClassifier computes in the dtype of X: given float32 it keeps float32 "
+                   f"(checked: coefs_ are {sk['dtype']}); given float64 (its usual input) it would run in float64. "
+                   "Settings: solver='sgd', momentum=0, alpha=0, shuffle=False, learning_rate_init=0.01; time per "
+                   "batch = one partial_fit over N batches / N, so it includes its per-call input checks. For two "
+                   "classes it uses one logistic output unit instead of a 2-way softmax.")
+    tinfo = next((s["contenders"]["torch"]["info"] for s in step if "torch" in s["contenders"]), None)
+    if tinfo:
+        out.append(f"PyTorch: eager mode, {tinfo['dtype']}, {tinfo['threads']} intra-op threads, mkldnn={tinfo['mkldnn']}, "
+                   f"mkl={tinfo['mkl']}; inputs (m, n) with integer class targets; no torch.compile.")
+    if step:
+        out.append(f"nnresearch parameters and gradients stay {step[0]['contenders']['nnresearch']['info']['dtype']} "
+                   "through a step (checked after one step). 'GEMMs alone' runs only the step's matrix products on "
+                   "preallocated arrays: the floor for any NumPy implementation of the step.")
+    if "harness" in results:
+        out.append("Harness: every variant loads the data and builds the network; the bare loop draws the same "
+                   "permutations from the same generator as train(), so equal final val losses show equal work.")
+    return out
+
+
+def run(smoke: bool, out: Path, parts: tuple[str, ...] = PARTS, argv: list[str] | None = None) -> dict[str, Any]:
+    """Measure `parts`, write results.{json,md,png} into `out`, return the results."""
+    plan = SMOKE if smoke else FULL
+    started = time.perf_counter()
+    threads, source = blas_threads()
+    results: dict[str, Any] = {"meta": {"command": "python -m benchmarks.run " + " ".join(argv or []),
+                                        "smoke": smoke, "parts": list(parts),
+                                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                        "environment": environment()},
+                               "skipped": {}}
+    if "step" in parts:
+        print("step: training step per shape, and the matmul peak ...", flush=True)
+        results["step"] = measure_steps(plan, threads, results["skipped"])
+    if "harness" in parts:
+        print("harness: execute / train / bare loop ...", flush=True)
+        try:
+            results["harness"] = harness.measure(plan.harness_workload, plan.harness_repeats)
+        except Exception as error:  # noqa: BLE001 - the harness is under construction; record, go on
+            results["harness"] = {"errors": {"harness": harness._error(error)}}
+    if "sweep" in parts:
+        print("sweep: basic vs joblib launcher ...", flush=True)
+        results["sweep"] = processes.sweep(plan.sweep_depths, plan.sweep_seeds, plan.sweep_epochs)
+    if "startup" in parts:
+        print("startup: --help and a default run ...", flush=True)
+        results["startup"] = processes.startup(plan.startup_repeats)
+    results["meta"]["duration_s"] = time.perf_counter() - started
+    results["meta"]["environment"]["load_average_end"] = load_average()
+    results["notes"] = notes(results, threads, source)
+    paths = report.write(_finite(results), out)
+    print(paths["markdown"].read_text())
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return results
+
+
+def _finite(value: Any) -> Any:
+    """NaN and inf as None, so results.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--smoke", action="store_true", help="everything tiny, to check the benchmark itself")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    args = parser.parse_args(argv)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    return run(args.smoke, args.out, parts, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The harness in-process: Hydra configs in (`conf/` composed like the CLI does), MLflow runs out.
+
+Every config group option composes and validates; every model x data pairing trains for one epoch
+into a temporary SQLite store and leaves a FINISHED run with its params, per-epoch metrics, tags
+and artifacts; failures and divergence end the run the way `nnresearch.experiment` promises.
+The command line itself (subprocesses, signals, sweeps, the wheel) is in `tests/test_cli.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import inspect
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from omegaconf import OmegaConf
+
+from nnresearch import experiment
+from nnresearch.config import validate
+from nnresearch.data import DATASETS, load_dataset
+from nnresearch.nn import architectures
+from nnresearch.paths import CONFIG_DIR
+
+SMOKE = ["trainer.epochs=1", "trainer.progress=false"]
+# Small versions of each model, so the whole matrix trains in seconds (unknown models run as configured).
+SMALL_MODEL = {
+    "mlp": ["model.width=8"],
+    "residual_mlp": ["model.depth=2", "model.width=8"],
+    "cnn1d": ["model.channels=[4]", "model.kernel_size=3"],
+}
+SMALL_N = 60
+# Models that only make sense for one kind of target (anything else must fail with a clear ValueError).
+ONLY_FOR_TASK = {"logistic": "binary", "softmax_regression": "multiclass"}
+RUN_TAGS = ("study", "git_commit", "backend", "dataset", "dataset_hash")
+ARTIFACTS = ("config.yaml", "overrides.txt", "params/init.npz", "params/final.npz", "diagnostics.csv")
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def group_options() -> list[tuple[str, str]]:
+    """Every `<group>/<option>.yaml` under CONFIG_DIR (symlinked groups such as experiment/ included)."""
+    groups = sorted(path.name for path in CONFIG_DIR.iterdir() if path.is_dir())
+    return [(group, option) for group in groups for option in options(group)]
+
+
+def is_global(path) -> bool:
+    return "@package _global_" in path.read_text()
+
+
+def data_overrides(name: str) -> list[str]:
+    accepts_n = "n_samples" in inspect.signature(DATASETS[name]).parameters
+    return [f"data.n_samples={SMALL_N}"] if accepts_n else []
+
+
+@functools.cache
+def task_of(data_option: str) -> str:
+    """binary / multiclass / multilabel / regression of the data set that `data=<option>` selects."""
+    name = OmegaConf.load(CONFIG_DIR / "data" / f"{data_option}.yaml").name
+    return load_dataset(name, **({"n_samples": SMALL_N} if data_overrides(name) else {})).task
+
+
+def runs_of(uri: str, study: str) -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(study)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def run_job(compose, overrides: list[str]) -> tuple[experiment.Outcome, object]:
+    """What run.py does for one job, in-process: compose, validate, execute (overrides logged too)."""
+    dict_cfg = compose(overrides)
+    cfg = validate(dict_cfg)
+    outcome = experiment.execute(cfg, overrides=overrides, resolved_config=OmegaConf.to_container(dict_cfg, resolve=True))
+    return outcome, cfg
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Every config group option composes and validates
+
+
+@pytest.mark.parametrize(("group", "option"), group_options(), ids=lambda v: v)
+def test_every_group_option_composes_and_validates(compose, group, option):
+    cfg = compose([f"{group}={option}"])
+    validated = validate(cfg)
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    if is_global(path):
+        return  # an experiment or profile: it may set anything anywhere; validating is the check
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    raw.pop("defaults", None)
+    for key, value in raw.items():
+        assert OmegaConf.to_container(cfg)[group][key] == value, f"{group}={option}: {group}.{key} not applied"
+    assert getattr(validated, group) is not None
+
+
+@pytest.mark.parametrize("name", options("experiment") or [pytest.param("none", marks=pytest.mark.skip("no experiments"))])
+def test_every_experiment_sweep_value_validates(compose, name):
+    """Each value of each swept key in an experiment's grid gives a valid config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    raw = OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml")
+    grid = OmegaConf.select(raw, "hydra.sweeper.params") or {}
+    parser = OverridesParser.create()
+    for key, values in grid.items():
+        override = parser.parse_override(f"{key}={values}")
+        swept = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        for value in swept:
+            validate(compose([f"experiment={name}", f"{key}={value}"]))
+
+
+def test_config_groups_cover_the_schema():
+    """The component groups the brief names exist, each with at least one option."""
+    for group in ("model", "data", "optim", "trainer", "tracking"):
+        assert options(group), f"conf/{group}/ has no options"
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Every model x data pairing: one epoch, one FINISHED run with everything logged
+
+
+@pytest.fixture(scope="module")
+def smoke_uri(tmp_path_factory, mlflow_template_db):
+    db = tmp_path_factory.mktemp("smoke") / "mlflow.db"
+    shutil.copyfile(mlflow_template_db, db)
+    return f"sqlite:///{db}"
+
+
+def check_weights(path, model: str, n_features: int, n_outputs: int) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    weights = sorted((k for k in arrays if re.fullmatch(r"W\d+", k)), key=lambda k: int(k[1:]))
+    assert weights, f"no W1, W2, ... in {sorted(arrays)}"
+    assert weights == [f"W{i}" for i in range(1, len(weights) + 1)], weights
+    for key in weights:
+        W, b = arrays[key], arrays[f"b{key[1:]}"]
+        assert np.all(np.isfinite(W)) and np.all(np.isfinite(b)), key
+        if W.ndim == 2:  # a dense layer: W (n_l, n_prev), b (n_l, 1)
+            assert b.shape == (W.shape[0], 1), (key, W.shape, b.shape)
+        else:  # a convolution: W (c_out, c_in, k), b (c_out, 1, 1)
+            assert b.shape == (W.shape[0],) + (1,) * (W.ndim - 1), (key, W.shape, b.shape)
+    dense = [arrays[k] for k in weights if arrays[k].ndim == 2]
+    assert dense[-1].shape[0] == n_outputs
+    if model != "cnn1d":
+        assert dense[0].shape[1] == n_features
+        for previous, current in zip(dense, dense[1:]):
+            assert current.shape[1] == previous.shape[0], "W[l] must be (n_l, n_prev)"
+    return arrays
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_data_pairing_trains_one_epoch(compose, smoke_uri, tmp_path, model, data):
+    if model == "cnn1d" and not hasattr(architectures, "cnn1d"):
+        pytest.skip("architectures.cnn1d is not available yet")
+    if model in ONLY_FOR_TASK and task_of(data) != ONLY_FOR_TASK[model]:
+        pytest.skip("invalid pairing by design; test_invalid_pairings_fail_clearly covers it")
+    name = OmegaConf.load(CONFIG_DIR / "data" / f"{data}.yaml").name
+    overrides = [f"model={model}", f"data={data}", *SMOKE, *SMALL_MODEL.get(model, []), *data_overrides(name),
+                 f"tracking.uri={smoke_uri}", "study=smoke"]
+    outcome, cfg = run_job(compose, overrides)
+
+    assert outcome.diverged_at is None, f"the smoke config diverged at step {outcome.diverged_at}"
+    assert math.isfinite(outcome.objective)
+    client = MlflowClient(smoke_uri)
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == outcome.run_name
+    params = run.data.params
+    assert params["model.name"] == model
+    assert params["model.depth"] == str(cfg.model.depth)
+    assert params["data.name"] == cfg.data.name
+    assert params["trainer.epochs"] == "1"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert {0, 1} <= set(steps), steps
+    assert "val/loss" in run.data.metrics and "test/loss" in run.data.metrics
+    tags = run.data.tags
+    for tag in RUN_TAGS:
+        assert tags.get(tag), f"tag {tag} missing in {sorted(tags)}"
+    assert tags["study"] == "smoke" and tags["dataset"] == cfg.data.name
+    assert tags["dataset_hash"] == params["dataset.content_hash"]
+
+    root = Path(download_artifacts(run_id=run.info.run_id, tracking_uri=smoke_uri, dst_path=str(tmp_path)))
+    for artifact in ARTIFACTS:
+        assert (root / artifact).is_file(), f"artifact {artifact} missing"
+    logged = yaml.safe_load((root / "config.yaml").read_text())
+    assert logged["model"]["name"] == model and logged["data"]["name"] == cfg.data.name
+    assert (root / "overrides.txt").read_text().split() == overrides
+    n_features, n_outputs = int(params["dataset.n_features"]), int(params["dataset.n_outputs"])
+    init = check_weights(root / "params/init.npz", model, n_features, n_outputs)
+    final = check_weights(root / "params/final.npz", model, n_features, n_outputs)
+    assert init.keys() == final.keys()
+    assert any(not np.array_equal(init[k], final[k]) for k in init), "training changed no parameter"
+    with open(root / "diagnostics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert rows and {"step", "layer"} <= rows[0].keys()
+    assert {row["step"] for row in rows} >= {"0"}
+
+
+@pytest.mark.parametrize("model", sorted(set(ONLY_FOR_TASK) & set(options("model"))))
+def test_invalid_pairings_fail_clearly(compose, mlflow_uri, model):
+    """A model that needs another kind of target raises a ValueError naming model and data, before a run exists."""
+    invalid = [data for data in options("data") if task_of(data) != ONLY_FOR_TASK[model]]
+    assert invalid
+    problems = []
+    for data in invalid:
+        name = OmegaConf.load(CONFIG_DIR / "data" / f"{data}.yaml").name
+        overrides = [f"model={model}", f"data={data}", *SMOKE, *data_overrides(name), f"tracking.uri={mlflow_uri}",
+                     f"study=invalid_{data}"]
+        try:
+            run_job(compose, overrides)
+        except ValueError as error:
+            if model not in str(error) or name not in str(error):
+                problems.append(f"{data}: message names neither model={model} nor data {name!r}: {error}")
+        else:
+            problems.append(f"{data}: no ValueError")
+        leftover = runs_of(mlflow_uri, f"invalid_{data}")
+        if leftover:
+            problems.append(f"{data}: left {len(leftover)} run(s) in the store ({leftover[0].info.status})")
+    assert not problems, "\n".join(problems)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. An exception ends the run FAILED, keeping what was logged
+
+
+def test_exception_in_training_ends_run_failed(compose, mlflow_uri, monkeypatch):
+    def broken_train(*args, **kwargs):
+        raise RuntimeError("boom in train")
+
+    monkeypatch.setattr(experiment, "train", broken_train)
+    with pytest.raises(RuntimeError, match="boom in train"):
+        run_job(compose, [*SMOKE, "model.depth=3", f"tracking.uri={mlflow_uri}", "study=failing"])
+    (run,) = runs_of(mlflow_uri, "failing")
+    assert run.info.status == "FAILED"
+    assert run.data.params["model.depth"] == "3"
+    assert run.data.tags["study"] == "failing"
+    logged = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.txt"} <= logged
+
+
+# --------------------------------------------------------------------------------------------
+# 8. A diverging run is a result: FINISHED, tagged
+
+
+def test_diverging_run_is_finished_and_tagged(compose, mlflow_uri):
+    outcome, _ = run_job(compose, ["optim.lr=1e6", "trainer.epochs=5", "trainer.progress=false",
+                                   f"tracking.uri={mlflow_uri}", "study=diverging"])
+    assert outcome.diverged_at is not None
+    assert math.isnan(outcome.objective)
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["diverged"] == "true"
+    assert run.data.tags["diverged_at_step"] == str(outcome.diverged_at)
+    assert run.data.tags.get("diverged_layer")
+    assert 0 in [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "diagnostics.csv"} <= logged
+
+
+# --------------------------------------------------------------------------------------------
+# 9. tracking=off creates no store
+
+
+def test_tracking_off_creates_no_store(compose, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    outcome, cfg = run_job(compose, ["tracking=off", *SMOKE, f"data.n_samples={SMALL_N}"])
+    assert cfg.tracking.enabled is False
+    assert outcome.run_id is None
+    assert math.isfinite(outcome.metrics["train/loss"])
+    assert list(tmp_path.iterdir()) == [], "tracking=off wrote files into the working directory"

@@ -1,0 +1,50 @@
+"""Every study, end to end on its quick profile: sweep -> MLflow -> analysis -> figure + verdict.
+
+The verdict's truth is not asserted (two epochs prove nothing); that it is computed, logged to the
+sweep's parent run and printed with its numbers is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from analysis.common import Verdict
+from analysis.report import STUDIES, available_studies
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_quick_sweep(name: str, workdir: Path, uri: str) -> None:
+    command = [sys.executable, "-m", "nnresearch.run", "-m", f"experiment={name}", "profile=quick", f"tracking.uri={uri}",
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_every_experiment_has_an_analysis():
+    experiments = {p.stem for p in (ROOT / "experiments").glob("*.yaml")}
+    assert experiments == set(available_studies()), "each experiments/<name>.yaml needs analysis/<name>.py and a STUDIES entry"
+    assert experiments <= set(STUDIES)
+
+
+@pytest.mark.parametrize("name", available_studies())
+def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_quick_sweep(name, tmp_path, uri)
+    module = importlib.import_module(f"analysis.{name}")
+    verdict = module.main(["--uri", uri, "--out", str(tmp_path / "figures")])
+    assert isinstance(verdict, Verdict) and verdict.evidence
+    assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
+    assert verdict.line() in capsys.readouterr().out
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name(name).experiment_id],
+                                filter_string="tags.`nnresearch.role` = 'parent'")[0]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert f"figures/{name}.png" in artifacts
+    assert parent.data.tags["verdict"] in ("held", "not held")
