@@ -60,12 +60,17 @@ def nnresearch_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
     return step, {"dtype": "/".join(dtypes), "layout": "W (n_l, n_prev), A (n_l, m)"}
 
 
-def torch_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:
+def import_torch() -> Any:
+    """`torch`, or Unavailable when it is not installed (it is the optional `bench` extra)."""
     try:
         import torch
     except ImportError as error:
-        raise Unavailable(f"torch not installed ({error}); pip install -e '.[bench]'") from error
+        raise Unavailable(f"torch not installed ({error}); pip install '.[bench]'") from error
+    return torch
 
+
+def torch_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:
+    torch = import_torch()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers: list[Any] = []

@@ -135,11 +135,16 @@ def _error(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
-def measure(w: Workload, repeats: int) -> dict[str, Any]:
-    """Median wall time of each variant (interleaved), its ratio to `bare`, and any errors."""
+def measure(w: Workload, repeats: int, fill_store: Callable[[Path], bool] | None = None) -> dict[str, Any]:
+    """Median wall time of each variant (interleaved), its ratio to `bare`, and any errors.
+
+    `fill_store(folder)` may put an existing `mlflow.db` into the tracking run's folder (True if
+    it did); otherwise the first tracked run creates the store.
+    """
     results: dict[str, Any] = {"workload": asdict(w), "variants": {}, "errors": {}}
     with tempfile.TemporaryDirectory(prefix="nnresearch-bench-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        results["store"] = "existing" if fill_store is not None and fill_store(Path(tmp)) else "new"
         makers: dict[str, Callable[[], Callable[[], float]]] = {
             "bare": lambda: lambda: bare(w),
             "train_memory": lambda: lambda: train_memory(w),

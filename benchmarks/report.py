@@ -66,7 +66,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Harness against the bare core loop", "",
                   f"{w.get('data')} MLP depth {w.get('depth')} width {w.get('width')}, {w.get('epochs')} epochs, batch "
                   f"{w.get('batch_size')}; every variant loads the data and builds the network "
-                  f"(data load alone: {_s(h.get('data_load_s'))}).", ""]
+                  f"(data load alone: {_s(h.get('data_load_s'))}); execute_on logs into a "
+                  f"{'copy of an existing' if h.get('store') == 'existing' else 'new'} SQLite store. Median over "
+                  "interleaved repeats after a first run (imports, caches).", ""]
         rows = [[name, _s(v.get("median_s")), _s(v.get("first_run_s")), _x(v.get("ratio_to_bare")), _x(v.get("val_loss"), 4)]
                 for name, v in h.get("variants", {}).items()]
         lines += _table(["variant", "median", "first run", "/ bare", "final val loss"], rows)
@@ -78,15 +80,25 @@ def markdown(results: dict[str, Any]) -> str:
         rows = [[name, _s(sw[name].get("wall_s")), _x(sw[name].get("runs_per_minute"), 1), f"`{sw[name].get('command', '')}`"]
                 for name in ("basic", "joblib_2") if name in sw]
         lines += _table(["launcher", "wall", "runs/min", "command"], rows)
-        lines += [f"joblib (2 workers) / basic: {_x(sw.get('joblib_speedup'))}x", ""]
+        lines += ["Both sweeps start from a copy of an existing MLflow store (see start-up for what creating one costs)."
+                  if sw.get("basic", {}).get("store") == "existing" else "Each sweep creates its own MLflow store.", ""]
+        if sw.get("joblib_speedup") is not None:
+            lines += [f"joblib (2 workers) / basic: {_x(sw.get('joblib_speedup'))}x", ""]
         lines += [f"- **{n} failed**: `{sw[n]['error'][-300:]}`" for n in ("basic", "joblib_2") if "error" in sw.get(n, {})]
+        lines += [""] if any("error" in sw.get(n, {}) for n in ("basic", "joblib_2")) else []
     if "startup" in results:
         st = results["startup"]
         lines += ["## Start-up (target < 5 s)", ""]
-        rows = [[f"`{v['command']}`", _s(v.get("median_s")), ", ".join(_s(x) for x in v.get("runs_s", []))]
-                for v in st.values() if isinstance(v, dict)]
-        lines += _table(["command", "median", "runs"], rows)
-        lines += [f"- **{n} failed**: `{v['error'][-300:]}`" for n, v in st.items() if isinstance(v, dict) and "error" in v]
+        timed = {name: v for name, v in st.items() if isinstance(v, dict) and "command" in v}
+        rows = [[name, f"`{v['command']}`", _s(v.get("median_s")), ", ".join(_s(x) for x in v.get("runs_s", []))]
+                for name, v in timed.items()]
+        lines += _table(["what", "command", "median", "runs"], rows)
+        store = st.get("store", {})
+        lines += [f"Creating a new MLflow store (`tracking.ensure_store`, in this process): "
+                  f"{_s(store.get('store_creation_s'))}, after importing `nnresearch.tracking`: "
+                  f"{_s(store.get('tracking_import_s'))}. `default_run_existing_store` starts from a copy of it.", ""]
+        lines += [f"- **{n} failed**: `{v['error'][-300:]}`" for n, v in {**timed, "store": store}.items() if "error" in v]
+        lines += [""] if any("error" in v for v in {**timed, "store": store}.values()) else []
     if results.get("skipped"):
         lines += ["## Skipped", "", *(f"- {name}: {why}" for name, why in results["skipped"].items()), ""]
     lines += ["## Notes", "", *(f"- {note}" for note in results.get("notes", [])), ""]

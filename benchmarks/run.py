@@ -9,8 +9,9 @@ One invocation measures everything side by side and writes `DIR/results.{json,md
 3. sweep    runs per minute of a multirun, Hydra's basic launcher vs joblib with 2 workers
 4. startup  `python -m nnresearch.run --help` and a default run, wall time
 
-`--smoke` makes everything tiny (two smallest shapes, 2 repeats, a 2-run sweep) to check the
-benchmark itself in well under a minute; its numbers mean nothing.
+`--smoke` makes everything tiny (two smallest shapes, 2 repeats, a 2-run sweep with the basic
+launcher only, start-up once) to check the benchmark itself in under a minute on an idle machine;
+its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -57,11 +58,19 @@ class Plan:
     sweep_depths: list[int]
     sweep_seeds: list[int]
     sweep_epochs: int
+    sweep_launchers: tuple[str, ...]
     startup_repeats: int
+    startup_new_store: bool  # also time a default run that has to create its MLflow store
 
 
-FULL = Plan(SHAPES, 9, 5, 0.25, (2048, 4096), 3, 8, 2, harness.FULL, 3, [1, 2, 3, 4], [0, 1, 2, 3, 4, 5], 2, 3)
-SMOKE = Plan(SHAPES[:2], 2, 2, 0.02, (256, 512), 2, 2, 2, harness.SMOKE, 1, [1, 2], [0], 1, 1)
+FULL = Plan(shapes=SHAPES, repeats_small=9, repeats_large=5, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
+            sklearn_batches_small=8, sklearn_batches_large=2, harness_workload=harness.FULL, harness_repeats=3,
+            sweep_depths=[1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4, 5], sweep_epochs=2,
+            sweep_launchers=("basic", "joblib_2"), startup_repeats=3, startup_new_store=True)
+SMOKE = Plan(shapes=SHAPES[:2], repeats_small=2, repeats_large=2, block_s=0.02, peak_sides=(256, 512), peak_repeats=2,
+             sklearn_batches_small=2, sklearn_batches_large=2, harness_workload=harness.SMOKE, harness_repeats=1,
+             sweep_depths=[1, 2], sweep_seeds=[0], sweep_epochs=1, sweep_launchers=("basic",), startup_repeats=1,
+             startup_new_store=False)
 
 
 def _name(sizes: list[int]) -> str:
@@ -137,11 +146,25 @@ def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
     return out
 
 
-def run(smoke: bool, out: Path, parts: tuple[str, ...] = PARTS, argv: list[str] | None = None) -> dict[str, Any]:
-    """Measure `parts`, write results.{json,md,png} into `out`, return the results."""
+def run(smoke: bool, out: Path, parts: tuple[str, ...] = PARTS, argv: list[str] | None = None,
+        threads: int | None = None) -> dict[str, Any]:
+    """Measure `parts`, write results.{json,md,png} into `out`, return the results.
+
+    `threads=None` uses as many threads as NumPy's BLAS already does (torch is set to the same);
+    a number limits BLAS to it for this invocation (threadpoolctl) and sets torch to it too.
+    """
+    if threads is None:
+        return _run(smoke, out, parts, argv, *blas_threads())
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return _run(smoke, out, parts, argv, threads, f"--threads {threads} (threadpoolctl limit)")
+
+
+def _run(smoke: bool, out: Path, parts: tuple[str, ...], argv: list[str] | None, threads: int,
+         source: str) -> dict[str, Any]:
     plan = SMOKE if smoke else FULL
     started = time.perf_counter()
-    threads, source = blas_threads()
     results: dict[str, Any] = {"meta": {"command": "python -m benchmarks.run " + " ".join(argv or []),
                                         "smoke": smoke, "parts": list(parts),
                                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -150,18 +173,24 @@ def run(smoke: bool, out: Path, parts: tuple[str, ...] = PARTS, argv: list[str] 
     if "step" in parts:
         print("step: training step per shape, and the matmul peak ...", flush=True)
         results["step"] = measure_steps(plan, threads, results["skipped"])
-    if "harness" in parts:
-        print("harness: execute / train / bare loop ...", flush=True)
-        try:
-            results["harness"] = harness.measure(plan.harness_workload, plan.harness_repeats)
-        except Exception as error:  # noqa: BLE001 - the harness is under construction; record, go on
-            results["harness"] = {"errors": {"harness": harness._error(error)}}
-    if "sweep" in parts:
-        print("sweep: basic vs joblib launcher ...", flush=True)
-        results["sweep"] = processes.sweep(plan.sweep_depths, plan.sweep_seeds, plan.sweep_epochs)
-    if "startup" in parts:
-        print("startup: --help and a default run ...", flush=True)
-        results["startup"] = processes.startup(plan.startup_repeats)
+    template = processes.StoreTemplate() if {"harness", "sweep", "startup"} & set(parts) else None
+    try:
+        if "harness" in parts:
+            print("harness: execute / train / bare loop ...", flush=True)
+            try:
+                results["harness"] = harness.measure(plan.harness_workload, plan.harness_repeats, template.fill)
+            except Exception as error:  # noqa: BLE001 - the harness is under construction; record, go on
+                results["harness"] = {"errors": {"harness": harness._error(error)}}
+        if "sweep" in parts:
+            print(f"sweep: {', '.join(plan.sweep_launchers)} launcher ...", flush=True)
+            results["sweep"] = processes.sweep(plan.sweep_depths, plan.sweep_seeds, plan.sweep_epochs, template,
+                                               plan.sweep_launchers)
+        if "startup" in parts:
+            print("startup: --help and a default run ...", flush=True)
+            results["startup"] = processes.startup(plan.startup_repeats, template, plan.startup_new_store)
+    finally:
+        if template is not None:
+            template.close()
     results["meta"]["duration_s"] = time.perf_counter() - started
     results["meta"]["environment"]["load_average_end"] = load_average()
     results["notes"] = notes(results, threads, source)
@@ -188,12 +217,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="everything tiny, to check the benchmark itself")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for NumPy's BLAS and torch (default: what NumPy's BLAS uses)")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     parts = tuple(p for p in args.parts.split(",") if p)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    return run(args.smoke, args.out, parts, argv)
+    return run(args.smoke, args.out, parts, argv, args.threads)
 
 
 if __name__ == "__main__":

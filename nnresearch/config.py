@@ -91,6 +91,8 @@ class TrainerConfig:
     probe_every: int = 1
     gradient_noise: bool = False
     progress: bool = True
+    checkpoint_every: int = 0
+    resume: str | None = None
 
 
 @dataclass
@@ -176,6 +178,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     _at_least("trainer.batch_size", t.batch_size, 1)
     _at_least("trainer.eval_every", t.eval_every, 1)
     _at_least("trainer.probe_every", t.probe_every, 1)
+    _at_least("trainer.checkpoint_every", t.checkpoint_every, 0)
     _one_of("trainer.device", t.device, DEVICES)
     _one_of("trainer.dtype", t.dtype, DTYPES)
     _one_of("objective", c.objective, OBJECTIVES)

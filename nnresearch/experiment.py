@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nnresearch import backend, tracking
+from nnresearch.checkpoint import load_checkpoint, save_checkpoint
 from nnresearch.config import Config
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.nn import architectures
@@ -73,7 +74,7 @@ def _architecture(cfg: Config, data: Dataset, builder: Builder, head: str) -> Ne
     return architectures.mlp(builder, [n_in, *widths, n_out], head)
 
 
-def run_name(cfg: Config, extra: dict[str, str] | None = None) -> str:
+def run_name(cfg: Config, extra: list[str] | None = None) -> str:
     """A name a person can scan: `mlp-relu-d8-w64-he-s0`, then any swept keys (`-lr0.1-bs1`)."""
     m = cfg.model
     if cfg.tracking.run_name:
@@ -86,7 +87,7 @@ def run_name(cfg: Config, extra: dict[str, str] | None = None) -> str:
         else:
             parts += [f"d{m.depth}", f"w{'x'.join(map(str, m.widths)) if m.widths else m.width}"]
     parts.append(SHORT_INIT.get(m.init, m.init))
-    parts += [f"{key}{value}" for key, value in (extra or {}).items()]
+    parts += extra or []
     parts.append(f"s{cfg.trainer.seed}")
     return "-".join(parts)
 
@@ -124,9 +125,13 @@ def _load(cfg: Config) -> Dataset:
     return permute_features(data, PERMUTATION_SEED) if d.permute_features else data
 
 
-def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: dict[str, str] | None = None,
-            resolved_config: dict | None = None, parent_run_id: str | None = None) -> Outcome:
+def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str] | None = None,
+            resolved_config: dict | None = None, parent_run_id: str | None = None,
+            output_dir: str | Path = ".") -> Outcome:
     """Run one validated config end to end and log it; returns the objective and final metrics.
+
+    With `trainer.checkpoint_every=N`, a checkpoint is written to `<output_dir>/checkpoints/` every
+    N epochs; `trainer.resume=<checkpoint>` continues from one (network, optimizer and generator).
 
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
@@ -146,6 +151,13 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: dict[str,
     t = cfg.trainer
     options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
                           t.gradient_noise, t.progress)
+    start_epoch = load_checkpoint(t.resume, network, optimizer, rng) if t.resume else 0
+    checkpoints = Path(output_dir) / "checkpoints"
+
+    def save_every_n(epoch: int) -> None:
+        if t.checkpoint_every and epoch % t.checkpoint_every == 0:
+            save_checkpoint(checkpoints / f"epoch{epoch:05d}.npz", network, optimizer, rng, epoch)
+
     name = run_name(cfg, sweep)
     tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(xp),
             "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}
@@ -158,7 +170,8 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: dict[str,
         mlflow_sink.log_arrays(_host_state(network), "params/init.npz")
         diverged_at = None
         try:
-            metrics = train(network, splits, optimizer, schedule, options, rng, TeeSink(mlflow_sink, history))
+            metrics = train(network, splits, optimizer, schedule, options, rng, TeeSink(mlflow_sink, history),
+                            on_epoch_end=save_every_n, start_epoch=start_epoch)
             metrics |= {f"test/{k}": v for k, v in evaluate(network, X_test, Y_test).items()}
             mlflow_sink.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, step=cfg.trainer.epochs)
             mlflow_sink.log_arrays(_host_state(network), "params/final.npz")

@@ -1,7 +1,8 @@
 """The MLflow store as tidy pandas DataFrames, for the analysis scripts.
 
-Ground floor: reads what `nnresearch.tracking` wrote (and uses its URI rules), knows nothing of
-the network code or Hydra.
+Ground floor: reads what `nnresearch.tracking` wrote (and uses its URI rules and store checks),
+knows nothing of the network code or Hydra. Reading never creates a store: a missing SQLite file
+is a FileNotFoundError, an unreachable server a ConnectionError.
 
 - `runs(...)`: one row per run. Columns `run_id`, `run_name`, `experiment_id`, `status`,
   `start_time`, `end_time` (UTC timestamps), then MLflow's own prefixed names:
@@ -31,7 +32,14 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from scipy import stats
 
-from nnresearch.tracking import PARENT_RUN_TAG, ROLE_TAG, RUN_STATUSES, resolve_uri, sqlite_path
+from nnresearch.tracking import (
+    PARENT_RUN_TAG,
+    ROLE_TAG,
+    RUN_STATUSES,
+    ensure_store,
+    resolve_uri,
+    sqlite_path,
+)
 
 RUN_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time"]
 HISTORY_COLUMNS = ["run_id", "metric", "step", "value"]
@@ -41,10 +49,13 @@ FETCH_THREADS = 8
 
 
 def _client(uri: str | None) -> MlflowClient:
-    """A client for an existing store (reading never creates an empty SQLite database)."""
+    """A client for an existing store: a SQLite file is opened as it is (even read-only, never
+    created empty); other stores go through `ensure_store` (server check, file-store opt-in)."""
     uri = resolve_uri(uri)
     db = sqlite_path(uri)
-    if db is not None and not db.is_file():
+    if db is None:
+        return MlflowClient(ensure_store(uri))
+    if not db.is_file():
         raise FileNotFoundError(
             f"no MLflow store at {db}; run an experiment first or pass the uri of your store "
             "(e.g. uri='sqlite:////path/to/mlflow.db')"

@@ -25,21 +25,23 @@ register()
 
 # Overrides that already appear in the run name, or that would only clutter it.
 NAMED_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "experiment", "profile",
-              "study", "objective", "tracking.", "trainer.epochs", "trainer.progress", "trainer.device", "trainer.eval_every",
+              "study", "objective", "tracking", "trainer.checkpoint_every", "trainer.resume", "trainer.epochs", "trainer.progress", "trainer.device", "trainer.eval_every",
               "trainer.probe_every", "data.n_samples", "hydra")
 SHORT_KEYS = {"optim.lr": "lr", "trainer.batch_size": "bs", "optim.name": "", "data.name": "", "model.bias_value": "bias",
               "optim.weight_decay": "wd", "optim.clip_norm": "clip", "model.batchnorm": "bn", "model.alpha": "alpha",
               "data.permute_features": "perm", "model.head": ""}
 
 
-def swept_values(task_overrides: list[str]) -> dict[str, str]:
-    """`['optim.lr=0.1', 'model.depth=4']` -> `{'lr': '0.1'}`: the overrides a run name should show."""
-    shown = {}
+def swept_values(task_overrides: list[str]) -> list[str]:
+    """`['optim.lr=0.1', 'optim=adam', 'model.depth=4']` -> `['lr0.1', 'adam']`: what a run name should add."""
+    parts = []
     for override in task_overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if not key.startswith(NAMED_KEYS):
-            shown[SHORT_KEYS.get(key, key.split(".")[-1])] = value
-    return shown
+        if key.startswith(NAMED_KEYS):
+            continue
+        is_group = "." not in key  # a config group choice such as optim=adam shows as "adam"
+        parts.append(value if is_group else SHORT_KEYS.get(key, key.split(".")[-1]) + value)
+    return parts
 
 
 def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
@@ -59,7 +61,7 @@ def main(dict_cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides),
                       resolved_config=OmegaConf.to_container(dict_cfg, resolve=True),
-                      parent_run_id=sweep_parent(cfg, hydra_cfg))
+                      parent_run_id=sweep_parent(cfg, hydra_cfg), output_dir=hydra_cfg.runtime.output_dir)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
     print(f"run {outcome.run_name} ({outcome.run_id or 'tracking off'}): {summary}")
     if outcome.diverged_at is not None:

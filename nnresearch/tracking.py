@@ -96,8 +96,8 @@ def resolve_uri(uri: str | None = None) -> str:
 def _absolute_sqlite_uri(uri: str) -> str:
     """`sqlite:///rel.db` -> `sqlite:////abs/rel.db`; in-memory databases are refused."""
     prefix = "sqlite:///"
-    path, _, query = uri[len(prefix) :].partition("?") if uri.startswith(prefix) else ("", "", "")
-    if path in ("", ":memory:"):
+    path, _, query = uri.removeprefix(prefix).partition("?")
+    if not uri.startswith(prefix) or path in ("", ":memory:"):
         raise ValueError(
             f"tracking uri {uri!r} names no database file (an in-memory store vanishes with the "
             "process); use sqlite:///mlflow.db or sqlite:////absolute/path/mlflow.db"
@@ -137,7 +137,9 @@ def ensure_store(uri: str | None = None) -> str:
 
     SQLite: check the location is writable, then create (run MLflow's migrations on) a fresh
     database while holding `<db>-lock`, so parallel jobs never race in the migrations.
-    HTTP: check that a server answers. Other stores are used as they are.
+    HTTP: check that a server answers. `file:`: MLflow 3 refuses its file store unless
+    `MLFLOW_ALLOW_FILE_STORE=true`; asking for a `file:` URI sets it in this process unless it is
+    already set. Other stores are used as they are.
     """
     uri = resolve_uri(uri)
     if uri in _READY_STORES:
@@ -149,6 +151,8 @@ def ensure_store(uri: str | None = None) -> str:
             MlflowClient(uri).search_experiments(max_results=1)
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
+    elif uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     _READY_STORES.add(uri)
     return uri
 
@@ -516,7 +520,8 @@ def open_run(
     """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING.
 
     The experiment is created if absent. `parent_run_id` nests the run under that run (same
-    experiment) in the UI; `description` is the run's note. On an exception the run is FAILED, on
+    experiment) in the UI and, when this run ends, marks the parent FINISHED with the current end
+    time, so a sweep's parent ends with its last child; `description` is the run's note. On an exception the run is FAILED, on
     KeyboardInterrupt or SystemExit (e.g. raised by a SIGTERM handler) KILLED; the exception
     propagates either way, after the buffered metrics are sent.
     """
@@ -543,6 +548,8 @@ def open_run(
         raise
     finally:
         _end_run(client, sink, status)
+        if parent_run_id is not None:
+            client.set_terminated(parent_run_id, "FINISHED")
 
 
 def _end_run(client: MlflowClient, sink: MLflowSink, status: str) -> None:
@@ -568,7 +575,8 @@ def open_parent_run(
     The parent is the active run tagged `nnresearch.sweep_id = sweep_id` and
     `nnresearch.role = parent`. For SQLite the look-up-or-create holds `<db>-lock`; for other
     stores, parallel creators all keep the oldest parent and delete their own duplicate. The
-    parent stays RUNNING until `finish_parent_run` (e.g. from a Hydra `on_multirun_end` callback).
+    parent is RUNNING until its first child ends; each child that ends marks it FINISHED at that
+    time (see `open_run`). `finish_parent_run` sets another status explicitly.
     """
     if not isinstance(sweep_id, str) or not sweep_id or "'" in sweep_id or '"' in sweep_id:
         raise ValueError(f"sweep_id must be a non-empty string without quotes, got {sweep_id!r}")
@@ -599,7 +607,7 @@ def _parent_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> lis
 
 
 def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") -> None:
-    """End a parent run (or any run) with `status`: FINISHED, FAILED or KILLED."""
+    """End a parent run (or any run) with `status`: FINISHED, FAILED or KILLED, at this time."""
     if status not in ("FINISHED", "FAILED", "KILLED"):
         raise ValueError(f"status must be FINISHED, FAILED or KILLED, got {status!r}")
     MlflowClient(ensure_store(uri)).set_terminated(run_id, status)

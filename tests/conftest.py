@@ -77,3 +77,7 @@ def compose():
             return hydra.compose(config_name="config", overrides=list(overrides))
 
     return _compose
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: builds or starts something heavy (a wheel, a subprocess); deselect with -m 'not slow'")

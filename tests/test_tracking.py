@@ -220,17 +220,21 @@ def test_children_nest_under_one_parent_per_sweep(uri):
     assert tracking.open_parent_run(uri, "sweep", "2024-01-01/12-00") == parent
     other = tracking.open_parent_run(uri, "sweep", "2024-01-02/09-30")
     assert other != parent
-    with tracking.open_run(uri, "sweep", "child", parent_run_id=parent) as child:
-        child.log_metrics({"loss": 1.0}, 0)
-    assert get_run(uri, child.run_id).data.tags["mlflow.parentRunId"] == parent
     parent_tags = get_run(uri, parent).data.tags
     assert (parent_tags["nnresearch.role"], parent_tags["nnresearch.sweep_id"]) == (
         "parent",
         "2024-01-01/12-00",
     )
     assert get_run(uri, parent).info.status == "RUNNING"
-    tracking.finish_parent_run(uri, parent)
-    assert get_run(uri, parent).info.status == "FINISHED"
+    with tracking.open_run(uri, "sweep", "child", parent_run_id=parent) as child:
+        child.log_metrics({"loss": 1.0}, 0)
+    assert get_run(uri, child.run_id).data.tags["mlflow.parentRunId"] == parent
+    ended = get_run(uri, parent).info
+    assert ended.status == "FINISHED"
+    assert ended.end_time >= get_run(uri, child.run_id).info.end_time
+    assert get_run(uri, other).info.status == "RUNNING"
+    tracking.finish_parent_run(uri, other, "KILLED")
+    assert get_run(uri, other).info.status == "KILLED"
 
 
 def test_parent_must_be_in_the_same_experiment(uri):

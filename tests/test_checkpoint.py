@@ -1,0 +1,66 @@
+"""Checkpoints: continuing from one gives the same numbers as never stopping; bad files fail clearly."""
+
+import numpy as np
+import pytest
+
+from nnresearch import backend
+from nnresearch.checkpoint import load_checkpoint, save_checkpoint
+from nnresearch.data import load_dataset
+from nnresearch.nn.architectures import Builder, Init, mlp
+from nnresearch.nn.optim import make_optimizer
+from nnresearch.nn.schedules import make_schedule
+from nnresearch.sinks import MemorySink
+from nnresearch.train import LoopOptions, Splits, train
+
+
+def setup(seed=0):
+    data = load_dataset("moons", seed=0, n_samples=300)
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    splits = Splits(f32(data.X_train), f32(data.Y_train), f32(data.X_val), f32(data.Y_val))
+    rng = backend.make_rng(seed)
+    net = mlp(Builder(np, np.float32, rng, Init("he_normal"), "relu", batchnorm=True), [2, 8, 8, 1], "sigmoid_bce")
+    return net, splits, make_optimizer("adam"), make_schedule("cosine", 0.01, 6 * 6), rng
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    options = LoopOptions(epochs=6, batch_size=32, progress=False)
+    net, splits, opt, schedule, rng = setup()
+    straight = train(net, splits, opt, schedule, options, rng, MemorySink())
+    expected = {k: v.copy() for k, v in net.state().items()}
+
+    net, splits, opt, schedule, rng = setup()
+    path = tmp_path / "ck.npz"
+    train(net, splits, opt, schedule, LoopOptions(epochs=3, batch_size=32, progress=False), rng, MemorySink(),
+          on_epoch_end=lambda epoch: save_checkpoint(path, net, opt, rng, epoch) if epoch == 3 else None)
+
+    net, splits, opt, schedule, rng = setup(seed=99)  # a different start, overwritten by the checkpoint
+    start = load_checkpoint(path, net, opt, rng)
+    resumed = train(net, splits, opt, schedule, options, rng, MemorySink(), start_epoch=start)
+    assert start == 3
+    assert resumed["train/loss"] == straight["train/loss"]
+    for name, value in net.state().items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign"])
+def test_bad_checkpoint_is_refused_and_changes_nothing(tmp_path, damage):
+    net, splits, opt, schedule, rng = setup()
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, net, opt, rng, 1)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    else:
+        np.savez(path, W1=np.zeros(3))
+    before = {k: v.copy() for k, v in net.state().items()}
+    with pytest.raises(ValueError, match=str(path.name)):
+        load_checkpoint(path, net, opt, rng)
+    for name, value in net.state().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    net, splits, opt, schedule, rng = setup()
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        load_checkpoint(tmp_path / "nope.npz", net, opt, rng)

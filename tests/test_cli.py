@@ -1,0 +1,301 @@
+"""The command line end to end: `python -m nnresearch.run ...` as a subprocess in a temporary working
+directory (so it proves the configs are found from anywhere), into a temporary MLflow store.
+
+Covers the default run, a multirun grouped under one parent run, bad configs failing before any run
+exists, runs interrupted by SIGINT / SIGTERM, a sweep continuing past a diverged job, and the wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from nnresearch.paths import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["trainer.progress=false"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    return env | extra
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env or cli_env())
+
+
+def popen(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
+
+
+def store_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def all_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+def count_runs(db: Path) -> int:
+    """Runs in a SQLite store, read without MLflow (which would create the store if it is missing)."""
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+
+
+def failure_report(result) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The default run
+
+
+def test_default_run_from_another_directory(tmp_path, mlflow_uri):
+    """The default config from a directory that is not the checkout: trained, logged, and where to browse it."""
+    uri = mlflow_uri
+    result = cli(f"tracking.uri={uri}", cwd=tmp_path)
+    assert result.returncode == 0, failure_report(result)
+    match = re.search(r"run (mlp-relu-d2-w64-he-s0) \(([0-9a-f]{32})\): (.+)", result.stdout)
+    assert match, result.stdout
+    summary = match.group(3)
+    for metric in ("train/loss=", "val/loss=", "val/acc=", "test/loss="):
+        assert metric in summary, summary
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in result.stdout
+    run = MlflowClient(uri).get_run(match.group(2))
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == match.group(1)
+    assert run.info.artifact_uri.startswith(tmp_path.as_uri()), run.info.artifact_uri
+
+
+# --------------------------------------------------------------------------------------------
+# 4. A multirun: one parent run, one child per job
+
+
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory, mlflow_template_db):
+    folder = tmp_path_factory.mktemp("multirun")
+    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
+    uri = store_uri(folder)
+    result = cli("-m", "model.activation=sigmoid,relu", "model.depth=1,2", "trainer.epochs=1", *QUICK,
+                 f"tracking.uri={uri}", cwd=folder)
+    return result, uri
+
+
+def test_multirun_children_share_one_parent(multirun):
+    result, uri = multirun
+    assert result.returncode == 0, failure_report(result)
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("nnresearch.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    assert len(children) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in children), [r.info.status for r in children]
+    names = sorted(r.info.run_name for r in children)
+    assert len(set(names)) == 4, names
+    assert names == sorted(f"mlp-{g}-d{d}-w64-he-s0" for g in ("sigmoid", "relu") for d in (1, 2))
+    assert {(r.data.params["model.activation"], r.data.params["model.depth"]) for r in children} == {
+        (g, d) for g in ("sigmoid", "relu") for d in ("1", "2")}
+
+
+def test_multirun_parent_run_is_ended(multirun):
+    """After the sweep the parent run is not left RUNNING (the UI shows a sweep that never ends)."""
+    result, uri = multirun
+    assert result.returncode == 0, failure_report(result)
+    (parent,) = [r for r in all_runs(uri) if r.data.tags.get("nnresearch.role") == "parent"]
+    assert parent.info.status == "FINISHED"
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Bad configs fail before any run exists
+
+BAD_CONFIGS = {
+    # id: (overrides, what stderr must mention)
+    "unknown_key": (["model.depht=3"], ["depht"]),
+    "unknown_activation": (["model.activation=swish"], ["model.activation", "swish", "relu", "sigmoid", "tanh"]),
+    "negative_lr": (["optim.lr=-0.1"], ["optim.lr", "-0.1"]),
+    "batch_size_0": (["trainer.batch_size=0"], ["trainer.batch_size", "0"]),
+    "unknown_dataset_name": (["data.name=imagenet"], ["data.name", "imagenet", "moons"]),
+    "unknown_dataset_option": (["data=imagenet"], ["imagenet", "moons"]),
+    "unknown_optimizer": (["optim.name=rmsprop"], ["optim.name", "rmsprop", "sgd", "adam"]),
+}
+# Each of these also as a real process (one Hydra composition error, one validation error).
+BAD_CONFIGS_AS_PROCESSES = ("unknown_key", "unknown_activation")
+
+
+def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`python -m nnresearch.run *args` inside this process: (exit code, stdout, stderr).
+
+    Much cheaper than a subprocess (no imports); Hydra's logging setup is left alone.
+    """
+    from nnresearch import run
+
+    monkeypatch.setattr(sys, "argv", ["nnresearch.run", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    code = 0
+    try:
+        run.main()
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_config_fails_before_a_run_exists(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.chdir(tmp_path)
+    overrides, words = BAD_CONFIGS[case]
+    code, out, err = main_in_process(monkeypatch, capsys, *overrides, *QUICK, f"tracking.uri={store_uri(tmp_path)}")
+    assert code != 0, out + err
+    for word in words:
+        assert word in err, f"stderr does not mention {word!r}:\n{err}"
+    assert count_runs(tmp_path / "mlflow.db") == 0
+
+
+def test_bad_configs_fail_from_the_command_line(tmp_path_factory):
+    """The same, as processes: non-zero exit status, the reason in stderr, no store."""
+    started = {}
+    for case in BAD_CONFIGS_AS_PROCESSES:
+        overrides, _ = BAD_CONFIGS[case]
+        folder = tmp_path_factory.mktemp(case)
+        started[case] = (folder, popen(*overrides, *QUICK, f"tracking.uri={store_uri(folder)}", cwd=folder))
+    for case, (folder, process) in started.items():
+        stdout, stderr = process.communicate(timeout=120)
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        assert result.returncode != 0, failure_report(result)
+        for word in BAD_CONFIGS[case][1]:
+            assert word in stderr, f"{case}: stderr does not mention {word!r}\n{failure_report(result)}"
+        assert count_runs(folder / "mlflow.db") == 0
+
+
+# --------------------------------------------------------------------------------------------
+# 6. An interrupted run is KILLED (or FAILED), never left RUNNING
+
+
+def wait_for_steps(db: Path, process: subprocess.Popen, min_steps: int = 2, timeout: float = 60) -> tuple[str, int]:
+    """Poll the store (read-only) until one run has `min_steps` train/loss steps; (run id, steps seen)."""
+    deadline = time.monotonic() + timeout
+    query = ("SELECT r.run_uuid, COUNT(m.step) FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid "
+             "WHERE m.key = 'train/loss' GROUP BY r.run_uuid")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it was interrupted:\n{process.communicate()}")
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+                rows = connection.execute(query).fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        if rows and rows[0][1] >= min_steps:
+            return rows[0]
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"no run with {min_steps} train/loss steps after {timeout}s:\n{process.communicate()}")
+
+
+@pytest.mark.parametrize(("signum", "allowed"), [(signal.SIGINT, {"KILLED"}), (signal.SIGTERM, {"KILLED", "FAILED"})],
+                         ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_is_not_left_running(mlflow_uri, tmp_path, signum, allowed):
+    process = popen("trainer.epochs=100000", *QUICK, f"tracking.uri={mlflow_uri}", cwd=tmp_path)
+    try:
+        run_id, seen = wait_for_steps(tmp_path / "mlflow.db", process)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode != 0
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(run_id)
+    assert run.info.status in allowed, f"{signal.Signals(signum).name} left the run {run.info.status}\n{stderr[-2000:]}"
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert len(steps) >= seen and steps[:2] == [0, 1], steps
+
+
+# --------------------------------------------------------------------------------------------
+# 8. A sweep continues past a diverged job
+
+
+def test_multirun_continues_past_a_diverged_job(mlflow_uri, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "optim.lr=1e6,0.1", "trainer.epochs=3",
+                                     "data.n_samples=200", *QUICK, f"tracking.uri={mlflow_uri}", "study=diverging_sweep")
+    assert code == 0, out + err
+    assert "diverged at step" in out
+    children = [r for r in all_runs(mlflow_uri) if "mlflow.parentRunId" in r.data.tags]
+    by_lr = {r.data.params["optim.lr"]: r for r in children}
+    assert set(by_lr) == {"1000000.0", "0.1"}, sorted(by_lr)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert by_lr["1000000.0"].data.tags.get("diverged") == "true"
+    assert by_lr["1000000.0"].data.tags.get("diverged_at_step")
+    assert "diverged" not in by_lr["0.1"].data.tags
+    assert "val/loss" in by_lr["0.1"].data.metrics
+
+
+# --------------------------------------------------------------------------------------------
+# 10. A wheel carries the configs and runs without the checkout
+
+
+@pytest.mark.slow
+def test_wheel_carries_configs_and_runs(tmp_path):
+    """Build a wheel from a copy of the checkout (plus one probe experiment), check it holds every
+    config (experiments through the conf/experiment -> ../experiments symlink), then run the CLI
+    from the unpacked wheel in another directory."""
+    source = tmp_path / "src"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pyproject.toml", "README.md", "LICENSE", "conf", "experiments", "nnresearch"):
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, symlinks=True, ignore=ignore)
+        elif path.exists():
+            shutil.copy2(path, source / name)
+    probe = "zz_wheel_probe"
+    (source / "experiments" / f"{probe}.yaml").write_text("# @package _global_\nstudy: wheel_probe\n")
+    dist = tmp_path / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(dist), str(source)], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = dist.glob("nnresearch-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+
+    expected = {f"nnresearch/conf/{p.relative_to(source / 'conf').as_posix()}"
+                for p in (source / "conf").glob("**/*.yaml")}
+    expected |= {f"nnresearch/conf/experiment/{p.name}" for p in (source / "experiments").glob("*.yaml")}
+    assert "nnresearch/conf/config.yaml" in names
+    assert f"nnresearch/conf/experiment/{probe}.yaml" in names
+    assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = cli_env(PYTHONPATH=str(site))
+    where = subprocess.run([sys.executable, "-c", "import nnresearch.paths as p; print(p.__file__); print(p.CONFIG_DIR)"],
+                           cwd=elsewhere, capture_output=True, text=True, env=env, timeout=60)
+    assert where.returncode == 0, where.stderr
+    module, config_dir = where.stdout.split()
+    assert Path(module).is_relative_to(site) and Path(config_dir) == site / "nnresearch" / "conf", where.stdout
+    result = cli(f"experiment={probe}", "tracking=off", "trainer.epochs=1", "data.n_samples=60", *QUICK,
+                 cwd=elsewhere, env=env)
+    assert result.returncode == 0, failure_report(result)
+    assert "tracking off" in result.stdout
+    assert not (elsewhere / "mlflow.db").exists()
