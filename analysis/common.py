@@ -111,7 +111,7 @@ class Study:
 
 def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
     """Mean and 95% t-interval of `value` over seeds, per group `by` (a thin wrapper over results.aggregate)."""
-    return results.aggregate(frame, list(by), value=value).reset_index()
+    return results.aggregate(frame, list(by), value=value)
 
 
 def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) -> None:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnresearch.backend import DEVICES, DTYPES
 
+SKIP_FINISHED = ("sweeps", "always", "never")
 MODELS = ("logistic", "softmax_regression", "mlp", "residual_mlp", "cnn1d")
 OBJECTIVES = ("val/loss", "val/acc")
 
@@ -97,12 +98,18 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    """MLflow: `uri` None is MLflow's default store, ./mlflow.db; an http URI is a tracking server."""
+    """MLflow: `uri` None is MLflow's default store, ./mlflow.db; an http URI is a tracking server.
+
+    `skip_finished`: a job whose identical config (same `config_hash` tag) already FINISHED in the
+    experiment is skipped in `sweeps` (the default: re-running a sweep resumes it), `always`, or
+    `never` (force a full re-run). Failed and killed runs are always run again.
+    """
 
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
     run_name: str | None = None
+    skip_finished: str = "sweeps"
 
 
 @dataclass
@@ -182,4 +189,23 @@ def validate(cfg: DictConfig | Config) -> Config:
     _one_of("trainer.device", t.device, DEVICES)
     _one_of("trainer.dtype", t.dtype, DTYPES)
     _one_of("objective", c.objective, OBJECTIVES)
+    _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
     return c
+
+
+# What does not change a run's numbers: where it is logged, how it reports, its checkpoint cadence.
+HASH_EXCLUDED = ("tracking", "trainer.progress", "trainer.checkpoint_every", "trainer.resume")
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 (16 hex digits) of everything in the config that decides the run's numbers."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    flat = asdict(cfg)
+    del flat["tracking"]
+    for dotted in HASH_EXCLUDED[1:]:
+        group, key = dotted.split(".")
+        flat[group].pop(key)
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]

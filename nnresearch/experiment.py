@@ -16,7 +16,7 @@ import numpy as np
 
 from nnresearch import backend, tracking
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
-from nnresearch.config import Config
+from nnresearch.config import Config, config_hash
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
@@ -160,6 +160,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
 
     name = run_name(cfg, sweep)
     tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(xp),
+            tracking.CONFIG_HASH_TAG: config_hash(cfg),
             "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}
     history = MemorySink()
     with open_tracking(cfg, name, tags, parent_run_id) as mlflow_sink:
@@ -195,6 +196,18 @@ def open_tracking(cfg: Config, name: str, tags: dict[str, str], parent_run_id: s
     if not cfg.tracking.enabled:
         return nullcontext(tracking.NullSink())
     return tracking.open_run(cfg.tracking.uri, experiment_name(cfg), name, tags=tags, parent_run_id=parent_run_id)
+
+
+def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:
+    """The outcome of a FINISHED run with this exact config, when `tracking.skip_finished` says to skip it."""
+    policy = cfg.tracking.skip_finished
+    if not cfg.tracking.enabled or policy == "never" or (policy == "sweeps" and not in_sweep):
+        return None
+    found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
+    if found is None:
+        return None
+    run_id, metrics = found
+    return Outcome(metrics.get(cfg.objective, math.nan), metrics, run_id, run_name(cfg))
 
 
 def _optimizer_options(o: Any) -> dict[str, float]:

@@ -122,7 +122,7 @@ def _runs_frame(found: Sequence[Run]) -> pd.DataFrame:
     prefixed = [c for c in frame.columns if c not in RUN_COLUMNS]
     order = {"params.": 0, "metrics.": 1, "tags.": 2}
     prefixed.sort(key=lambda c: (order[c[: c.index(".") + 1]], c))
-    frame = frame[RUN_COLUMNS + prefixed]
+    frame = frame[RUN_COLUMNS + prefixed].copy()
     for column in ("start_time", "end_time"):
         frame[column] = pd.to_datetime(frame[column], unit="ms", utc=True)
     return frame.sort_values(["start_time", "run_id"], ignore_index=True)
@@ -187,27 +187,28 @@ def runs(
     return _numeric_params(frame)
 
 
-def _runs_by_id(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
-    """The runs `run_ids` as a `runs()`-style frame; ValueError naming an unknown id."""
+def _runs_by_id(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:
+    """The runs `run_ids`; ValueError naming an unknown id."""
     found = []
     for run_id in run_ids:
         try:
             found.append(client.get_run(run_id))
         except MlflowException as err:
             raise ValueError(f"no run with id {run_id!r} in {client.tracking_uri}") from err
-    return _runs_frame(found)
+    return found
 
 
-def _metric_pairs(frame: pd.DataFrame, metrics: Sequence[str] | None) -> list[tuple[str, str]]:
-    """(run_id, metric) for each wanted metric each run logged; ValueError for unknown names."""
-    logged = [c.removeprefix("metrics.") for c in frame.columns if c.startswith("metrics.")]
-    wanted = logged if metrics is None else list(metrics)
-    unknown = sorted(set(wanted) - set(logged))
+def _metric_pairs(
+    run_ids: Sequence[str], logged: dict[str, set[str]], metrics: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """(run_id, metric) for each wanted metric that each run logged (even if its last value is
+    NaN); ValueError for a metric no run logged."""
+    available = sorted(set().union(*(logged[run_id] for run_id in run_ids)))
+    wanted = available if metrics is None else list(metrics)
+    unknown = sorted(set(wanted) - set(available))
     if unknown:
-        raise ValueError(f"no run logged metric(s) {unknown}; logged metrics: {sorted(logged)}")
-    present = frame.set_index("run_id")[[f"metrics.{m}" for m in wanted]].notna()
-    present.columns = wanted
-    return [(run_id, name) for run_id, row in present.iterrows() for name in wanted if row[name]]
+        raise ValueError(f"no run logged metric(s) {unknown}; logged metrics: {available}")
+    return [(run_id, name) for run_id in run_ids for name in wanted if name in logged[run_id]]
 
 
 def _param_columns(frame: pd.DataFrame, params: Sequence[str]) -> list[str]:
@@ -235,14 +236,16 @@ def histories(
     """
     client = _client(uri)
     if isinstance(source, str):
-        experiment_id = _experiment_id(client, source)
-        frame = _runs_frame(_all_runs(client, experiment_id))
-        frame = frame[~_is_parent(frame)] if not frame.empty else frame
+        found = _all_runs(client, _experiment_id(client, source))
     else:
-        frame = _runs_by_id(client, list(source))
+        found = _runs_by_id(client, list(source))
+    frame = _runs_frame(found)
+    if isinstance(source, str) and not frame.empty:
+        frame = frame[~_is_parent(frame)]
     frame = _numeric_params(frame)
     param_columns = _param_columns(frame, params)
-    pairs = _metric_pairs(frame, metrics)
+    logged = {run.info.run_id: set(run.data.metrics) for run in found}
+    pairs = _metric_pairs(list(frame["run_id"]), logged, metrics)
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         fetched = list(pool.map(lambda pair: client.get_metric_history(*pair), pairs))
     rows = [

@@ -8,7 +8,9 @@ the objective (`objective=val/loss` by default) for Hydra's sweepers.
 from __future__ import annotations
 
 import hashlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -18,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnresearch import tracking
 from nnresearch.config import Config, register, validate
-from nnresearch.experiment import execute, experiment_name
+from nnresearch.experiment import already_finished, execute, experiment_name
 from nnresearch.paths import CONFIG_DIR
 
 register()
@@ -53,11 +55,27 @@ def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
                                     tags={"command": " ".join(sys.argv)})
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM -> SystemExit, so the MLflow run is flushed and marked KILLED instead of left RUNNING."""
+    raise SystemExit(128 + signum)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> float:
 
     cfg = validate(dict_cfg)
     hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    finished = already_finished(cfg, in_sweep)
+    if finished is not None:
+        parent = sweep_parent(cfg, hydra_cfg)
+        if parent is not None:
+            tracking.adopt_run(cfg.tracking.uri, finished.run_id, parent)
+        print(f"skipped {finished.run_name}: this exact config already finished as run {finished.run_id} "
+              "(tracking.skip_finished=never re-runs it)")
+        return finished.objective
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     overrides = list(hydra_cfg.overrides.task)
     outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides),
                       resolved_config=OmegaConf.to_container(dict_cfg, resolve=True),

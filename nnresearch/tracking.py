@@ -38,11 +38,15 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 from filelock import FileLock
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.validation import (
+
+# No usage telemetry leaves the machine unless the user asks for it (these machines are offline).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
+from mlflow.utils.validation import (  # noqa: E402
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
@@ -55,6 +59,7 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 DESCRIPTION_TAG = "mlflow.note.content"
 SWEEP_ID_TAG = "nnresearch.sweep_id"
 ROLE_TAG = "nnresearch.role"
+CONFIG_HASH_TAG = "nnresearch.config_hash"
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
 HTTP_TIMEOUT_S = 5.0
@@ -521,9 +526,11 @@ def open_run(
 
     The experiment is created if absent. `parent_run_id` nests the run under that run (same
     experiment) in the UI and, when this run ends, marks the parent FINISHED with the current end
-    time, so a sweep's parent ends with its last child; `description` is the run's note. On an exception the run is FAILED, on
-    KeyboardInterrupt or SystemExit (e.g. raised by a SIGTERM handler) KILLED; the exception
-    propagates either way, after the buffered metrics are sent.
+    time, so a sweep's parent ends with its last child. `description` is the run's note.
+
+    On an exception the run is FAILED; on KeyboardInterrupt or SystemExit (e.g. raised by a
+    SIGTERM handler) KILLED; the exception propagates either way, after the buffered metrics are
+    sent. Tags also get MLflow's usual context (user, source, git commit).
     """
     _check_flush_every(flush_every_s)
     uri = ensure_store(uri)
@@ -611,3 +618,20 @@ def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") ->
     if status not in ("FINISHED", "FAILED", "KILLED"):
         raise ValueError(f"status must be FINISHED, FAILED or KILLED, got {status!r}")
     MlflowClient(ensure_store(uri)).set_terminated(run_id, status)
+
+
+def finished_run_with_config(uri: str | None, experiment_name: str, config_hash: str) -> tuple[str, dict[str, float]] | None:
+    """(run id, last metrics) of a FINISHED run of `experiment_name` tagged with `config_hash`, if any."""
+    uri = ensure_store(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    found = client.search_runs([experiment.experiment_id], max_results=1,
+                               filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'FINISHED'")
+    return (found[0].info.run_id, dict(found[0].data.metrics)) if found else None
+
+
+def adopt_run(uri: str | None, run_id: str, parent_run_id: str) -> None:
+    """Move an existing run under `parent_run_id`: a resumed sweep lists the jobs it skipped as its own."""
+    MlflowClient(ensure_store(uri)).set_tag(run_id, PARENT_RUN_TAG, parent_run_id)

@@ -2,7 +2,8 @@
 
 Experiment "study": a sweep parent and 6 children (lr in {0.1, 0.01} x seed in {0, 1, 2}) that
 log `val/loss = 10 * lr + seed + 0.5 * step` and `time_s = step` for steps 0..2, plus one run
-(lr 0.1, seed 3) that fails after step 0. Experiment "other" holds one run.
+(lr 0.1, seed 3) that logs step 0, then NaN at step 1, then fails. Experiment "other" holds one
+run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def uri(tmp_path_factory) -> str:
         with tracking.open_run(uri, "study", "diverged", parent_run_id=parent) as sink:
             sink.log_params({"optim": {"lr": 0.1}, "seed": 3})
             sink.log_metrics({"val/loss": loss(0.1, 3, 0)}, 0)
+            sink.log_metrics({"val/loss": float("nan")}, 1)
             raise FloatingPointError("loss is nan")
     tracking.finish_parent_run(uri, parent)
     with tracking.open_run(uri, "other", "lonely") as sink:
@@ -96,18 +98,23 @@ def test_missing_store_is_not_created(tmp_path):
 def test_histories_are_long_with_params_joined(uri):
     long = results.histories("study", ["val/loss"], uri, params=["optim.lr", "seed"])
     assert list(long.columns) == [*results.HISTORY_COLUMNS, "params.optim.lr", "params.seed"]
-    assert len(long) == 6 * 3 + 1
+    assert len(long) == 6 * 3 + 2
     assert set(long["metric"]) == {"val/loss"}
     assert long.equals(long.sort_values(["run_id", "metric", "step"], ignore_index=True))
-    for row in long.itertuples(index=False):
+    finite = long[long["value"].notna()]
+    assert len(finite) == 6 * 3 + 1
+    for row in finite.itertuples(index=False):
         assert row.value == pytest.approx(loss(row[4], row[5], row.step))
+    # the diverged run's last value is NaN: its history is still there, NaN included
+    diverged = long[long["params.seed"] == 3]
+    assert diverged["step"].tolist() == [0, 1] and math.isnan(diverged["value"].iloc[1])
 
 
 def test_histories_of_given_runs_take_all_their_metrics(uri):
     ids = [run_id(uri, "lr0.01-s0"), run_id(uri, "diverged")]
     long = results.histories(ids, uri=uri)
     counts = long.groupby(["run_id", "metric"]).size().to_dict()
-    assert counts == {(ids[0], "time_s"): 3, (ids[0], "val/loss"): 3, (ids[1], "val/loss"): 1}
+    assert counts == {(ids[0], "time_s"): 3, (ids[0], "val/loss"): 3, (ids[1], "val/loss"): 2}
 
 
 def test_histories_name_unknown_metrics_and_params(uri):

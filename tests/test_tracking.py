@@ -50,7 +50,7 @@ def test_resolve_uri_makes_local_stores_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
     assert tracking.resolve_uri("sqlite:///runs/a.db") == f"sqlite:///{tmp_path}/runs/a.db"
-    assert tracking.resolve_uri("sqlite:////srv/m.db?timeout=30") == "sqlite:////srv/m.db?timeout=30"
+    assert tracking.resolve_uri("sqlite:////srv/m.db?timeout=9") == "sqlite:////srv/m.db?timeout=9"
     assert tracking.resolve_uri("file:mlruns") == f"file://{tmp_path}/mlruns"
     assert tracking.resolve_uri("http://host:5000/") == "http://host:5000"
     assert tracking.resolve_uri("postgresql://u@h/db") == "postgresql://u@h/db"
@@ -99,7 +99,8 @@ def test_parallel_processes_create_one_store_and_one_parent(tmp_path):
     assert len(parent_ids) == 1
     client = MlflowClient(tracking.resolve_uri(uri))
     experiment = client.get_experiment_by_name("race")
-    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == list(parent_ids)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.run_id for run in runs] == list(parent_ids)
 
 
 # --- runs ---------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ class Conv1D:
         self.A_prev, self.geometry = A_prev, (L_out, pad_left, pad_right)
         self.cols = self._im2col(xp, self._pad(xp, A_prev, pad_left, pad_right), k, L_out)
         Z = xp.reshape(xp.reshape(W, (c_out, c_in * k)) @ self.cols, (c_out, L_out, m))
-        self.Z = Z + b
+        self.Z = self.Z_act = Z + b  # Z_act: the input of g, as in Dense (no normalization here)
         self.A = self.activation.forward(self.Z)
         return self.A
 
