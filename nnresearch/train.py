@@ -113,46 +113,56 @@ def train(
                disable=not options.progress or not sys.stderr.isatty(), initial=start_epoch, total=options.epochs)
     for epoch in bar:
         probe = (epoch + 1) % options.probe_every == 0 or epoch + 1 == options.epochs
-        total_loss, total_correct, seen = 0.0, 0.0, 0
-        epoch_batches = batches(m, options.batch_size, rng, xp)
-        for position, index in enumerate(epoch_batches):
-            Xb, Yb = xp.take(data.X_train, index, axis=-1), xp.take(data.Y_train, index, axis=-1)
-            J = float(network.loss_and_gradients(Xb, Yb))
-            if not math.isfinite(J):
-                raise NonFiniteError(step, *network.first_non_finite())
-            size = Xb.shape[-1]
-            total_loss += J * size
-            accuracy = network.accuracy(Yb)
-            total_correct += 0.0 if accuracy is None else float(accuracy) * size
-            seen += size
-            grads = network.grads()
-            if options.clip_norm is not None:
-                clip_by_global_norm(grads, options.clip_norm)
-            if options.clip_value is not None:
-                clip_by_value(grads, options.clip_value)
-            last = probe and position == len(epoch_batches) - 1
-            before = {name: xp.asarray(w, copy=True) for name, w in network.params().items() if name.startswith("W")} if last else None
-            lr = schedule(step)
-            optimizer.step(network.params(), grads, lr)
-            step += 1
-            if last:
-                diagnostics = layer_diagnostics(network, before)
-        metrics = {"train/loss": total_loss / seen, "lr": lr, "time_s": time.perf_counter() - started, "epoch": epoch + 1}
-        if network.head.accuracy is not None:
-            metrics["train/acc"] = total_correct / seen
+        metrics, step = _train_epoch(network, data, optimizer, schedule, options, rng, step, probe)
+        metrics |= {"time_s": time.perf_counter() - started, "epoch": epoch + 1}
         if (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs:
             metrics |= _prefixed("val", evaluate(network, data.X_val, data.Y_val))
-        if probe:
-            metrics |= diagnostics
-            if options.gradient_noise:
-                metrics["grad_noise"] = gradient_noise(network, data.X_train, data.Y_train, options.batch_size,
-                                                       np.random.default_rng(epoch))
+        if probe and options.gradient_noise:
+            metrics["grad_noise"] = gradient_noise(network, data.X_train, data.Y_train, options.batch_size,
+                                                   np.random.default_rng(epoch))
         _check_parameters(network, step)
         sink.log_metrics(metrics, step=epoch + 1)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     return metrics
+
+
+def _train_epoch(network: Network, data: Splits, optimizer: Any, schedule: Callable[[int], float],
+                 options: LoopOptions, rng: np.random.Generator, step: int, probe: bool) -> tuple[dict[str, float], int]:
+    """One pass over shuffled batches: a gradient step per batch. Returns the epoch's training
+    metrics (mean loss and accuracy over the batches, the last lr, and the layer diagnostics of the
+    last step when `probe`) and the global step count after it."""
+    xp = namespace(data.X_train)
+    total_loss, total_correct, seen = 0.0, 0.0, 0
+    epoch_batches = batches(data.X_train.shape[-1], options.batch_size, rng, xp)
+    diagnostics: dict[str, float] = {}
+    for position, index in enumerate(epoch_batches):
+        Xb, Yb = xp.take(data.X_train, index, axis=-1), xp.take(data.Y_train, index, axis=-1)
+        J = float(network.loss_and_gradients(Xb, Yb))
+        if not math.isfinite(J):
+            raise NonFiniteError(step, *network.first_non_finite())
+        size = Xb.shape[-1]
+        total_loss += J * size
+        accuracy = network.accuracy(Yb)
+        total_correct += 0.0 if accuracy is None else float(accuracy) * size
+        seen += size
+        grads = network.grads()
+        if options.clip_norm is not None:
+            clip_by_global_norm(grads, options.clip_norm)
+        if options.clip_value is not None:
+            clip_by_value(grads, options.clip_value)
+        last = probe and position == len(epoch_batches) - 1
+        before = {name: xp.asarray(w, copy=True) for name, w in network.params().items() if name.startswith("W")} if last else None
+        lr = schedule(step)
+        optimizer.step(network.params(), grads, lr)
+        step += 1
+        if last:
+            diagnostics = layer_diagnostics(network, before)
+    metrics = {"train/loss": total_loss / seen, "lr": lr} | diagnostics
+    if network.head.accuracy is not None:
+        metrics["train/acc"] = total_correct / seen
+    return metrics, step
 
 
 def _check_parameters(network: Network, step: int) -> None:
