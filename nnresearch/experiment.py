@@ -53,7 +53,7 @@ def build_network(cfg: Config, data: Dataset, xp: Any, rng: np.random.Generator)
     head = m.head or DEFAULT_HEADS[data.task]
     network = _architecture(cfg, data, builder, head)
     if network.head.accuracy is not None:  # accuracy follows the task, whichever output the study puts on it
-        network.head = replace(network.head, accuracy=TASK_ACCURACY[data.task])
+        network.head = replace(network.head, accuracy=TASK_ACCURACY.get(data.task, network.head.accuracy))
     return network
 
 
@@ -65,6 +65,8 @@ def _architecture(cfg: Config, data: Dataset, builder: Builder, head: str) -> Ne
             raise ValueError(f"model=logistic needs a binary data set; data.name={data.name} is {data.task}")
         return architectures.logistic_regression(builder, n_in)
     if m.name == "softmax_regression":
+        if data.task != "multiclass":
+            raise ValueError(f"model=softmax_regression needs a multiclass data set; data.name={data.name} is {data.task}")
         return architectures.mlp(builder, [n_in, n_out], m.head or "softmax_ce")
     if m.name == "residual_mlp":
         return architectures.residual_mlp(builder, n_in, m.width, m.depth, n_out, head)
@@ -171,9 +173,10 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
         mlflow_sink.log_arrays(_host_state(network), "params/init.npz")
         diverged_at = None
         try:
+            final_step = cfg.trainer.epochs * steps_per_epoch
             metrics = train(network, splits, optimizer, schedule, options, rng, TeeSink(mlflow_sink, history),
                             on_epoch_end=save_every_n, start_epoch=start_epoch)
-            metrics |= {f"test/{k}": v for k, v in evaluate(network, X_test, Y_test).items()}
+            metrics |= {f"test/{k}": v for k, v in evaluate(network, X_test, Y_test, final_step).items()}
             mlflow_sink.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, step=cfg.trainer.epochs)
             mlflow_sink.log_arrays(_host_state(network), "params/final.npz")
         except NonFiniteError as error:

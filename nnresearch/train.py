@@ -63,10 +63,12 @@ def batches(m: int, batch_size: int | None, rng: np.random.Generator, xp: Any) -
     return [order[start:start + starts.step] for start in starts]
 
 
-def evaluate(network: Network, X: Array, Y: Array) -> dict[str, float]:
-    """Cost and accuracy of the network in eval mode on a whole split."""
+def evaluate(network: Network, X: Array, Y: Array, step: int = 0) -> dict[str, float]:
+    """Cost and accuracy of the network in eval mode on a whole split; a non-finite cost is a divergence."""
     network.forward(X, train=False)
     metrics = {"loss": float(network.cost(Y))}
+    if not math.isfinite(metrics["loss"]):
+        raise NonFiniteError(step, *network.first_non_finite())
     accuracy = network.accuracy(Y)
     if accuracy is not None:
         metrics["acc"] = float(accuracy)
@@ -105,8 +107,8 @@ def train(
         first = batches(m, options.batch_size, backend.make_rng(0), xp)[0]
         network.loss_and_gradients(xp.take(data.X_train, first, axis=-1), xp.take(data.Y_train, first, axis=-1))
         initial = layer_diagnostics(network)
-        initial |= _prefixed("train", evaluate(network, data.X_train, data.Y_train))
-        sink.log_metrics(initial | _prefixed("val", evaluate(network, data.X_val, data.Y_val)), step=0)
+        initial |= _prefixed("train", evaluate(network, data.X_train, data.Y_train, step))
+        sink.log_metrics(initial | _prefixed("val", evaluate(network, data.X_val, data.Y_val, step)), step=0)
 
     metrics: dict[str, float] = {}
     bar = tqdm(range(start_epoch, options.epochs), desc="epochs", unit="ep", leave=False,
@@ -116,7 +118,7 @@ def train(
         metrics, step = _train_epoch(network, data, optimizer, schedule, options, rng, step, probe)
         metrics |= {"time_s": time.perf_counter() - started, "epoch": epoch + 1}
         if (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs:
-            metrics |= _prefixed("val", evaluate(network, data.X_val, data.Y_val))
+            metrics |= _prefixed("val", evaluate(network, data.X_val, data.Y_val, step))
         if probe and options.gradient_noise:
             metrics["grad_noise"] = gradient_noise(network, data.X_train, data.Y_train, options.batch_size,
                                                    np.random.default_rng(epoch))

@@ -80,4 +80,4 @@ def compose():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: builds or starts something heavy (a wheel, a subprocess); deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "slow: builds or starts something heavy (a wheel); deselect with -m 'not slow'")

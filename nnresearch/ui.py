@@ -1,0 +1,615 @@
+"""`python -m nnresearch.ui`: MLflow's UI on this project's runs, each study opening as a dashboard.
+
+    python -m nnresearch.ui                                     # ./mlflow.db on http://127.0.0.1:5000
+    python -m nnresearch.ui --uri sqlite:///other.db --port 0   # another store, any free port
+    python -m nnresearch.ui --uri http://127.0.0.1:5000         # a tracking server already is the UI
+
+For a local store (SQLite file, `file:` directory, or a database URI) it starts `mlflow server` on
+127.0.0.1 in its own process group, waits until it answers, prints the URL of the UI and of each
+study's dashboard, and stops it (the whole group) on Ctrl-C. The server's log goes to a file whose
+path it prints. Before starting, every study in the store gets its dashboard refreshed
+(`refresh_dashboards`; `--no-dashboards` leaves the store untouched).
+
+Ground floor, beside `tracking.py`: knows MLflow and tracking's URI rules, nothing of Hydra or of
+the network code.
+
+What MLflow 3 (read off 3.17's UI bundle) lets a project preset for an experiment, all as
+experiment tags, and what `prepare_dashboard` sets:
+
+- `mlflow.note.content`: the experiment's description, markdown, shown above its runs: the study's
+  claim, the commands that run and analyse it, links to the dashboard and to the sweep's parent run
+  (whose artifacts hold the study's figure and verdict).
+- `mlflow.experimentKind` = `custom_model_development`: a model-training experiment, so the UI
+  opens it on its runs rather than on GenAI traces (the UI would otherwise guess and write it).
+- `mlflow.sharedViewState.<key>`: a saved view, listed in the experiment page's "Views" menu and
+  opened by `?viewStateShareKey=<key>`. Its value is `{"name", "createdAt", "updatedAt", "state"}`
+  where `state` is the page's serialized state (JSON, or `deflate;` + base64 of it): the run
+  filter, table columns, charts and their sections, grouping. This is how charts are preset.
+
+What a view cannot preset: which parent runs are expanded (MLflow drops `runsExpanded` from
+shared views), so a sweep's view groups its jobs by the swept params (every group opens
+expanded, seeds averaged with a min-max band); the runs/charts toggle and the GenAI/model-training
+switch are URL parameters, which `dashboard_path` puts in the link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import errno
+import fnmatch
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import webbrowser
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlencode, urlparse
+
+from nnresearch import tracking  # sets MLFLOW_DISABLE_TELEMETRY before MLflow loads
+
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.25
+
+VIEW_KEY = "nnresearch"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_TAG = VIEW_TAG_PREFIX + VIEW_KEY
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+DESCRIPTION_TAG = tracking.DESCRIPTION_TAG
+MAX_TAG_CHARS = 20_000  # MLflow's limit on an experiment tag's value
+COMPRESS_ABOVE_CHARS = 16_000
+
+DEFAULT_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc", "grad_norm/layer*")
+LOG_SCALE_PREFIXES = ("grad_norm", "delta_norm", "update_ratio")
+SEED_PARAM = "trainer.seed"
+# Overrides that say where or how a job runs, not what it is: never a dashboard column.
+NOT_SWEPT = ("tracking", "hydra", "experiment", "profile", "study", "objective", "trainer.progress",
+             "trainer.device", "trainer.checkpoint_every", "trainer.resume")
+# Params logged as facts about a run, not chosen: they follow the config, so never group by them.
+DERIVED = ("model.parameters", "dataset.")
+# Per-epoch metric families the runs also log: their sections start folded.
+FOLDED_SECTIONS = ("train", "val", "test", "grad_norm", "act_mean", "act_std", "dead", "saturated",
+                   "delta_norm", "weight_norm", "update_ratio", "unit_spread", "Model metrics")
+CURVES_SECTION = "Learning curves"
+MAX_COLUMNS = 12
+
+
+class UIError(RuntimeError):
+    """A problem the user can fix (busy port, missing store, server that never answered)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Stores and ports
+
+
+def check_store(uri: str | None) -> str:
+    """The resolved URI of an existing local store; UIError naming it if there is none.
+
+    An HTTP(S) URI is returned as it is: that server already is the UI.
+    """
+    uri = tracking.resolve_uri(uri)
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise UIError(f"no MLflow store at {db} ({uri}); run an experiment first "
+                      "(python -m nnresearch.run) or pass --uri for your store")
+    if uri.startswith("file:"):
+        folder = Path(unquote(urlparse(uri).path))
+        if not folder.is_dir():
+            raise UIError(f"no MLflow file store at {folder} ({uri}); pass --uri for your store")
+    return uri
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on `host:port` now (bound the way uvicorn binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise UIError(f"cannot listen on {host}:{port}: {err}") from err
+    return True
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port that nothing listens on at `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def choose_port(host: str, port: int) -> int:
+    """`port` if it is free (0 means any free port), else UIError naming it."""
+    if port == 0:
+        return free_port(host)
+    if not 0 < port < 65536:
+        raise UIError(f"--port must be between 1 and 65535 (or 0 for any free port), got {port}")
+    if not port_is_free(host, port):
+        raise UIError(f"port {port} on {host} is busy (another MLflow UI?); choose another with "
+                      "--port P, or --port 0 for any free one")
+    return port
+
+
+# --------------------------------------------------------------------------------------------
+# The server process
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    """`mlflow server` for the store `uri` on `host:port`, with one worker."""
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port), "--workers", "1"]
+
+
+def server_env(uri: str) -> dict[str, str]:
+    """The server's environment: no telemetry, no GenAI job runner (a dozen idle processes),
+    MLflow 3's opt-in for `file:` stores when the store is one."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    if uri.startswith("file:"):
+        env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return env
+
+
+def start_server(uri: str, host: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `mlflow server` in a new process group, its output going to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(server_command(uri, host, port), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=server_env(uri), start_new_session=True)
+
+
+def _log_tail(log_path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether an MLflow server answers `GET <url>/health` with 200."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path,
+                     timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Return once `url` answers; UIError (with the log's tail) if the server exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if answers(url):
+            return
+        if process.poll() is not None:
+            raise UIError(f"mlflow server exited with code {process.returncode} before answering at "
+                          f"{url}; its log ({log_path}) ends with:\n{_log_tail(log_path)}")
+        time.sleep(POLL_S)
+    raise UIError(f"mlflow server did not answer at {url} within {timeout_s:.0f} s; its log "
+                  f"({log_path}) ends with:\n{_log_tail(log_path)}")
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM the server's process group (uvicorn and all), SIGKILL it if it lingers."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # a worker that outlived its parent
+    return process.returncode
+
+
+@contextlib.contextmanager
+def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = 0, *,
+          log_path: str | os.PathLike[str] | None = None,
+          timeout_s: float = READY_TIMEOUT_S) -> Iterator[str]:
+    """Run MLflow's UI on the local store `uri` while the block runs; yields its base URL.
+
+    `port=0` picks a free port. The server is stopped when the block ends, however it ends.
+    """
+    uri = check_store(uri)
+    if is_http(uri):
+        raise UIError(f"{uri} is a tracking server: it already serves the UI")
+    port = choose_port(host, port)
+    log = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="nnresearch-ui-", suffix=".log")[1])
+    url = f"http://{host}:{port}"
+    process = start_server(uri, host, port, log)
+    try:
+        wait_until_ready(url, process, log, timeout_s)
+        yield url
+    finally:
+        stop_server(process)
+
+
+# --------------------------------------------------------------------------------------------
+# Dashboards: the saved view
+
+
+def swept_params_from_overrides(task_overrides: Sequence[str]) -> list[str]:
+    """The params a job's Hydra overrides set, minus where/how it runs (tracking.*, hydra.*, ...).
+
+    `["model.depth=2", "trainer.seed=0", "tracking.uri=sqlite:///x.db"]` -> `["model.depth", "trainer.seed"]`.
+    """
+    keys = []
+    for override in task_overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        if key and not key.startswith(NOT_SWEPT) and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _uuid(*parts: str) -> str:
+    """A stable id for a chart or section, so the same dashboard serializes the same way."""
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def _section(name: str, display: bool = True) -> dict[str, Any]:
+    return {"uuid": _uuid("section", name), "name": name, "display": display, "isReordered": True,
+            "deleted": False, "isGenerated": False}
+
+
+def _line_chart(keys: Sequence[str], section: str, log_scale: bool = False) -> dict[str, Any]:
+    return {"uuid": _uuid("line", section, *keys), "type": "LINE", "runsCountToCompare": 100,
+            "metricSectionId": _uuid("section", section), "deleted": False, "isGenerated": False,
+            "metricKey": keys[0], "selectedMetricKeys": list(keys), "lineSmoothness": 0,
+            "xAxisScaleType": "linear", "scaleType": "log" if log_scale else "linear", "range": {},
+            "xAxisKey": "step", "selectedXAxisMetricKey": "", "yAxisKey": "metric",
+            "yAxisExpressions": [], "ignoreOutliers": False, "useGlobalXaxisKey": True,
+            "useGlobalLineSmoothing": True}
+
+
+def _bar_chart(key: str, section: str) -> dict[str, Any]:
+    return {"uuid": _uuid("bar", section, key), "type": "BAR", "runsCountToCompare": 100,
+            "metricSectionId": _uuid("section", section), "deleted": False, "isGenerated": False,
+            "metricKey": key}
+
+
+def _split(metrics: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Curve metrics (train/X, val/X, lr, ...) and per-layer families `{"grad_norm": [keys or patterns]}`."""
+    curves: list[str] = []
+    families: dict[str, list[str]] = {}
+    for key in metrics:
+        prefix, _, rest = key.rpartition("/")
+        if prefix and rest.startswith("layer"):
+            families.setdefault(prefix, []).append(key)
+        elif key not in curves:
+            curves.append(key)
+    return curves, families
+
+
+def _curve_charts(curves: Sequence[str]) -> list[dict[str, Any]]:
+    """`train/X` with `val/X` on one chart, each other curve on its own."""
+    charts, done = [], set()
+    for key in curves:
+        if key in done or "*" in key:
+            continue
+        split, name = key.split("/", 1) if "/" in key else ("", key)
+        pair = f"val/{name}" if split == "train" else f"train/{name}" if split == "val" else None
+        keys = [key] if pair not in curves else sorted([key, pair], key=lambda k: not k.startswith("train"))
+        done.update(keys)
+        charts.append(_line_chart(keys, CURVES_SECTION))
+    return charts
+
+
+def _layer_number(key: str) -> int:
+    digits = key.rpartition("layer")[2]
+    return int(digits) if digits.isdigit() else 0
+
+
+def dashboard_state(swept_params: Sequence[str], metrics: Sequence[str], *,
+                    parent_run_id: str | None = None, objective: str | None = None,
+                    known_metrics: Sequence[str] = ()) -> dict[str, Any]:
+    """The experiment page's state for a study: filter, columns, grouping, chart sections.
+
+    - Runs: the jobs of `parent_run_id`'s sweep (all runs without one), grouped by the swept
+      params other than the seed (seeds are averaged, with a min-max band), every group open.
+    - Columns: the swept params, then `objective` and the concrete curve metrics.
+    - Charts, section by section: "Learning curves" (`train/X` and `val/X` together, a bar chart of
+      `objective` last), then one section per per-layer family (`grad_norm/layer*`: one chart per
+      layer, log scale for norms and ratios); patterns are expanded against `known_metrics`, and
+      the UI fills a family's section with any layer it finds later. Other metric families get
+      folded sections.
+    """
+    curves, families = _split(list(metrics))
+    swept = list(dict.fromkeys(swept_params))
+    sections = [_section(CURVES_SECTION)]
+    charts = _curve_charts(curves)
+    if objective:
+        charts.append(_bar_chart(objective, CURVES_SECTION))
+    for family, keys in families.items():
+        sections.append(_section(family))
+        present = sorted({name for pattern in keys for name in known_metrics if fnmatch.fnmatchcase(name, pattern)}
+                         | {key for key in keys if "*" not in key}, key=_layer_number)
+        charts += [_line_chart([key], family, family.startswith(LOG_SCALE_PREFIXES)) for key in present]
+    sections += [_section(name, display=False) for name in FOLDED_SECTIONS if name not in families]
+    columns = [f"params.`{name}`" for name in swept]
+    columns += [f"metrics.`{name}`" for name in dict.fromkeys([objective, *curves]) if name and "*" not in name]
+    group = [name for name in swept if name != SEED_PARAM] or ([SEED_PARAM] if parent_run_id else [])
+    return {
+        "searchFilter": f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent_run_id}'" if parent_run_id else "",
+        "selectedColumns": columns[:MAX_COLUMNS],
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts,
+        "compareRunSections": sections,
+        "isAccordionReordered": True,
+        "hideEmptyCharts": True,
+        "useGroupedValuesInCharts": True,
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "param", "groupByData": name} for name in group]} if group else None,
+        "groupsExpanded": {},
+        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+    }
+
+
+def encode_state(state: Mapping[str, Any]) -> str:
+    """The view's `state` string: JSON, or `deflate;<base64 zlib>` (what the UI inflates) when long."""
+    text = json.dumps(state, separators=(",", ":"), sort_keys=True)
+    if len(text) <= COMPRESS_ABOVE_CHARS:
+        return text
+    return "deflate;" + base64.b64encode(zlib.compress(text.encode(), 9)).decode()
+
+
+def decode_state(text: str) -> dict[str, Any]:
+    """The inverse of `encode_state`."""
+    if text.startswith("deflate;"):
+        text = zlib.decompress(base64.b64decode(text[len("deflate;"):])).decode()
+    return json.loads(text)
+
+
+def dashboard_path(experiment_id: str, view: str = VIEW_KEY, mode: str = "CHART") -> str:
+    """The UI route (after the server's base URL) that opens an experiment's saved view."""
+    query = urlencode({"viewStateShareKey": view, "compareRunsMode": mode, "workflowType": "machine_learning"})
+    return f"/#/experiments/{experiment_id}/runs?{query}"
+
+
+# --------------------------------------------------------------------------------------------
+# Dashboards: the description
+
+
+def study_text(study: str) -> tuple[str | None, list[str]]:
+    """The claim (the leading comment of `experiments/<study>.yaml`) and its `Run:`/`Analyse:` commands."""
+    from nnresearch.paths import CONFIG_DIR
+
+    path = CONFIG_DIR / "experiment" / f"{study}.yaml"
+    if not path.is_file():
+        return None, []
+    claim, commands = [], []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        label, _, command = text.partition(":")
+        if text.startswith("@package"):
+            continue
+        if label in ("Run", "Analyse", "Analyze") and command.strip().startswith("python"):
+            commands.append(command.strip())
+        else:
+            claim.append(text)
+    return (" ".join(claim) or None), commands
+
+
+def description_markdown(experiment_name: str, experiment_id: str, *, claim: str | None,
+                         commands: Sequence[str], swept_params: Sequence[str],
+                         parent: Run | None = None, figure: str | None = None) -> str:
+    """The experiment's description: claim, dashboard and parent links, commands, swept params."""
+    lines = [f"**Study `{experiment_name}`.** {claim or ''}".rstrip(), ""]
+    lines.append(f"[Open the dashboard]({dashboard_path(experiment_id).lstrip('/')}) (the **{VIEW_KEY}** view under "
+                 "*Views*): learning curves and per-layer gradient norms of the latest sweep, "
+                 "its jobs grouped by " + (", ".join(f"`{p}`" for p in swept_params if p != SEED_PARAM)
+                                          or "run") + ".")
+    if parent is not None:
+        run_page = f"#/experiments/{experiment_id}/runs/{parent.info.run_id}"
+        lines.append("")
+        lines.append(f"Sweep parent run: [{parent.info.run_name}]({run_page}); its artifacts hold the "
+                     + (f"[figure]({run_page}/artifacts/{figure}) and verdict" if figure
+                        else "study's figure and verdict once the analysis has run") + ".")
+    if commands:
+        lines += ["", "```bash", *commands, "```"]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Dashboards: writing them
+
+
+def _envelope(name: str, state: Mapping[str, Any], created_at: int, updated_at: int) -> str:
+    return json.dumps({"name": name, "createdAt": created_at, "updatedAt": updated_at,
+                       "state": encode_state(state)})
+
+
+def _existing_view(tags: Mapping[str, str]) -> tuple[int | None, dict[str, Any] | None]:
+    """(createdAt, state) of the saved view in `tags`, or (None, None)."""
+    try:
+        envelope = json.loads(tags[VIEW_TAG])
+        return int(envelope["createdAt"]), decode_state(envelope["state"])
+    except (KeyError, ValueError, TypeError, zlib.error):
+        return None, None
+
+
+def _known_metrics(client: MlflowClient, experiment_id: str, parent_run_id: str | None) -> list[str]:
+    """Metric names logged by the sweep's jobs so far (all runs of the experiment without a parent)."""
+    query = f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent_run_id}'" if parent_run_id else ""
+    runs = client.search_runs([experiment_id], query, max_results=1000)
+    return sorted({name for run in runs for name in run.data.metrics})
+
+
+def _latest_figure(client: MlflowClient, parent_run_id: str) -> str | None:
+    """The run-relative path of the first `figures/*.png` artifact of the parent run, if any."""
+    try:
+        found = client.list_artifacts(parent_run_id, "figures")
+    except Exception:  # noqa: BLE001 - an unreadable artifact store only costs the link
+        return None
+    return next((item.path for item in found if item.path.endswith(".png")), None)
+
+
+def prepare_dashboard(uri: str | None, experiment_name: str, swept_params: Sequence[str] = (),
+                      metrics: Sequence[str] = DEFAULT_METRICS, *, parent_run_id: str | None = None,
+                      objective: str | None = None, study: str | None = None, claim: str | None = None,
+                      commands: Sequence[str] | None = None) -> str:
+    """Make experiment `experiment_name` open as a ready dashboard; returns its experiment id.
+
+    Sets its description (`claim` and `commands`, read from `experiments/<study>.yaml` when not
+    given), its kind (model training) and the saved view `nnresearch` (`dashboard_state`).
+    Idempotent: tags whose content would not change are not written again, so every job of a sweep
+    may call it. `metrics` may hold patterns (`grad_norm/layer*`).
+    """
+    client = MlflowClient(tracking.ensure_store(uri))
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ValueError(f"no experiment {experiment_name!r} in {tracking.resolve_uri(uri)}; "
+                         "prepare its dashboard once it has a run")
+    experiment_id = experiment.experiment_id
+    parent = client.get_run(parent_run_id) if parent_run_id else None
+    study_claim, study_commands = study_text(study or experiment_name)
+    state = dashboard_state(swept_params, metrics, parent_run_id=parent_run_id, objective=objective,
+                            known_metrics=_known_metrics(client, experiment_id, parent_run_id))
+    description = description_markdown(
+        experiment_name, experiment_id, claim=claim or study_claim,
+        commands=list(commands) if commands is not None else study_commands, swept_params=swept_params,
+        parent=parent, figure=_latest_figure(client, parent_run_id) if parent_run_id else None)
+    tags = dict(experiment.tags)
+    created_at, old_state = _existing_view(tags)
+    now = int(time.time() * 1000)
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: description[:MAX_TAG_CHARS]}
+    if old_state != state:
+        wanted[VIEW_TAG] = _envelope(f"{VIEW_KEY}: {experiment_name}", state, created_at or now, now)
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
+
+
+def _latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:
+    found = client.search_runs([experiment_id], f"tags.`{tracking.ROLE_TAG}` = 'parent'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def varying_params(runs: Sequence[Run]) -> list[str]:
+    """Params whose value differs between `runs` (in the order the first run lists them)."""
+    if len(runs) < 2:
+        return []
+    names = list(dict.fromkeys(name for run in runs for name in run.data.params))
+    return [name for name in names if not name.startswith(NOT_SWEPT + DERIVED)
+            and len({run.data.params.get(name) for run in runs}) > 1]
+
+
+def refresh_dashboards(uri: str | None) -> dict[str, str]:
+    """Prepare the dashboard of every active experiment with runs, from what its runs show:
+    the latest sweep's jobs and the params that vary between them. Returns name -> experiment id."""
+    client = MlflowClient(tracking.resolve_uri(uri))
+    prepared = {}
+    for experiment in client.search_experiments():
+        parent = _latest_parent(client, experiment.experiment_id)
+        query = f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent.info.run_id}'" if parent else ""
+        jobs = client.search_runs([experiment.experiment_id], query, max_results=1000)
+        if not jobs:
+            continue
+        study = jobs[0].data.tags.get("study") or experiment.name
+        objective = jobs[0].data.params.get("objective")
+        prepared[experiment.name] = prepare_dashboard(
+            uri, experiment.name, varying_params(jobs), DEFAULT_METRICS,
+            parent_run_id=parent.info.run_id if parent else None, objective=objective, study=study)
+    return prepared
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m nnresearch.ui", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uri", default=None,
+                        help="tracking store or server (default: sqlite:///mlflow.db in this directory)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on; 0 = any free port "
+                        f"(default: {DEFAULT_PORT})")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default: {DEFAULT_HOST})")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    parser.add_argument("--no-dashboards", action="store_true",
+                        help="do not refresh the studies' dashboards (leave the store untouched)")
+    parser.add_argument("--timeout", type=float, default=READY_TIMEOUT_S,
+                        help=f"seconds to wait for the server to answer (default: {READY_TIMEOUT_S:.0f})")
+    return parser.parse_args(argv)
+
+
+def _announce(url: str, dashboards: Mapping[str, str]) -> None:
+    print(f"MLflow UI: {url}", flush=True)
+    for name, experiment_id in dashboards.items():
+        print(f"  {name}: {url}{dashboard_path(experiment_id)}", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (and SIGINT, even where a shell ignored it) -> KeyboardInterrupt: stop the server."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        uri = check_store(args.uri)
+        if is_http(uri):
+            print(f"MLflow UI: {uri} (a tracking server already is the UI)", flush=True)
+            if not answers(uri):
+                print(f"error: nothing answers at {uri}; start the server first", file=sys.stderr)
+                return 1
+            if not args.no_browser:
+                webbrowser.open(uri)
+            return 0
+        dashboards = {} if args.no_dashboards else refresh_dashboards(uri)
+        port = choose_port(args.host, args.port)
+        log = Path(tempfile.gettempdir()) / f"nnresearch-ui-{port}.log"
+        log.write_bytes(b"")
+        url = f"http://{args.host}:{port}"
+        process = start_server(uri, args.host, port, log)
+        try:
+            wait_until_ready(url, process, log, args.timeout)
+            _announce(url, dashboards)
+            print(f"store: {uri}\nserver log: {log}\nCtrl-C stops it.", flush=True)
+            if not args.no_browser:
+                webbrowser.open(url)
+            process.wait()
+            print(f"error: mlflow server stopped (code {process.returncode}); log: {log}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping the MLflow UI ...", flush=True)
+            return 0
+        finally:
+            stop_server(process)
+    except UIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
