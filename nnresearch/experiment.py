@@ -129,7 +129,7 @@ def _load(cfg: Config) -> Dataset:
 
 def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str] | None = None,
             resolved_config: dict | None = None, parent_run_id: str | None = None,
-            output_dir: str | Path = ".") -> Outcome:
+            output_dir: str | Path = ".", sweep_id: str | None = None) -> Outcome:
     """Run one validated config end to end and log it; returns the objective and final metrics.
 
     With `trainer.checkpoint_every=N`, a checkpoint is written to `<output_dir>/checkpoints/` every
@@ -164,6 +164,8 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(xp),
             tracking.CONFIG_HASH_TAG: config_hash(cfg),
             "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}
+    if sweep_id is not None:
+        tags[tracking.SWEEP_ID_TAG] = sweep_id
     history = MemorySink()
     with open_tracking(cfg, name, tags, parent_run_id) as mlflow_sink:
         mlflow_sink.log_params(tracking.flatten(resolved_config or asdict(cfg)))

@@ -47,12 +47,19 @@ def swept_values(task_overrides: list[str]) -> list[str]:
     return parts
 
 
+def sweep_id(hydra_cfg: DictConfig) -> str | None:
+    """An id shared by the jobs of one multirun (a hash of its sweep directory); None for a single run."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return hashlib.sha1(str(Path(hydra_cfg.sweep.dir).resolve()).encode()).hexdigest()[:12]
+
+
 def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
     """The parent run that groups the jobs of this multirun (one per sweep directory)."""
     if not cfg.tracking.enabled or hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    sweep_id = hashlib.sha1(str(Path(hydra_cfg.sweep.dir).resolve()).encode()).hexdigest()[:12]
-    return tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep_id, f"{cfg.study}-sweep-{sweep_id[:6]}",
+    sweep = sweep_id(hydra_cfg)
+    return tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
                                     tags={"command": " ".join(sys.argv)})
 
 
@@ -80,7 +87,8 @@ def main(dict_cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides),
                       resolved_config=OmegaConf.to_container(dict_cfg, resolve=True),
-                      parent_run_id=sweep_parent(cfg, hydra_cfg), output_dir=hydra_cfg.runtime.output_dir)
+                      parent_run_id=sweep_parent(cfg, hydra_cfg), output_dir=hydra_cfg.runtime.output_dir,
+                      sweep_id=sweep_id(hydra_cfg))
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
     print(f"run {outcome.run_name} ({outcome.run_id or 'tracking off'}): {summary}")
     if outcome.diverged_at is not None:

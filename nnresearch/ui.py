@@ -420,18 +420,22 @@ def study_text(study: str) -> tuple[str | None, list[str]]:
 def description_markdown(experiment_name: str, experiment_id: str, *, claim: str | None,
                          commands: Sequence[str], swept_params: Sequence[str],
                          parent: Run | None = None, figure: str | None = None) -> str:
-    """The experiment's description: claim, dashboard and parent links, commands, swept params."""
-    lines = [f"**Study `{experiment_name}`.** {claim or ''}".rstrip(), ""]
-    lines.append(f"[Open the dashboard]({dashboard_path(experiment_id).lstrip('/')}) (the **{VIEW_KEY}** view under "
-                 "*Views*): learning curves and per-layer gradient norms of the latest sweep, "
-                 "its jobs grouped by " + (", ".join(f"`{p}`" for p in swept_params if p != SEED_PARAM)
-                                          or "run") + ".")
+    """The experiment's description: claim, links to the dashboard and the sweep's parent run,
+    the latest verdict and figure (once the analysis has logged them), the commands."""
+    grouped = ", ".join(f"`{name}`" for name in swept_params if name != SEED_PARAM)
+    lines = [f"**Study `{experiment_name}`.** {claim or ''}".rstrip(), "",
+             f"[Open the dashboard]({dashboard_path(experiment_id).lstrip('/')}) (view **{VIEW_KEY}** under "
+             "*Views*): learning curves and per-layer gradient norms of the latest sweep"
+             + (f", its jobs grouped by {grouped}." if grouped else ".")]
     if parent is not None:
-        run_page = f"#/experiments/{experiment_id}/runs/{parent.info.run_id}"
-        lines.append("")
-        lines.append(f"Sweep parent run: [{parent.info.run_name}]({run_page}); its artifacts hold the "
-                     + (f"[figure]({run_page}/artifacts/{figure}) and verdict" if figure
-                        else "study's figure and verdict once the analysis has run") + ".")
+        page = f"#/experiments/{experiment_id}/runs/{parent.info.run_id}"
+        verdict = parent.data.tags.get("verdict")
+        lines += ["", f"Latest sweep: [{parent.info.run_name}]({page})"
+                  + (f"; verdict **{verdict}** ([verdict.json]({page}/artifacts/verdict.json))" if verdict else "")
+                  + (f"; [figure]({page}/artifacts/{figure})" if figure else "; its artifacts will hold the "
+                     "figure and verdict once the analysis has run") + "."]
+        if figure:
+            lines += ["", f"![{experiment_name}](get-artifact?{urlencode({'path': figure, 'run_uuid': parent.info.run_id})})"]
     if commands:
         lines += ["", "```bash", *commands, "```"]
     return "\n".join(lines)
@@ -508,37 +512,47 @@ def prepare_dashboard(uri: str | None, experiment_name: str, swept_params: Seque
     return experiment_id
 
 
-def _latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:
+def latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:
     found = client.search_runs([experiment_id], f"tags.`{tracking.ROLE_TAG}` = 'parent'",
                                order_by=["attributes.start_time DESC"], max_results=1)
     return found[0] if found else None
 
 
 def varying_params(runs: Sequence[Run]) -> list[str]:
-    """Params whose value differs between `runs` (in the order the first run lists them)."""
+    """Params whose value differs between `runs`, sorted (derived ones like `model.parameters` left out)."""
     if len(runs) < 2:
         return []
-    names = list(dict.fromkeys(name for run in runs for name in run.data.params))
+    names = sorted({name for run in runs for name in run.data.params})
     return [name for name in names if not name.startswith(NOT_SWEPT + DERIVED)
             and len({run.data.params.get(name) for run in runs}) > 1]
 
 
+def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
+    """Prepare one experiment's dashboard from what its runs show: the latest sweep's jobs, the
+    params that vary between them, the figure its parent holds. None if it has no runs."""
+    client = MlflowClient(tracking.resolve_uri(uri))
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    parent = latest_parent(client, experiment.experiment_id)
+    query = f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent.info.run_id}'" if parent else ""
+    jobs = client.search_runs([experiment.experiment_id], query, max_results=1000)
+    if not jobs:
+        return None
+    return prepare_dashboard(uri, experiment_name, varying_params(jobs), DEFAULT_METRICS,
+                             parent_run_id=parent.info.run_id if parent else None,
+                             objective=jobs[0].data.params.get("objective"),
+                             study=jobs[0].data.tags.get("study") or experiment_name)
+
+
 def refresh_dashboards(uri: str | None) -> dict[str, str]:
-    """Prepare the dashboard of every active experiment with runs, from what its runs show:
-    the latest sweep's jobs and the params that vary between them. Returns name -> experiment id."""
+    """`refresh_dashboard` for every active experiment with runs; returns name -> experiment id."""
     client = MlflowClient(tracking.resolve_uri(uri))
     prepared = {}
     for experiment in client.search_experiments():
-        parent = _latest_parent(client, experiment.experiment_id)
-        query = f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent.info.run_id}'" if parent else ""
-        jobs = client.search_runs([experiment.experiment_id], query, max_results=1000)
-        if not jobs:
-            continue
-        study = jobs[0].data.tags.get("study") or experiment.name
-        objective = jobs[0].data.params.get("objective")
-        prepared[experiment.name] = prepare_dashboard(
-            uri, experiment.name, varying_params(jobs), DEFAULT_METRICS,
-            parent_run_id=parent.info.run_id if parent else None, objective=objective, study=study)
+        experiment_id = refresh_dashboard(uri, experiment.name)
+        if experiment_id is not None:
+            prepared[experiment.name] = experiment_id
     return prepared
 
 
