@@ -12,6 +12,7 @@ returns how many training steps it did; `info` says what exactly was run.
 |            | `zero_grad(set_to_none=True)`                                                |
 | sklearn    | `MLPClassifier(solver="sgd").partial_fit` over N batches (one epoch), per batch |
 | gemm_only  | the step's matrix products alone, no elementwise work (`flops.gemm_only`)   |
+| torch_gemm_only | the same products with `torch` tensors: NumPy's BLAS against PyTorch's  |
 """
 
 from __future__ import annotations
@@ -120,6 +121,29 @@ def gemm_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
 
     def step() -> int:
         products()
+        return 1
+
+    return step, {"dtype": "float32"}
+
+
+def torch_gemm_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:
+    """`gemm_step` with torch tensors in torch's own layout (X rows), the products autograd runs."""
+    torch = import_torch()
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    Ws = [torch.randn(n_out, n_in, generator=generator) for n_in, n_out in pairs]
+    As = [torch.randn(m, n_in, generator=generator) for n_in, _ in pairs]
+    deltas = [torch.randn(m, n_out, generator=generator) for _, n_out in pairs]
+
+    def step() -> int:
+        with torch.no_grad():
+            for W, A in zip(Ws, As):
+                A @ W.T  # forward, as nn.Linear
+            for index, (W, A, delta) in enumerate(zip(Ws, As, deltas)):
+                delta.T @ A  # dW
+                if index > 0:
+                    delta @ W  # dA_prev
         return 1
 
     return step, {"dtype": "float32"}

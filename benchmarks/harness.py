@@ -36,7 +36,7 @@ class Workload:
     data: str = "digits"
     depth: int = 3
     width: int = 512
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 0.1
     seed: int = 0

@@ -89,13 +89,14 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
             "torch": lambda: contenders.torch_step(sizes, m, threads),
             "sklearn": lambda: contenders.sklearn_step(sizes, m, plan.sklearn_batches_large if large else plan.sklearn_batches_small),
             "gemm_only": lambda: contenders.gemm_step(sizes, m),
+            "torch_gemm_only": lambda: contenders.torch_gemm_step(sizes, m, threads),
         }
         steps, infos = {}, {}
         for name, build in builders.items():
             try:
                 steps[name], infos[name] = build()
             except contenders.Unavailable as why:
-                skipped[name] = str(why)
+                skipped[name.removesuffix("_gemm_only")] = str(why)
         timings = interleave(steps, plan.repeats_large if large else plan.repeats_small, plan.block_s)
         entry: dict[str, Any] = {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": work, "contenders": {}}
         for name, timing in timings.items():
@@ -104,6 +105,8 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         entry["ratio"] = {name: ours / c["median_s"] for name, c in entry["contenders"].items() if name != "nnresearch"}
         entry["flops_per_s"] = {name: work / c["median_s"] for name, c in entry["contenders"].items() if name != "sklearn"}
         entry["gemm_floor_fraction"] = entry["contenders"]["gemm_only"]["median_s"] / ours
+        if "torch_gemm_only" in entry["contenders"]:  # > 1: NumPy's BLAS is slower than torch's on these products
+            entry["blas_ratio"] = entry["contenders"]["gemm_only"]["median_s"] / entry["contenders"]["torch_gemm_only"]["median_s"]
         shapes.append(entry)
         del steps, timings
         gc.collect()
@@ -139,7 +142,9 @@ def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
     if step:
         out.append(f"nnresearch parameters and gradients stay {step[0]['contenders']['nnresearch']['info']['dtype']} "
                    "through a step (checked after one step). 'GEMMs alone' runs only the step's matrix products on "
-                   "preallocated arrays: the floor for any NumPy implementation of the step.")
+                   "preallocated arrays: the floor for any NumPy implementation of the step; 'torch GEMMs' runs the "
+                   "same products with torch tensors, so 'NumPy BLAS / torch BLAS' > 1 is a gap no change to the core "
+                   "can close.")
     if "harness" in results:
         out.append("Harness: every variant loads the data and builds the network; the bare loop draws the same "
                    "permutations from the same generator as train(), so equal final val losses show equal work.")

@@ -142,8 +142,9 @@ class Conv1D:
         self.A = self.activation.forward(self.Z)
         return self.A
 
-    def backward(self, dA: Array) -> Array:
-        """delta = dA * g'(Z); dW = sum_{t,i} delta cols^T / m, db = sum_{t,i} delta / m; returns dA_prev.
+    def backward(self, dA: Array, input_grad: bool = True) -> Array | None:
+        """delta = dA * g'(Z); dW = sum_{t,i} delta cols^T / m, db = sum_{t,i} delta / m; returns dA_prev
+        (None with `input_grad=False`: the first layer skips W^T delta and the col2im scatter).
 
         dA_prev is the scatter-add of dcols = W_flat^T delta: column entry (c, j), (t, i) goes back
         to A_prev_pad[c, t stride + j, i]; the padded border is then cut off.
@@ -157,6 +158,8 @@ class Conv1D:
         D = xp.reshape(self.delta, (c_out, L_out * m))
         self.grads["W"] = xp.reshape(D @ self.cols.T, (c_out, c_in, k)) / m
         self.grads["b"] = xp.sum(self.delta, axis=(1, 2), keepdims=True) / m
+        if not input_grad:
+            return None
         dcols = xp.reshape(xp.reshape(W, (c_out, c_in * k)).T @ D, (c_in, k, L_out, m))
         dA_pad = self._col2im(xp, dcols, pad_left + length + pad_right)
         return dA_pad[:, pad_left:pad_left + length, :]

@@ -44,19 +44,23 @@ class Dense:
         p = self.params
         self.A_prev = A_prev
         if self.norm is None:
-            self.Z = self.Z_act = p["W"] @ A_prev + p["b"]
+            Z = p["W"] @ A_prev
+            Z += p["b"]  # in place on the fresh product: no second (n[l], m) array
+            self.Z = self.Z_act = Z
         else:
             self.Z = p["W"] @ A_prev
             self.Z_act = self.norm.forward(self.Z, p["gamma"], p["beta"], train)
         self.A = self.activation.forward(self.Z_act)
         return self.A
 
-    def backward(self, dA: Array) -> Array:
-        """delta[l] = dA[l] * g'(Z[l]); returns W[l]^T delta[l] (= dA[l-1] before the next g')."""
-        return self.backward_pre_activation(dA * self.activation.derivative(self.Z_act, self.A))
+    def backward(self, dA: Array, input_grad: bool = True) -> Array | None:
+        """delta[l] = dA[l] * g'(Z[l]); returns W[l]^T delta[l] (= dA[l-1] before the next g'),
+        or None with `input_grad=False` (the first layer: nothing needs dA[0])."""
+        return self.backward_pre_activation(dA * self.activation.derivative(self.Z_act, self.A), input_grad)
 
-    def backward_pre_activation(self, dZ_act: Array) -> Array:
-        """From dL/d(input of g): dW = delta A[l-1]^T / m, db = (1/m) sum_i delta^(i); returns W^T delta."""
+    def backward_pre_activation(self, dZ_act: Array, input_grad: bool = True) -> Array | None:
+        """From dL/d(input of g): dW = delta A[l-1]^T / m, db = (1/m) sum_i delta^(i); returns W^T delta
+        (None with `input_grad=False`)."""
         xp = namespace(dZ_act)
         m = dZ_act.shape[1]
         if self.norm is None:
@@ -64,8 +68,10 @@ class Dense:
             self.grads["b"] = xp.sum(self.delta, axis=1, keepdims=True) / m
         else:
             self.delta, self.grads["gamma"], self.grads["beta"] = self.norm.backward(dZ_act, self.params["gamma"])
-        self.grads["W"] = (self.delta @ self.A_prev.T) / m
-        return self.params["W"].T @ self.delta
+        dW = self.delta @ self.A_prev.T
+        dW /= m  # in place: a second (n[l], n[l-1]) temporary costs a pass and fresh pages every step
+        self.grads["W"] = dW
+        return self.params["W"].T @ self.delta if input_grad else None
 
 
 class Residual:
@@ -85,5 +91,6 @@ class Residual:
     def forward(self, A_prev: Array, train: bool = False) -> Array:
         return A_prev + self.dense.forward(A_prev, train)
 
-    def backward(self, dA: Array) -> Array:
-        return dA + self.dense.backward(dA)
+    def backward(self, dA: Array, input_grad: bool = True) -> Array | None:
+        dA_dense = self.dense.backward(dA, input_grad)
+        return dA + dA_dense if input_grad else None

@@ -56,12 +56,19 @@ class Network:
         return self.head.cost(self.Z_L, self.A_L, Y)
 
     def backward(self, Y: Array) -> None:
-        """Fills every layer's `grads` with dJ/dparam for the batch of the last forward."""
+        """Fills every layer's `grads` with dJ/dparam for the batch of the last forward.
+
+        dJ/dA[0], the gradient for the input X, is never used: the first layer with parameters
+        skips its W^T delta (`input_grad=False`), and parameter-free layers before it are not visited.
+        """
         self.delta_L = self.head.delta(self.Z_L, self.A_L, Y)
-        *hidden, last = self.layers
-        dA = last.backward_pre_activation(self.delta_L)
-        for layer in reversed(hidden):
-            dA = layer.backward(dA)
+        first = next(index for index, layer in enumerate(self.layers) if layer.units)
+        last = len(self.layers) - 1
+        dA = self.layers[last].backward_pre_activation(self.delta_L, input_grad=last > first)
+        for index in range(last - 1, first, -1):
+            dA = self.layers[index].backward(dA)
+        if first < last:
+            self.layers[first].backward(dA, input_grad=False)
 
     def loss_and_gradients(self, X: Array, Y: Array, train: bool = True) -> Array:
         """Forward, cost and backward on one batch; returns J (a 0-d array) and leaves the grads."""
