@@ -18,9 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nnresearch import tracking
 from nnresearch.config import Config, register, validate
-from nnresearch.experiment import already_finished, execute, experiment_name
 from nnresearch.paths import CONFIG_DIR
 
 register()
@@ -58,6 +56,9 @@ def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
     """The parent run that groups the jobs of this multirun (one per sweep directory)."""
     if not cfg.tracking.enabled or hydra_cfg.mode != RunMode.MULTIRUN:
         return None
+    from nnresearch import tracking
+    from nnresearch.experiment import experiment_name
+
     sweep = sweep_id(hydra_cfg)
     return tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
                                     tags={"command": " ".join(sys.argv)})
@@ -70,6 +71,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> float:
+    # Imported here, not at the top: MLflow and scikit-learn take seconds to import and --help needs neither.
+    from nnresearch import tracking
+    from nnresearch.experiment import already_finished, execute
+
 
     cfg = validate(dict_cfg)
     hydra_cfg = HydraConfig.get()
