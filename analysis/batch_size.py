@@ -39,7 +39,9 @@ def final_fit(study: Study, run) -> dict[str, float]:
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
-    runs = study.runs.copy()
+    runs = study.runs
+    diverged = runs["tags.diverged"].eq("true") if "tags.diverged" in runs else runs["run_id"].isna()
+    runs = runs[~diverged].copy()  # a diverged run has no final parameters to evaluate
     m = int(runs["params.dataset.sizes.train"].iloc[0])
     size = {str(b): (m if str(b) == "None" else min(int(float(b)), m)) for b in runs["params.trainer.batch_size"].unique()}
     runs["batch"] = runs["params.trainer.batch_size"].astype(str).map(size)
@@ -88,7 +90,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     table = "; ".join(f"{name[b]}: noise {r.noise:.3g}, train loss {r.train_loss:.3f}, val acc {r.val_acc:.3f}, "
                       f"gap acc {r.acc_gap:+.3f} loss {r.loss_gap:+.3f}" for b, r in means.iterrows())
     evidence = (f"{table}. Regularization claim (every mini-batch has a smaller val-train loss gap than full batch): "
-                f"{'held' if regularized else 'NOT held'} here, at equal lr and epochs")
+                f"{'held' if regularized else 'NOT held'} here, at equal lr and epochs; {int(diverged.sum())} diverged run(s) left out")
     return figure, Verdict(study.name, "gradient noise falls as the batch grows (full batch = 0)", falling, evidence)
 
 

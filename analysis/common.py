@@ -117,7 +117,7 @@ def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFram
 def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) -> None:
     """A mean line with its confidence band, from a `mean_band` frame sorted by `x`."""
     frame = frame.sort_values(x)
-    line, = ax.plot(frame[x], frame["mean"], marker="o", label=label, **style)
+    line, = ax.plot(frame[x], frame["mean"], label=label, **({"marker": "o"} | style))
     ax.fill_between(frame[x], frame["lo"], frame["hi"], alpha=0.2, color=line.get_color())
 
 

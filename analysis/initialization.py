@@ -3,8 +3,9 @@ depth, Xavier / He keep their std O(1); all-zero weights keep every unit of a la
 
 Top: std of A[l] at initialization against layer l for the deepest nets, tanh (left) and ReLU
 (right), one line per init (zeros has std 0 and is left off the log axis). Bottom left: training
-loss of the deepest nets against epochs. Bottom right: unit_spread of the hidden layers after
-training (0 = all units of the layer have the same incoming weights). Mean and 95% band over seeds.
+loss of the deepest nets against epochs. Both with the geometric mean and 95% band over seeds (taken
+on log10). Bottom right: unit_spread of the hidden layers after training (0 = all units of the layer
+have the same incoming weights), mean and 95% band over seeds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def _layer(frame, prefix):
     return frame
 
 
+def log_band(frame, by):
+    """mean_band of log10(value), back on the original scale: a geometric mean and a band that stays positive."""
+    band = mean_band(frame.assign(value=np.log10(frame["value"])), by, "value")
+    return band.assign(**{c: 10.0 ** band[c] for c in ("mean", "lo", "hi")})
+
+
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs = study.runs
     deepest = int(runs["params.model.depth"].max())
@@ -43,13 +50,13 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         for init in INITS[1:]:
             rows = act_std[(act_std["params.model.activation"] == activation) & (act_std["params.model.init"] == init)]
             if not rows.empty:
-                plot_band(ax, mean_band(rows, ["layer"], "value"), "layer", LABEL[init])
+                plot_band(ax, log_band(rows, ["layer"]), "layer", LABEL[init])
         ax.set(yscale="log", xlabel="hidden layer l", ylabel="std of A[l] at initialization",
                title=f"{activation}, depth {deepest}: activation std by layer")
         ax.legend()
     loss = history[history["metric"] == "train/loss"]
     for (activation, init), rows in loss.groupby(["params.model.activation", "params.model.init"]):
-        plot_band(axes[1, 0], mean_band(rows, ["step"], "value"), "step", f"{activation} {LABEL[init]}",
+        plot_band(axes[1, 0], log_band(rows, ["step"]), "step", f"{activation} {LABEL[init]}",
                   linestyle="-" if activation == "relu" else "--", markersize=3)
     axes[1, 0].set(yscale="log", xlabel="epoch", ylabel="training loss",
                    title=f"depth {deepest}: loss (a curve that stops = diverged)")
@@ -78,14 +85,16 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     zero_spread = float(_layer(zeros, "unit_spread/layer")["value"].abs().max())
     zeros_moved = float(_layer(zeros, "weight_norm/layer")["value"].max())
     relu_growth = growth("normal", "relu")
-    diverged = runs[(runs.get("tags.diverged") == "true") & (runs["params.model.depth"] == deepest)]
+    flagged = runs["tags.diverged"].eq("true") if "tags.diverged" in runs else runs["run_id"].isna()
+    diverged = runs[flagged & (runs["params.model.depth"] == deepest)]
     held = (relu_growth > 100 and saturation["normal"] > 0.3 and saturation["xavier_normal"] < 0.05
             and max(drift.values()) < 3 and zero_spread < 1e-5 and zeros_moved > 0)
     evidence = (f"depth {deepest} at init: N(0,1)+relu std grows x{relu_growth:.3g} from layer 1 to {deepest} "
                 f"(He+relu x{growth('he_normal', 'relu'):.3g}, Xavier+relu x{growth('xavier_normal', 'relu'):.3g}); "
                 f"tanh units saturated: N(0,1) {saturation['normal']:.0%}, Xavier {saturation['xavier_normal']:.0%}; "
                 f"largest / smallest layer std: Xavier+tanh {drift['tanh']:.2f}, He+relu {drift['relu']:.2f}; "
-                f"zeros after training: max hidden unit_spread {zero_spread:.1e} though hidden weights grew to norm {zeros_moved:.2g}; "
+                f"zeros after training: max hidden unit_spread {zero_spread:.1e} "
+                f"though hidden weights grew to norm {zeros_moved:.2g}; "
                 f"{len(diverged)} deepest run(s) diverged ({', '.join(sorted(set(diverged['run_name']))) or 'none'})")
     claim = ("N(0,1) explodes (relu, >100x) / saturates (tanh, >30%) with depth, Xavier/He keep the std "
              "within 3x across layers, zero init keeps a layer's units identical")

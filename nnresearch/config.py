@@ -34,6 +34,7 @@ class ModelConfig:
     init: str = "he_normal"
     init_std: float = 1.0
     init_limit: float = 0.05
+    init_value: float = 0.0
     bias_init: str = "zeros"
     bias_value: float = 0.0
     batchnorm: bool = False

@@ -48,7 +48,7 @@ class Outcome:
 def build_network(cfg: Config, data: Dataset, xp: Any, rng: np.random.Generator) -> Network:
     """The architecture `cfg.model` for `data`'s input and output sizes."""
     m = cfg.model
-    init = Init(m.init, m.init_std, m.init_limit, m.bias_init, m.bias_value)
+    init = Init(m.init, m.init_std, m.init_limit, m.init_value, m.bias_init, m.bias_value)
     builder = Builder(xp, backend.dtype_of(xp, cfg.trainer.dtype), rng, init, m.activation, m.alpha, m.batchnorm)
     head = m.head or DEFAULT_HEADS[data.task]
     network = _architecture(cfg, data, builder, head)
@@ -178,9 +178,9 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
             final_step = cfg.trainer.epochs * steps_per_epoch
             metrics = train(network, splits, optimizer, schedule, options, rng, TeeSink(mlflow_sink, history),
                             on_epoch_end=save_every_n, start_epoch=start_epoch)
+            mlflow_sink.log_arrays(_host_state(network), "params/final.npz")
             metrics |= {f"test/{k}": v for k, v in evaluate(network, X_test, Y_test, final_step).items()}
             mlflow_sink.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, step=cfg.trainer.epochs)
-            mlflow_sink.log_arrays(_host_state(network), "params/final.npz")
         except NonFiniteError as error:
             diverged_at = error.step
             mlflow_sink.set_tags({"diverged": "true", "diverged_at_step": str(error.step), "diverged_layer": error.layer,

@@ -25,9 +25,10 @@ register()
 
 # Group choices and keys that already appear in the run name, or that would only clutter it.
 NAMED_GROUPS = ("model", "experiment", "profile", "tracking")
-NAMED_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "study",
-              "objective", "tracking.", "trainer.checkpoint_every", "trainer.resume", "trainer.epochs", "trainer.progress",
-              "trainer.device", "trainer.eval_every", "trainer.probe_every", "data.n_samples", "hydra")
+NAMED_KEYS = {"model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "study",
+              "objective", "trainer.checkpoint_every", "trainer.resume", "trainer.epochs", "trainer.progress",
+              "trainer.device", "trainer.eval_every", "trainer.probe_every", "data.n_samples"}
+NAMED_PREFIXES = ("tracking.", "hydra.")
 SHORT_KEYS = {"optim.lr": "lr", "trainer.batch_size": "bs", "optim.name": "", "data.name": "", "model.bias_value": "bias",
               "optim.weight_decay": "wd", "optim.clip_norm": "clip", "model.batchnorm": "bn", "model.alpha": "alpha",
               "data.permute_features": "perm", "model.head": ""}
@@ -38,7 +39,7 @@ def swept_values(task_overrides: list[str]) -> list[str]:
     parts = []
     for override in task_overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in NAMED_GROUPS or key.startswith(NAMED_KEYS):
+        if key in NAMED_GROUPS or key in NAMED_KEYS or key.startswith(NAMED_PREFIXES):
             continue
         is_group = "." not in key  # a config group choice such as optim=adam shows as "adam"
         parts.append(value if is_group else SHORT_KEYS.get(key, key.split(".")[-1]) + value)

@@ -27,9 +27,14 @@ experiment tags, and what `prepare_dashboard` sets:
   filter, table columns, charts and their sections, grouping. This is how charts are preset.
 
 What a view cannot preset: which parent runs are expanded (MLflow drops `runsExpanded` from
-shared views), so a sweep's view groups its jobs by the swept params (every group opens
-expanded, seeds averaged with a min-max band); the runs/charts toggle and the GenAI/model-training
-switch are URL parameters, which `dashboard_path` puts in the link.
+shared views), so a sweep's view groups its jobs by the swept params instead (every group opens
+expanded; seeds are averaged); the runs/charts toggle and the GenAI/model-training switch are URL
+parameters, which `dashboard_path` puts in the link. These keys are the UI's own, not a public API:
+with another MLflow the view may not load, and the description still does.
+
+A description or view edited in the UI is the person's: what this module writes is signed (an
+invisible markdown comment with the text's hash; a `writtenBy` field in the view), and it never
+overwrites what no longer carries its signature.
 """
 
 from __future__ import annotations
@@ -57,10 +62,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode, urlparse
 
-from nnresearch import tracking  # sets MLFLOW_DISABLE_TELEMETRY before MLflow loads
+# No usage telemetry leaves the machine unless the user asks for it (as in nnresearch.tracking).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
+
+from nnresearch import tracking  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -74,6 +82,7 @@ VIEW_TAG = VIEW_TAG_PREFIX + VIEW_KEY
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 DESCRIPTION_TAG = tracking.DESCRIPTION_TAG
+WRITER = "nnresearch.ui"  # signs what this module writes, to tell it from a person's edit in the UI
 MAX_TAG_CHARS = 20_000  # MLflow's limit on an experiment tag's value
 COMPRESS_ABOVE_CHARS = 16_000
 
@@ -240,7 +249,10 @@ def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = 0, *,
     if is_http(uri):
         raise UIError(f"{uri} is a tracking server: it already serves the UI")
     port = choose_port(host, port)
-    log = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="nnresearch-ui-", suffix=".log")[1])
+    if log_path is None:
+        handle, log_path = tempfile.mkstemp(prefix="nnresearch-ui-", suffix=".log")
+        os.close(handle)
+    log = Path(log_path)
     url = f"http://{host}:{port}"
     process = start_server(uri, host, port, log)
     try:
@@ -447,7 +459,7 @@ def description_markdown(experiment_name: str, experiment_id: str, *, claim: str
 
 def _envelope(name: str, state: Mapping[str, Any], created_at: int, updated_at: int) -> str:
     return json.dumps({"name": name, "createdAt": created_at, "updatedAt": updated_at,
-                       "state": encode_state(state)})
+                       "state": encode_state(state), "writtenBy": WRITER})
 
 
 def _existing_view(tags: Mapping[str, str]) -> tuple[int | None, dict[str, Any] | None]:
@@ -482,9 +494,11 @@ def prepare_dashboard(uri: str | None, experiment_name: str, swept_params: Seque
     """Make experiment `experiment_name` open as a ready dashboard; returns its experiment id.
 
     Sets its description (`claim` and `commands`, read from `experiments/<study>.yaml` when not
-    given), its kind (model training) and the saved view `nnresearch` (`dashboard_state`).
-    Idempotent: tags whose content would not change are not written again, so every job of a sweep
-    may call it. `metrics` may hold patterns (`grad_norm/layer*`).
+    given; `description_markdown`), its kind (model training, unless already set) and the saved
+    view `nnresearch` (`dashboard_state`). A description or view that was edited in the UI since
+    this function last wrote it is left as it is. Idempotent: tags whose content would not change
+    are not written again, so every job of a sweep may call it. `metrics` may hold patterns
+    (`grad_norm/layer*`).
     """
     client = MlflowClient(tracking.ensure_store(uri))
     experiment = client.get_experiment_by_name(experiment_name)
@@ -503,13 +517,53 @@ def prepare_dashboard(uri: str | None, experiment_name: str, swept_params: Seque
     tags = dict(experiment.tags)
     created_at, old_state = _existing_view(tags)
     now = int(time.time() * 1000)
-    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: description[:MAX_TAG_CHARS]}
+    wanted = {DESCRIPTION_TAG: signed_description(description)}
     if old_state != state:
         wanted[VIEW_TAG] = _envelope(f"{VIEW_KEY}: {experiment_name}", state, created_at or now, now)
+    if EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     for key, value in wanted.items():
-        if tags.get(key) != value:
+        if tags.get(key) != value and _ours(tags, key):
             client.set_experiment_tag(experiment_id, key, value)
     return experiment_id
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def signed_description(markdown: str) -> str:
+    """`markdown` and an invisible line (a markdown comment) with its hash, cut to MLflow's limit."""
+    markdown = markdown[: MAX_TAG_CHARS - 100]
+    return f"{markdown}\n\n[//]: # ({WRITER} sha1 {_sha1(markdown)})"
+
+
+def _ours(tags: Mapping[str, str], key: str) -> bool:
+    """Whether tag `key` is absent or still holds what this module wrote: a description or view
+    that someone edited (or saved over) in the UI is theirs, and is left alone."""
+    value = tags.get(key)
+    if value is None:
+        return True
+    if key == VIEW_TAG:
+        with contextlib.suppress(ValueError, AttributeError):
+            return json.loads(value).get("writtenBy") == WRITER
+        return False
+    markdown, _, signature = value.rpartition(f"\n\n[//]: # ({WRITER} sha1 ")
+    return signature == f"{_sha1(markdown)})"
+
+
+def prepare_sweep_dashboard(uri: str | None, experiment_name: str, task_overrides: Sequence[str],
+                            parent_run_id: str, *, objective: str | None = None,
+                            study: str | None = None) -> str | None:
+    """The harness's call, once a job has its sweep's parent run: `prepare_dashboard` with the
+    params the job's Hydra overrides set. A failure only warns: a dashboard never costs a run."""
+    try:
+        return prepare_dashboard(uri, experiment_name, swept_params_from_overrides(task_overrides),
+                                 parent_run_id=parent_run_id, objective=objective, study=study)
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: no MLflow dashboard for {experiment_name!r} ({type(err).__name__}: {err})",
+              file=sys.stderr)
+        return None
 
 
 def latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:
@@ -529,7 +583,8 @@ def varying_params(runs: Sequence[Run]) -> list[str]:
 
 def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
     """Prepare one experiment's dashboard from what its runs show: the latest sweep's jobs, the
-    params that vary between them, the figure its parent holds. None if it has no runs."""
+    params that vary between them, the figure its parent holds. None (and nothing written) if it
+    holds no run of this project's."""
     client = MlflowClient(tracking.resolve_uri(uri))
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
@@ -537,6 +592,7 @@ def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
     parent = latest_parent(client, experiment.experiment_id)
     query = f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent.info.run_id}'" if parent else ""
     jobs = client.search_runs([experiment.experiment_id], query, max_results=1000)
+    jobs = [run for run in jobs if tracking.CONFIG_HASH_TAG in run.data.tags]  # this project's jobs only
     if not jobs:
         return None
     return prepare_dashboard(uri, experiment_name, varying_params(jobs), DEFAULT_METRICS,
@@ -561,7 +617,8 @@ def refresh_dashboards(uri: str | None) -> dict[str, str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nnresearch.ui", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nnresearch.ui",
+                                     description="Start MLflow's UI on this project's runs, each study a dashboard.")
     parser.add_argument("--uri", default=None,
                         help="tracking store or server (default: sqlite:///mlflow.db in this directory)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on; 0 = any free port "
@@ -575,6 +632,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _refresh_or_warn(uri: str) -> dict[str, str]:
+    """`refresh_dashboards`, or a warning and none: the UI is worth starting without them."""
+    try:
+        return refresh_dashboards(uri)
+    except Exception as err:  # noqa: BLE001 - e.g. a store of an older MLflow; the server will say
+        print(f"warning: dashboards not refreshed ({type(err).__name__}: {err})", file=sys.stderr)
+        return {}
+
+
 def _announce(url: str, dashboards: Mapping[str, str]) -> None:
     print(f"MLflow UI: {url}", flush=True)
     for name, experiment_id in dashboards.items():
@@ -586,43 +652,56 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _show_server(uri: str, open_browser: bool) -> int:
+    """An HTTP tracking URI: print it (that server is the UI); 1 if nothing answers there."""
+    print(f"MLflow UI: {uri} (a tracking server already is the UI)", flush=True)
+    if not answers(uri):
+        print(f"error: nothing answers at {uri}; start the server first", file=sys.stderr)
+        return 1
+    if open_browser:
+        webbrowser.open(uri)
+    return 0
+
+
+def _serve_until_interrupted(uri: str, args: argparse.Namespace) -> int:
+    """Start the server for a local store, announce it, wait for Ctrl-C, stop it."""
+    port = choose_port(args.host, args.port)
+    dashboards = {} if args.no_dashboards else _refresh_or_warn(uri)
+    log = Path(tempfile.gettempdir()) / f"nnresearch-ui-{port}.log"
+    log.write_bytes(b"")
+    url = f"http://{args.host}:{port}"
+    print(f"starting MLflow's UI at {url} (store {uri}) ...", flush=True)
+    process = start_server(uri, args.host, port, log)
+    try:
+        wait_until_ready(url, process, log, args.timeout)
+        _announce(url, dashboards)
+        print(f"server log: {log}\nCtrl-C stops it.", flush=True)
+        if not args.no_browser:
+            webbrowser.open(f"{url}/#/experiments?workflowType=machine_learning")
+        process.wait()
+        print(f"error: mlflow server stopped (code {process.returncode}); log: {log}", file=sys.stderr)
+        return 1
+    finally:
+        stop_server(process)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         uri = check_store(args.uri)
         if is_http(uri):
-            print(f"MLflow UI: {uri} (a tracking server already is the UI)", flush=True)
-            if not answers(uri):
-                print(f"error: nothing answers at {uri}; start the server first", file=sys.stderr)
-                return 1
-            if not args.no_browser:
-                webbrowser.open(uri)
-            return 0
-        dashboards = {} if args.no_dashboards else refresh_dashboards(uri)
-        port = choose_port(args.host, args.port)
-        log = Path(tempfile.gettempdir()) / f"nnresearch-ui-{port}.log"
-        log.write_bytes(b"")
-        url = f"http://{args.host}:{port}"
-        process = start_server(uri, args.host, port, log)
-        try:
-            wait_until_ready(url, process, log, args.timeout)
-            _announce(url, dashboards)
-            print(f"store: {uri}\nserver log: {log}\nCtrl-C stops it.", flush=True)
-            if not args.no_browser:
-                webbrowser.open(url)
-            process.wait()
-            print(f"error: mlflow server stopped (code {process.returncode}); log: {log}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nstopping the MLflow UI ...", flush=True)
-            return 0
-        finally:
-            stop_server(process)
+            return _show_server(uri, not args.no_browser)
+        return _serve_until_interrupted(uri, args)
     except UIError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nstopped the MLflow UI", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

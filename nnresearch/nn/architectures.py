@@ -30,6 +30,7 @@ class Init:
     weights: str = "he_normal"
     std: float = 1.0
     limit: float = 0.05
+    value: float = 0.0
     bias: str = "zeros"
     bias_value: float = 0.0
 
@@ -49,7 +50,7 @@ class Builder:
     def dense(self, n_in: int, n_out: int, activation: str | None = None, batchnorm: bool | None = None) -> Dense:
         """A Dense layer n_in -> n_out; `activation=None` uses the builder's hidden activation."""
         W = initialize(self.init.weights, (n_out, n_in), self.rng, self.xp, self.dtype,
-                       std=self.init.std, limit=self.init.limit)
+                       std=self.init.std, limit=self.init.limit, value=self.init.value)
         b = initialize(self.init.bias, (n_out, 1), self.rng, self.xp, self.dtype, value=self.init.bias_value)
         g = get_activation(activation or self.activation, self.alpha)
         if not (self.batchnorm if batchnorm is None else batchnorm):
