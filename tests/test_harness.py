@@ -53,6 +53,12 @@ def group_options() -> list[tuple[str, str]]:
     return [(group, option) for group in groups for option in options(group)]
 
 
+def in_primary_defaults(group: str) -> bool:
+    """True if conf/config.yaml's defaults list names `group` (else it is added with `+group=`)."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "config.yaml").defaults)
+    return any(isinstance(entry, dict) and any(key.split(" ")[-1] == group for key in entry) for entry in defaults)
+
+
 def is_global(path) -> bool:
     return "@package _global_" in path.read_text()
 
@@ -90,7 +96,7 @@ def run_job(compose, overrides: list[str]) -> tuple[experiment.Outcome, object]:
 
 @pytest.mark.parametrize(("group", "option"), group_options(), ids=lambda v: v)
 def test_every_group_option_composes_and_validates(compose, group, option):
-    cfg = compose([f"{group}={option}"])
+    cfg = compose([f"{'' if in_primary_defaults(group) else '+'}{group}={option}"])
     validated = validate(cfg)
     path = CONFIG_DIR / group / f"{option}.yaml"
     if is_global(path):
