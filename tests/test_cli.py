@@ -194,7 +194,7 @@ def test_bad_configs_fail_from_the_command_line(tmp_path_factory):
 # 6. An interrupted run is KILLED (or FAILED), never left RUNNING
 
 
-def wait_for_steps(db: Path, process: subprocess.Popen, min_steps: int = 2, timeout: float = 60) -> tuple[str, int]:
+def wait_for_steps(db: Path, process: subprocess.Popen, min_steps: int = 2, timeout: float = 180) -> tuple[str, int]:
     """Poll the store (read-only) until one run has `min_steps` train/loss steps; (run id, steps seen)."""
     deadline = time.monotonic() + timeout
     query = ("SELECT r.run_uuid, COUNT(m.step) FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid "
@@ -214,6 +214,9 @@ def wait_for_steps(db: Path, process: subprocess.Popen, min_steps: int = 2, time
     pytest.fail(f"no run with {min_steps} train/loss steps after {timeout}s:\n{process.communicate()}")
 
 
+STOP_TIMEOUT_S = 150  # generous: a loaded 2-core CI machine can take a while to flush and close the store
+
+
 @pytest.mark.parametrize(("signum", "allowed"), [(signal.SIGINT, {"KILLED"}), (signal.SIGTERM, {"KILLED", "FAILED"})],
                          ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_is_not_left_running(mlflow_uri, tmp_path, signum, allowed):
@@ -222,11 +225,11 @@ def test_interrupted_run_is_not_left_running(mlflow_uri, tmp_path, signum, allow
         run_id, seen = wait_for_steps(tmp_path / "mlflow.db", process)
         process.send_signal(signum)
         try:
-            stdout, stderr = process.communicate(timeout=60)
+            stdout, stderr = process.communicate(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGABRT)
             stdout, stderr = process.communicate(timeout=30)
-            pytest.fail(f"still running 60 s after {signal.Signals(signum).name}; its stacks:\n{stderr[-6000:]}")
+            pytest.fail(f"still running {STOP_TIMEOUT_S} s after {signal.Signals(signum).name}; its stacks:\n{stderr[-20000:]}")
     finally:
         if process.poll() is None:
             process.kill()
