@@ -57,12 +57,15 @@ def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
     """The parent run that groups the jobs of this multirun (one per sweep directory)."""
     if not cfg.tracking.enabled or hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    from nnresearch import tracking
+    from nnresearch import tracking, ui
     from nnresearch.experiment import experiment_name
 
     sweep = sweep_id(hydra_cfg)
-    return tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
-                                    tags={"command": " ".join(sys.argv)})
+    parent = tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
+                                      tags={"command": " ".join(sys.argv)})
+    ui.prepare_sweep_dashboard(cfg.tracking.uri, experiment_name(cfg), list(hydra_cfg.overrides.task), parent,
+                               objective=cfg.objective, study=cfg.study)
+    return parent
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -100,7 +103,7 @@ def main(dict_cfg: DictConfig) -> float:
     if outcome.diverged_at is not None:
         print(f"  diverged at step {outcome.diverged_at}")
     if cfg.tracking.enabled and hydra_cfg.mode != RunMode.MULTIRUN:
-        print(f"  browse it: mlflow ui --backend-store-uri {tracking.resolve_uri(cfg.tracking.uri)}")
+        print(f"  browse it: python -m nnresearch.ui --uri {tracking.resolve_uri(cfg.tracking.uri)}")
     return outcome.objective
 
 

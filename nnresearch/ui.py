@@ -249,7 +249,8 @@ def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = 0, *,
     if is_http(uri):
         raise UIError(f"{uri} is a tracking server: it already serves the UI")
     port = choose_port(host, port)
-    if log_path is None:
+    own_log = log_path is None
+    if own_log:
         handle, log_path = tempfile.mkstemp(prefix="nnresearch-ui-", suffix=".log")
         os.close(handle)
     log = Path(log_path)
@@ -260,6 +261,8 @@ def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = 0, *,
         yield url
     finally:
         stop_server(process)
+    if own_log:  # kept when something went wrong, for its last lines
+        log.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,7 +346,7 @@ def dashboard_state(swept_params: Sequence[str], metrics: Sequence[str], *,
     """The experiment page's state for a study: filter, columns, grouping, chart sections.
 
     - Runs: the jobs of `parent_run_id`'s sweep (all runs without one), grouped by the swept
-      params other than the seed (seeds are averaged, with a min-max band), every group open.
+      params other than the seed (seeds are averaged), every group open.
     - Columns: the swept params, then `objective` and the concrete curve metrics.
     - Charts, section by section: "Learning curves" (`train/X` and `val/X` together, a bar chart of
       `objective` last), then one section per per-layer family (`grad_norm/layer*`: one chart per
@@ -435,7 +438,8 @@ def description_markdown(experiment_name: str, experiment_id: str, *, claim: str
     """The experiment's description: claim, links to the dashboard and the sweep's parent run,
     the latest verdict and figure (once the analysis has logged them), the commands."""
     grouped = ", ".join(f"`{name}`" for name in swept_params if name != SEED_PARAM)
-    lines = [f"**Study `{experiment_name}`.** {claim or ''}".rstrip(), "",
+    analysed = any(" analysis." in command for command in commands)
+    lines = [f"**{'Study' if claim else 'Experiment'} `{experiment_name}`.** {claim or ''}".rstrip(), "",
              f"[Open the dashboard]({dashboard_path(experiment_id).lstrip('/')}) (view **{VIEW_KEY}** under "
              "*Views*): learning curves and per-layer gradient norms of the latest sweep"
              + (f", its jobs grouped by {grouped}." if grouped else ".")]
@@ -444,8 +448,9 @@ def description_markdown(experiment_name: str, experiment_id: str, *, claim: str
         verdict = parent.data.tags.get("verdict")
         lines += ["", f"Latest sweep: [{parent.info.run_name}]({page})"
                   + (f"; verdict **{verdict}** ([verdict.json]({page}/artifacts/verdict.json))" if verdict else "")
-                  + (f"; [figure]({page}/artifacts/{figure})" if figure else "; its artifacts will hold the "
-                     "figure and verdict once the analysis has run") + "."]
+                  + (f"; [figure]({page}/artifacts/{figure})" if figure else "")
+                  + ("; its artifacts will hold the figure and verdict once the analysis has run"
+                     if analysed and not figure and not verdict else "") + "."]
         if figure:
             lines += ["", f"![{experiment_name}](get-artifact?{urlencode({'path': figure, 'run_uuid': parent.info.run_id})})"]
     if commands:
@@ -681,6 +686,10 @@ def _serve_until_interrupted(uri: str, args: argparse.Namespace) -> int:
         process.wait()
         print(f"error: mlflow server stopped (code {process.returncode}); log: {log}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        stop_server(process)
+        log.unlink(missing_ok=True)  # a clean stop leaves no log behind
+        raise
     finally:
         stop_server(process)
 

@@ -81,7 +81,7 @@ def test_default_run_from_another_directory(tmp_path, mlflow_uri):
     summary = match.group(3)
     for metric in ("train/loss=", "val/loss=", "val/acc=", "test/loss="):
         assert metric in summary, summary
-    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in result.stdout
+    assert f"python -m nnresearch.ui --uri sqlite:///{tmp_path / 'mlflow.db'}" in result.stdout
     run = MlflowClient(uri).get_run(match.group(2))
     assert run.info.status == "FINISHED"
     assert run.info.run_name == match.group(1)

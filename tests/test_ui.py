@@ -1,0 +1,350 @@
+"""MLflow's UI on a real sweep, checked in a real browser (headless Chromium driven by Playwright).
+
+The end-to-end test runs a two-job sweep into a temporary store, starts `python -m nnresearch.ui`
+on a free port, and checks in Chromium that the experiment, its runs (by name, under their sweep's
+parent), a swept param column and the metric charts render; then Ctrl-C stops the UI and frees the
+port. Screenshots go to the test's tmp_path and, when `NNRESEARCH_SCREENSHOTS=<dir>` is set, to
+that directory too.
+
+It needs Debian's Chromium at /usr/bin/chromium (`.ci/browser.sh` installs it) and the Python
+package `playwright` (the `test` extra), which drives that browser and never downloads one. Where
+either is missing it skips, saying which; under CI (`CI=true`) it fails instead.
+
+`python tests/test_ui.py --uri sqlite:////path/mlflow.db --out docs/images` takes the README's
+screenshots of every study in a store (run a study and its analysis into it first; docs/ui.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nnresearch import ui
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# What a first visit would otherwise show over the runs: the GenAI home, the assistant's panel, a tip.
+FIRST_VISIT_DONE = """
+localStorage.setItem('mlflow.workflowType_v1', '"machine_learning"');
+localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');
+localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');
+localStorage.setItem('mlflow.detectIssues.guidanceShown_v1', 'true');
+"""
+VIEWPORT = {"width": 1600, "height": 1000}
+UI_TIMEOUT_S = 90
+PAGE_TIMEOUT_MS = 30_000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Without a browser: errors, overrides, the saved view
+
+
+def test_missing_store_is_named(tmp_path, capsys):
+    db = tmp_path / "nowhere" / "mlflow.db"
+    with pytest.raises(ui.UIError, match=str(db)):
+        ui.check_store(f"sqlite:///{db}")
+    assert ui.main(["--uri", f"sqlite:///{db}", "--no-browser"]) == 2
+    assert str(db) in capsys.readouterr().err
+    assert not db.parent.exists(), "looking for a store must not create one"
+
+
+def test_busy_port_is_named():
+    with socket_listening() as port, pytest.raises(ui.UIError, match=f"port {port} on 127.0.0.1 is busy"):
+        ui.choose_port("127.0.0.1", port)
+    assert ui.choose_port("127.0.0.1", 0) > 0
+
+
+def test_http_uri_is_only_printed(capsys):
+    port = ui.free_port()
+    assert ui.main(["--uri", f"http://127.0.0.1:{port}/", "--no-browser"]) == 1  # nothing answers there
+    out = capsys.readouterr()
+    assert f"MLflow UI: http://127.0.0.1:{port} " in out.out and "nothing answers" in out.err
+
+
+def test_swept_params_from_overrides():
+    overrides = ["model.activation=relu", "model.depth=2", "trainer.seed=0", "experiment=vanishing_gradients",
+                 "profile=quick", "tracking.uri=sqlite\\:////tmp/x.db", "trainer.progress=false", "+data.noise=0.1"]
+    assert ui.swept_params_from_overrides(overrides) == ["model.activation", "model.depth", "trainer.seed",
+                                                         "data.noise"]
+
+
+def test_dashboard_state_groups_seeds_and_charts_layers():
+    state = ui.dashboard_state(["model.activation", "model.depth", "trainer.seed"], ui.DEFAULT_METRICS,
+                               parent_run_id="abc123", objective="val/acc",
+                               known_metrics=["grad_norm/layer10", "grad_norm/layer2", "grad_norm/layer1", "act_std/layer1"])
+    assert state["searchFilter"] == "tags.`mlflow.parentRunId` = 'abc123'"
+    assert [key["groupByData"] for key in state["groupBy"]["groupByKeys"]] == ["model.activation", "model.depth"]
+    assert state["selectedColumns"][:4] == ["params.`model.activation`", "params.`model.depth`",
+                                            "params.`trainer.seed`", "metrics.`val/acc`"]
+    charts = {tuple(chart.get("selectedMetricKeys", [chart["metricKey"]])): chart for chart in state["compareRunCharts"]}
+    assert ("train/loss", "val/loss") in charts and ("train/acc", "val/acc") in charts
+    assert charts[("val/acc",)]["type"] == "BAR"
+    layers = [keys[0] for keys in charts if keys[0].startswith("grad_norm/")]
+    assert layers == ["grad_norm/layer1", "grad_norm/layer2", "grad_norm/layer10"]
+    assert charts[("grad_norm/layer1",)]["scaleType"] == "log"
+    sections = {section["uuid"]: section for section in state["compareRunSections"]}
+    assert all(chart["metricSectionId"] in sections for chart in state["compareRunCharts"])
+    assert [s["name"] for s in state["compareRunSections"] if s["display"]] == ["Learning curves", "grad_norm"]
+    assert ui.decode_state(ui.encode_state(state)) == state
+    big = state | {"padding": "x" * ui.COMPRESS_ABOVE_CHARS}
+    assert ui.encode_state(big).startswith("deflate;") and ui.decode_state(ui.encode_state(big)) == big
+
+
+def test_prepare_dashboard_sets_tags_once(mlflow_uri):
+    from mlflow import MlflowClient
+
+    from nnresearch import tracking
+
+    parent = tracking.open_parent_run(mlflow_uri, "vanishing_gradients", "sweep1", "vanishing_gradients-sweep-1")
+    with tracking.open_run(mlflow_uri, "vanishing_gradients", "mlp-relu-d1", parent_run_id=parent,
+                           tags={tracking.CONFIG_HASH_TAG: "0123"}) as sink:
+        sink.log_params({"model": {"depth": 1}, "objective": "val/acc"})
+        sink.log_metrics({"train/loss": 1.0, "grad_norm/layer1": 0.1, "grad_norm/layer2": 0.2}, step=0)
+    experiment_id = ui.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth"], parent_run_id=parent,
+                                         objective="val/acc", study="vanishing_gradients")
+    client = MlflowClient(mlflow_uri)
+    tags = client.get_experiment(experiment_id).tags
+    assert tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    description = tags[ui.DESCRIPTION_TAG]
+    assert "sigmoid" in description and "python -m analysis.vanishing_gradients" in description
+    assert ui.dashboard_path(experiment_id).lstrip("/") in description and parent in description
+    ui.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth"], parent_run_id=parent,
+                         objective="val/acc", study="vanishing_gradients")
+    assert client.get_experiment(experiment_id).tags == tags, "an unchanged dashboard is not rewritten"
+    with tracking.open_run(mlflow_uri, "someone-elses", "their-run"):
+        pass
+    assert ui.refresh_dashboards(mlflow_uri) == {"vanishing_gradients": experiment_id}  # not someone-elses
+    assert ui.DESCRIPTION_TAG not in client.get_experiment_by_name("someone-elses").tags
+
+    client.set_experiment_tag(experiment_id, ui.DESCRIPTION_TAG, "My own notes.")  # edited in the UI
+    ui.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth", "optim.lr"], parent_run_id=parent)
+    tags = client.get_experiment(experiment_id).tags
+    assert tags[ui.DESCRIPTION_TAG] == "My own notes.", "a person's description is theirs"
+    assert "optim.lr" in tags[ui.VIEW_TAG], "the view, still ours, follows the new sweep"
+
+
+def test_sweep_dashboard_never_fails_a_job(mlflow_uri, capsys):
+    assert ui.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32) is None
+    assert "no MLflow dashboard for 'no-such-study'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# In a browser
+
+
+def browser_or_skip() -> None:
+    """Skip (fail under CI) unless Debian's Chromium and the playwright package are both here."""
+    missing = []
+    if not CHROMIUM.is_file():
+        missing.append(f"no Chromium at {CHROMIUM} (install it: bash .ci/browser.sh)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package is not installed (pip install '.[test]')")
+    if missing:
+        message = "browser test needs a browser: " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextmanager
+def socket_listening() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+@contextmanager
+def chromium_page() -> Iterator[object]:
+    """A fresh headless Chromium page (Debian's browser, no download), past the first-visit tips."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.add_init_script(FIRST_VISIT_DONE)
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def visit(page, url: str) -> None:
+    """Load `url` afresh: going to another `#/...` route of the same app would keep its state."""
+    page.goto("about:blank")
+    page.goto(url)
+
+
+def screenshot(page, name: str, tmp_path: Path | None) -> None:
+    """Save `<name>.png` to tmp_path and to $NNRESEARCH_SCREENSHOTS when that is set."""
+    targets = [tmp_path] if tmp_path else []
+    if os.environ.get("NNRESEARCH_SCREENSHOTS"):
+        targets.append(Path(os.environ["NNRESEARCH_SCREENSHOTS"]))
+    for folder in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"))
+
+
+class UIProcess:
+    """`python -m nnresearch.ui` as a subprocess, its stdout read line by line in a thread."""
+
+    def __init__(self, uri: str, cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nnresearch.ui", "--uri", uri, "--port", "0", "--no-browser"],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, prefix: str, timeout_s: float = UI_TIMEOUT_S) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if line.strip().startswith(prefix):
+                return line.strip()
+        raise AssertionError(f"nnresearch.ui printed no line starting {prefix!r}:\n" + "\n".join(self.seen))
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a terminal sends it; the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def check_runs_listed(page, names: list[str]) -> None:
+    for name in names:
+        page.get_by_role("link", name=name).first.wait_for()
+
+
+def plotted_lines(card) -> int:
+    """How many plotted data lines a chart card holds (plotly draws each as `path.js-line`)."""
+    card.locator("path.js-line").first.wait_for()
+    return card.locator("path.js-line").count()
+
+
+@pytest.mark.slow
+def test_sweep_opens_as_a_dashboard_in_chromium(tmp_path):
+    browser_or_skip()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = subprocess.run(
+        [sys.executable, "-m", "nnresearch.run", "-m", "model.depth=1,2", "trainer.epochs=2", "trainer.progress=false",
+         f"tracking.uri={uri}"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
+    jobs = ["mlp-relu-d1-w64-he-s0", "mlp-relu-d2-w64-he-s0"]
+
+    server = UIProcess(uri, tmp_path)
+    try:
+        base = server.wait_for("MLflow UI:").split()[-1]
+        dashboard = server.wait_for("default:").split()[-1]
+        assert dashboard.startswith(base + "/#/experiments/") and "viewStateShareKey=nnresearch" in dashboard
+        with chromium_page() as page:
+            # The experiment list, then the experiment: its jobs nest under the sweep's parent run.
+            page.goto(f"{base}/#/experiments?workflowType=machine_learning")
+            page.get_by_role("link", name="default", exact=True).first.click()
+            parent = page.get_by_role("link", name="default-sweep-", exact=False).first
+            parent.wait_for()
+            page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # expand it
+            check_runs_listed(page, jobs)
+            screenshot(page, "ui-runs", tmp_path)
+
+            # The saved view as a table: jobs grouped by the swept param, which is a column.
+            page.goto(dashboard.replace("compareRunsMode=CHART", "compareRunsMode=TABLE"))
+            check_runs_listed(page, jobs)
+            page.get_by_text("model.depth", exact=True).first.wait_for()
+            assert page.get_by_text("Group by: model.depth").count() == 1
+            screenshot(page, "ui-dashboard-table", tmp_path)
+
+            # The saved view as charts: loss curves with a line per job, gradient norms per layer.
+            page.goto(dashboard)
+            loss = page.locator('[data-testid="experiment-view-compare-runs-card"]',
+                                has_text="train/loss vs val/loss").first
+            assert plotted_lines(loss) >= 2 * len(jobs)  # train and val, per job
+            layer1 = page.locator('[data-testid="experiment-view-compare-runs-card"]', has_text="grad_norm/layer1").first
+            assert plotted_lines(layer1) >= len(jobs)
+            screenshot(page, "ui-dashboard-charts", tmp_path)
+    finally:
+        code = server.interrupt() if server.process.poll() is None else server.process.returncode
+        server.kill()
+    assert code == 0, "\n".join(server.seen)
+    port = int(base.rsplit(":", 1)[1])
+    assert ui.port_is_free("127.0.0.1", port), "Ctrl-C must stop the server with the UI"
+
+
+# --------------------------------------------------------------------------------------------
+# The README's screenshots (not a test): python tests/test_ui.py --uri ... --out docs/images
+
+
+def study_screenshots(uri: str, out: Path) -> list[Path]:
+    """For each study in the store: its dashboard, its description (claim, verdict, figure) and
+    the figure among its sweep parent's artifacts, as `out/ui-<study>-*.png`."""
+    os.environ["NNRESEARCH_SCREENSHOTS"] = str(out)
+    from mlflow import MlflowClient
+
+    dashboards = ui.refresh_dashboards(uri)
+    client = MlflowClient(ui.tracking.resolve_uri(uri))
+    with ui.serve(uri) as base, chromium_page() as page:
+        for name, experiment_id in dashboards.items():
+            visit(page, base + ui.dashboard_path(experiment_id))
+            page.locator('[data-testid="experiment-view-compare-runs-card"]').first.locator("path.js-line").first.wait_for()
+            page.locator('[data-component-id="mlflow.experiment_page.shared_view.dismiss"]').click()
+            page.mouse.click(80, VIEWPORT["height"] - 300)  # on the sidebar's blank: no button keeps the focus ring
+            time.sleep(2)  # let every chart in view draw
+            screenshot(page, f"ui-{name}-dashboard", None)
+
+            parent = ui.latest_parent(client, experiment_id)
+            visit(page, f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+            page.get_by_text("matching runs").wait_for()  # the runs table, before the description takes its room
+            page.locator('[data-component-id="mlflow.experiment.metadata_editor.expand_button"]').click()
+            if "![" in client.get_experiment(experiment_id).tags.get(ui.DESCRIPTION_TAG, ""):
+                page.locator('img[src*="get-artifact"]').first.wait_for()
+            time.sleep(1)
+            screenshot(page, f"ui-{name}-description", None)
+
+            figures = [item.path for item in client.list_artifacts(parent.info.run_id, "figures")] if parent else []
+            if figures:
+                visit(page, f"{base}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/{figures[0]}")
+                page.locator('img[src^="blob:"]').first.wait_for()  # the artifact viewer's copy
+                time.sleep(1)
+                screenshot(page, f"ui-{name}-figure", None)
+    return sorted(out.glob("ui-*.png"))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Screenshot every study's MLflow dashboard.")
+    parser.add_argument("--uri", required=True, help="the store, e.g. sqlite:////tmp/study/mlflow.db")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    arguments = parser.parse_args()
+    for path in study_screenshots(arguments.uri, arguments.out):
+        print(path)
