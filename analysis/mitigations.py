@@ -2,7 +2,7 @@
 gradients vanish; gradient clipping and weight decay rescue one whose gradients explode.
 
 Left: final validation accuracy of each variant (mean and 95% band over seeds; a run that diverged
-to NaN counts at chance, and the number of diverged runs is written above its bar). Right: the
+to NaN counts at chance, and the number of diverged runs is written at its foot). Right: the
 error signal ||delta[l]|| (RMS over examples) at initialization against the layer l (mean and band). The
 verdict compares every mitigation with the baseline of its own case.
 """

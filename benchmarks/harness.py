@@ -106,10 +106,9 @@ def train_memory(w: Workload) -> float:
 
 
 def compose(w: Workload, extra: list[str]):
-    """(validated Config, resolved dict) for the workload, composed as `python -m nnresearch.run` does."""
+    """(validated Config, overrides) for the workload, composed as `python -m nnresearch.run` does."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
 
     from nnresearch.config import register, validate
     from nnresearch.paths import CONFIG_DIR
@@ -117,16 +116,16 @@ def compose(w: Workload, extra: list[str]):
     register()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         composed = hydra_compose(config_name="config", overrides=w.overrides() + extra)
-    return validate(composed), OmegaConf.to_container(composed, resolve=True), w.overrides() + extra
+    return validate(composed), w.overrides() + extra
 
 
 def executor(w: Workload, extra: list[str]) -> Callable[[], float]:
     from nnresearch.experiment import execute
 
-    cfg, resolved, overrides = compose(w, extra)
+    cfg, overrides = compose(w, extra)
 
     def run() -> float:
-        return float(execute(cfg, overrides=overrides, resolved_config=resolved).metrics["val/loss"])
+        return float(execute(cfg, overrides=overrides).metrics["val/loss"])
 
     return run
 

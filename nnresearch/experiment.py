@@ -128,7 +128,7 @@ def _load(cfg: Config) -> Dataset:
 
 
 def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str] | None = None,
-            resolved_config: dict | None = None, parent_run_id: str | None = None,
+            choices: dict[str, str] | None = None, parent_run_id: str | None = None,
             output_dir: str | Path = ".", sweep_id: str | None = None) -> Outcome:
     """Run one validated config end to end and log it; returns the objective and final metrics.
 
@@ -168,9 +168,9 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
         tags[tracking.SWEEP_ID_TAG] = sweep_id
     history = MemorySink()
     with open_tracking(cfg, name, tags, parent_run_id) as mlflow_sink:
-        mlflow_sink.log_params(tracking.flatten(resolved_config or asdict(cfg)))
+        mlflow_sink.log_params(tracking.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()})
         mlflow_sink.log_params({f"dataset.{k}": v for k, v in data.describe().items()} | {"model.parameters": network.parameter_count()})
-        mlflow_sink.log_dict(resolved_config or asdict(cfg), "config.yaml")
+        mlflow_sink.log_dict(asdict(cfg), "config.yaml")
         mlflow_sink.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
         mlflow_sink.log_arrays(_host_state(network), "params/init.npz")
         diverged_at = None

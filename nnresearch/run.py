@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nnresearch.config import Config, register, validate
 from nnresearch.paths import CONFIG_DIR
@@ -44,6 +44,12 @@ def swept_values(task_overrides: list[str]) -> list[str]:
         is_group = "." not in key  # a config group choice such as optim=adam shows as "adam"
         parts.append(value if is_group else SHORT_KEYS.get(key, key.split(".")[-1]) + value)
     return parts
+
+
+def config_choices(hydra_cfg: DictConfig) -> dict[str, str]:
+    """The config-group options this job was composed from (`model: mlp`, `mitigation: residual`, ...)."""
+    return {group: str(option) for group, option in hydra_cfg.runtime.choices.items()
+            if not group.startswith("hydra") and option is not None}
 
 
 def sweep_id(hydra_cfg: DictConfig) -> str | None:
@@ -95,7 +101,7 @@ def main(dict_cfg: DictConfig) -> float:
         signal.signal(signal.SIGTERM, _terminate)
     overrides = list(hydra_cfg.overrides.task)
     outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides),
-                      resolved_config=OmegaConf.to_container(dict_cfg, resolve=True),
+                      choices=config_choices(hydra_cfg),
                       parent_run_id=sweep_parent(cfg, hydra_cfg), output_dir=hydra_cfg.runtime.output_dir,
                       sweep_id=sweep_id(hydra_cfg))
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))

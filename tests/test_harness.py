@@ -85,8 +85,7 @@ def run_job(compose, overrides: list[str]) -> tuple[experiment.Outcome, object]:
     """What run.py does for one job, in-process: compose, validate, execute (overrides logged too)."""
     dict_cfg = compose(overrides)
     cfg = validate(dict_cfg)
-    resolved = OmegaConf.to_container(dict_cfg, resolve=True)
-    outcome = experiment.execute(cfg, overrides=overrides, resolved_config=resolved)
+    outcome = experiment.execute(cfg, overrides=overrides)
     return outcome, cfg
 
 

@@ -93,9 +93,10 @@ def mse_sigmoid_delta(Z: Array, A: Array, Y: Array) -> Array:
 
 
 def threshold_accuracy(A: Array, Y: Array) -> Array:
-    """Fraction of outputs where (a >= 0.5) == (y >= 0.5): binary accuracy, per-label for multi-label."""
+    """Fraction of outputs where (a >= 0.5) == (y > 0): binary accuracy, per-label for multi-label
+    (y > 0 marks a true label also when multi-hot targets were normalized for a softmax head)."""
     xp = namespace(A)
-    return xp.mean(xp.astype((A >= 0.5) == (Y >= 0.5), A.dtype))
+    return xp.mean(xp.astype((A >= 0.5) == (Y > 0), A.dtype))
 
 
 def argmax_accuracy(A: Array, Y: Array) -> Array:
