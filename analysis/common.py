@@ -109,9 +109,17 @@ class Study:
         return network
 
 
-def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
-    """Mean and 95% t-interval of `value` over seeds, per group `by` (a thin wrapper over results.aggregate)."""
-    return results.aggregate(frame, list(by), value=value)
+def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str, log: bool = False) -> pd.DataFrame:
+    """Mean and 95% t-interval of `value` over seeds, per group `by` (a thin wrapper over results.aggregate).
+
+    `log=True` averages log10 of the values (a geometric mean and band), for quantities plotted
+    on a log axis, whose arithmetic band would reach below zero.
+    """
+    if not log:
+        return results.aggregate(frame, list(by), value=value)
+    logged = frame.assign(**{value: np.log10(frame[value])})
+    band = results.aggregate(logged, list(by), value=value)
+    return band.assign(**{column: 10 ** band[column] for column in ("mean", "lo", "hi")})
 
 
 def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) -> None:

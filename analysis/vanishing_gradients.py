@@ -30,7 +30,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         rows = at_init[at_init["params.model.activation"] == activation]
         if rows.empty:
             continue
-        plot_band(left, mean_band(rows, ["layer"], "value"), "layer", activation)
+        plot_band(left, mean_band(rows, ["layer"], "value", log=True), "layer", activation)
         per_run = rows.pivot_table(index="run_id", columns="layer", values="value")
         reach[activation] = float(np.median(per_run[1] / per_run[deepest + 1]))
         accuracy = mean_band(runs[runs["params.model.activation"] == activation], ["params.model.depth"], "metrics.val/acc")
