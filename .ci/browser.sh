@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Chromium for the browser test (tests/test_ui.py): Debian's package at /usr/bin/chromium, which
 # Playwright (the `test` extra) drives; nothing downloads a browser of its own. Idempotent: does
-# nothing when Chromium is already there. Under CI a failed install fails; elsewhere it only warns
-# (the browser test then skips, saying why).
+# nothing when Chromium is already there. A failed install only warns: the browser test then
+# skips, saying why, and the rest of the suite still runs.
 set -euo pipefail
 
 CHROMIUM=/usr/bin/chromium
@@ -13,7 +13,6 @@ fi
 
 fail() {
     echo "browser: $1" >&2
-    if [ -n "${CI:-}" ]; then exit 1; fi
     echo "browser: tests/test_ui.py will skip its browser test" >&2
     exit 0
 }

@@ -48,3 +48,18 @@ def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert f"figures/{name}.png" in artifacts
     assert parent.data.tags["verdict"] in ("held", "not held")
+
+
+def test_report_collects_verdicts_and_lists_studies_not_run(tmp_path):
+    from analysis import report
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_quick_sweep("representation", tmp_path, uri)
+    path = report.main(["--uri", uri, "--out", str(tmp_path / "reports")])
+    text = path.read_text()
+    assert "| [representation](#representation) |" in text and "![representation](figures/representation.png)" in text
+    assert "| vanishing_gradients | not run |" in text
+    assert (tmp_path / "reports" / "figures" / "representation.png").is_file()
+    client = MlflowClient(uri)
+    logged = client.search_runs([client.get_experiment_by_name("report").experiment_id])[0]
+    assert "report.md" in {a.path for a in client.list_artifacts(logged.info.run_id)}
