@@ -1,4 +1,5 @@
-"""Hydra callbacks: a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`).
+"""Hydra callbacks: a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and
+a guard that leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`).
 
 The bar counts jobs as they end, so it advances with Hydra's basic launcher, which runs jobs in
 this process; parallel launchers run jobs elsewhere and print their own lines. Like the per-run
@@ -7,13 +8,18 @@ bar, it stays quiet when stderr is not a terminal.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
+import signal
 import sys
+import threading
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 
@@ -32,7 +38,10 @@ class SweepProgress(Callback):
         self.bar: tqdm | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        total = sweep_size(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}))
+        try:
+            total = sweep_size(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}))
+        except HydraException:  # a search (Optuna's interval/tag params) has no grid: count its trials
+            total = config.hydra.sweeper.get("n_trials")
         self.bar = tqdm(total=total, desc="sweep", unit="job", disable=not sys.stderr.isatty())
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -42,3 +51,63 @@ class SweepProgress(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+# Launchers whose jobs die with the launching process; jobs on Slurm or a Ray cluster outlive it
+# and end their own runs.
+LOCAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+                   "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+
+
+class SweepGuard(Callback):
+    """In the process that launches a local multirun: Ctrl-C or SIGTERM interrupts the sweep, and on
+    the way out the runs its killed workers left RUNNING (and the parent) are marked KILLED.
+
+    Joblib kills its workers (SIGKILL) as soon as the launching process is interrupted, too soon for
+    them to end their own runs; without a handler, SIGTERM kills the launching process outright and
+    leaves the workers running on their own.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        reap = None
+        if OmegaConf.select(config, "tracking.enabled", default=False) and \
+                OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS:
+            from nnresearch.run import sweep_id  # the parent run's key, as the jobs compute it
+
+            experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(config, "study")
+            reap = functools.partial(_end_interrupted_sweep, OmegaConf.select(config, "tracking.uri"), experiment,
+                                     sweep_id(config.hydra))
+
+        def interrupted(signum: int, frame: object) -> None:
+            if reap is not None:
+                import nnresearch.tracking  # noqa: F401 - now: MLflow cannot be imported at exit any more
+
+                atexit.register(reap)  # runs after the launcher has stopped its workers
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+
+        self._previous = {signum: signal.signal(signum, interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def _end_interrupted_sweep(uri: str | None, experiment: str, sweep: str) -> None:
+    from nnresearch import tracking
+
+    try:
+        parent = tracking.find_parent_run(uri, experiment, sweep)
+        ended = tracking.end_running_runs(uri, parent, "KILLED") if parent else []
+    except Exception as error:  # noqa: BLE001 - at exit: report, never mask the interrupt
+        print(f"could not end the runs of the interrupted sweep: {error}", file=sys.stderr)
+        return
+    if ended:
+        print(f"interrupted sweep: marked {len(ended)} run(s) KILLED", file=sys.stderr)

@@ -42,7 +42,11 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
         raise ValueError(f"{path} is not an nnresearch checkpoint: it lacks {sorted(missing)}")
     optimizer_state = {k.removeprefix(OPTIM_PREFIX): v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     network_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX) and k not in ("rng_state", "epoch")}
-    optimizer.load_state_dict({k: (float(v) if v.ndim == 0 else v) for k, v in optimizer_state.items()}, like=network.params())
-    network.load_state(network_state)
+    try:
+        optimizer.load_state_dict({k: (float(v) if v.ndim == 0 else v) for k, v in optimizer_state.items()}, like=network.params())
+        network.load_state(network_state)
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{path} does not fit this run ({error}); resume it with the model and optim "
+                         "settings it was written with") from error
     rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
     return int(arrays["epoch"])

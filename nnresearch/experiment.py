@@ -211,8 +211,8 @@ def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:
     found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
     if found is None:
         return None
-    run_id, metrics = found
-    return Outcome(metrics.get(cfg.objective, math.nan), metrics, run_id, run_name(cfg))
+    run_id, name, metrics = found
+    return Outcome(metrics.get(cfg.objective, math.nan), metrics, run_id, name)
 
 
 def _optimizer_options(o: Any) -> dict[str, float]:

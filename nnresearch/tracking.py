@@ -26,7 +26,9 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import signal
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -242,6 +244,42 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Let a store write finish before SIGINT / SIGTERM act on it, then let them act.
+
+    A write cut in half can leave the run RUNNING (an interrupted final flush skips the final
+    status) or a SQLite transaction open that keeps the database locked for the rest of the
+    process. A second signal during the write is not held: pressing Ctrl-C twice stops at once.
+    Main thread only (signal handlers live there); elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+        for other, handler in previous.items():
+            signal.signal(other, handler)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not None:  # None: a handler not set from Python, leave it alone
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
+
+
 def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple[str | None, str]:
     """Split a run-relative `dir/name.ext` into (`dir` or None, `name.ext`).
 
@@ -326,9 +364,15 @@ class MLflowSink:
         self._send(pending)
 
     def _send(self, metrics: list[Metric]) -> None:
-        """Write `metrics` to the store, one `log_batch` per MLflow batch limit."""
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        """Write `metrics` to the store, one `log_batch` per MLflow batch limit. If a write fails,
+        the metrics not yet written go back to the front of the buffer (the final flush retries them)."""
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            try:
+                with _signals_held():
+                    self._client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
+            except BaseException:
+                self._buffer = list(metrics[start:]) + self._buffer
+                raise
 
     def flush(self) -> None:
         """Send every buffered metric, in chunks of MLflow's batch limit."""
@@ -342,7 +386,8 @@ class MLflowSink:
             for key, value in tags.items()
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._client.log_batch(self.run_id, tags=chunk, synchronous=True)
+            with _signals_held():
+                self._client.log_batch(self.run_id, tags=chunk, synchronous=True)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a (possibly nested) mapping as params: flattened with ".", values stringified and
@@ -352,17 +397,20 @@ class MLflowSink:
             for key, value in flatten(params).items()
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._client.log_batch(self.run_id, params=chunk, synchronous=True)
+            with _signals_held():
+                self._client.log_batch(self.run_id, params=chunk, synchronous=True)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
         """Save `obj` as the artifact `artifact_file` (`.json`, `.yaml` or `.yml`)."""
         _artifact_parts(artifact_file, (".json", ".yaml", ".yml"))
-        self._client.log_dict(self.run_id, dict(obj), artifact_file)
+        with _signals_held():
+            self._client.log_dict(self.run_id, dict(obj), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Save `text` as the artifact `artifact_file` (any extension, e.g. `.txt`, `.md`)."""
         _artifact_parts(artifact_file)
-        self._client.log_text(self.run_id, text, artifact_file)
+        with _signals_held():
+            self._client.log_text(self.run_id, text, artifact_file)
 
     def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
         """Save host arrays as one `.npz` artifact (`np.savez`, no pickled objects).
@@ -377,7 +425,8 @@ class MLflowSink:
             with open(partial, "wb") as file:
                 np.savez(file, **host)
             os.replace(partial, final)
-            self._client.log_artifact(self.run_id, str(final), artifact_path=directory)
+            with _signals_held():
+                self._client.log_artifact(self.run_id, str(final), artifact_path=directory)
 
     def log_table(self, table: Any, artifact_file: str) -> None:
         """Save a DataFrame or a list of dicts as `.csv` (plain) or `.json` (MLflow's table format,
@@ -387,12 +436,14 @@ class MLflowSink:
         directory, name = _artifact_parts(artifact_file, (".csv", ".json"))
         frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
         if name.endswith(".json"):
-            self._client.log_table(self.run_id, frame, artifact_file)
+            with _signals_held():
+                self._client.log_table(self.run_id, frame, artifact_file)
             return
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, name)
             frame.to_csv(path, index=False)
-            self._client.log_artifact(self.run_id, str(path), artifact_path=directory)
+            with _signals_held():
+                self._client.log_artifact(self.run_id, str(path), artifact_path=directory)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload a local file or directory, under `artifact_path` in the run if given."""
@@ -400,7 +451,8 @@ class MLflowSink:
             raise FileNotFoundError(
                 f"cannot log artifact {os.fspath(path)!r}: no such file or directory"
             )
-        self._client.log_artifact(self.run_id, os.fspath(path), artifact_path=artifact_path)
+        with _signals_held():
+            self._client.log_artifact(self.run_id, os.fspath(path), artifact_path=artifact_path)
 
 
 def _check_flush_every(flush_every_s: float) -> None:
@@ -542,7 +594,8 @@ def open_run(
         run_tags[PARENT_RUN_TAG] = parent_run_id
     if description is not None:
         run_tags[DESCRIPTION_TAG] = description
-    run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+    with _signals_held():
+        run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
     sink = MLflowSink(client, run, flush_every_s=flush_every_s)
     status = "FINISHED"
     try:
@@ -560,13 +613,15 @@ def open_run(
 
 
 def _end_run(client: MlflowClient, sink: MLflowSink, status: str) -> None:
-    """Send what is buffered, then set the final status (FAILED if the last send fails)."""
-    try:
-        sink.flush()
-    except Exception:
-        client.set_terminated(sink.run_id, "FAILED" if status == "FINISHED" else status)
-        raise
-    client.set_terminated(sink.run_id, status)
+    """Send what is buffered, then set the final status (FAILED if the last send fails); a Ctrl-C
+    or SIGTERM arriving meanwhile acts once the status is set."""
+    with _signals_held():
+        try:
+            sink.flush()
+        except Exception:
+            client.set_terminated(sink.run_id, "FAILED" if status == "FINISHED" else status)
+            raise
+        client.set_terminated(sink.run_id, status)
 
 
 def open_parent_run(
@@ -613,6 +668,38 @@ def _parent_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> lis
     return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
 
 
+def find_parent_run(uri: str | None, experiment_name: str, sweep_id: str) -> str | None:
+    """The id of the parent run of sweep `sweep_id`, or None if no job of it has started (creates nothing)."""
+    client = MlflowClient(ensure_store(uri))
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    found = _parent_runs(client, experiment.experiment_id, sweep_id)
+    return found[0].info.run_id if found else None
+
+
+def end_running_runs(uri: str | None, parent_run_id: str, status: str = "KILLED") -> list[str]:
+    """Mark the children of `parent_run_id` that are still RUNNING, and the parent if it is, `status`.
+
+    For the launching process of an interrupted local sweep, whose workers were killed before they
+    could end their runs. Returns the ids of the runs it ended.
+    """
+    if status not in ("FAILED", "KILLED"):
+        raise ValueError(f"status must be FAILED or KILLED, got {status!r}")
+    client = MlflowClient(ensure_store(uri))
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    ended = [run.info.run_id for run in children]
+    if parent.info.status == "RUNNING":
+        ended.append(parent_run_id)
+    for run_id in ended:
+        client.set_terminated(run_id, status)
+    return ended
+
+
 def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") -> None:
     """End a parent run (or any run) with `status`: FINISHED, FAILED or KILLED, at this time."""
     if status not in ("FINISHED", "FAILED", "KILLED"):
@@ -620,8 +707,8 @@ def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") ->
     MlflowClient(ensure_store(uri)).set_terminated(run_id, status)
 
 
-def finished_run_with_config(uri: str | None, experiment_name: str, config_hash: str) -> tuple[str, dict[str, float]] | None:
-    """(run id, last metrics) of a FINISHED run of `experiment_name` tagged with `config_hash`, if any."""
+def finished_run_with_config(uri: str | None, experiment_name: str, config_hash: str) -> tuple[str, str, dict[str, float]] | None:
+    """(run id, run name, last metrics) of a FINISHED run of `experiment_name` tagged with `config_hash`, if any."""
     uri = ensure_store(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name)
@@ -629,7 +716,7 @@ def finished_run_with_config(uri: str | None, experiment_name: str, config_hash:
         return None
     found = client.search_runs([experiment.experiment_id], max_results=1,
                                filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'FINISHED'")
-    return (found[0].info.run_id, dict(found[0].data.metrics)) if found else None
+    return (found[0].info.run_id, found[0].info.run_name, dict(found[0].data.metrics)) if found else None
 
 
 def adopt_run(uri: str | None, run_id: str, parent_run_id: str) -> None:

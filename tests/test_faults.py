@@ -1,0 +1,339 @@
+"""Faults injected into runs and sweeps: each fails with an error that names what is wrong, before
+training where it can, and loses nothing that was logged: no run is left RUNNING, no metric logged
+before the fault goes missing, no half-written file is left behind.
+
+Faults: an unreachable tracking server, an unusable store location, a damaged or foreign checkpoint
+given to `trainer.resume`, an artifact upload that breaks mid-run, a checkpoint write that breaks
+mid-file, a metrics write that fails mid-run. (No data set reads a user-given file, so there is no
+missing-data-file fault; `test_no_data_option_is_a_file_path` keeps it that way or asks for one.)
+The module prints one line at the end: faults injected, runs checked, runs lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from nnresearch import experiment, tracking
+from nnresearch.config import DataConfig, validate
+
+QUIET = ["trainer.progress=false"]
+SMALL = ["data.n_samples=120", "model.width=8", *QUIET]
+LEDGER: list[tuple[str, int, int]] = []  # (fault, runs checked, runs lost)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary(request):
+    yield
+    if LEDGER:
+        checked, lost = sum(c for _, c, _ in LEDGER), sum(x for _, _, x in LEDGER)
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        line = f"faults: {len(LEDGER)} injected, {checked} runs checked, {lost} runs lost (RUNNING or missing metrics)"
+        if reporter is not None:
+            reporter.write_line(f"\n{line}")
+
+
+def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = None) -> None:
+    """Count the fault and check its store: no run RUNNING; runs in `expected_steps` (run id -> last
+    epoch logged before the fault) still hold train/loss at every step 0..that epoch."""
+    runs, lost = [], 0
+    if uri is not None and tracking.sqlite_path(tracking.resolve_uri(uri)).exists():
+        client = MlflowClient(uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(ids) if ids else []
+        lost += sum(r.info.status == "RUNNING" for r in runs)
+        for run_id, last in (expected_steps or {}).items():
+            logged = sorted(m.step for m in client.get_metric_history(run_id, "train/loss"))
+            lost += logged != list(range(last + 1))
+    LEDGER.append((fault, len(runs), lost))
+
+
+def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`python -m nnresearch.run *args` inside this process: (exit code, stdout, stderr)."""
+    from nnresearch import run
+
+    monkeypatch.setattr(sys, "argv", ["nnresearch.run", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    code, handlers = 0, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run.main()
+    except SystemExit as exit:
+        code = exit.code
+    finally:
+        for signum, handler in handlers.items():  # run.main and Hydra callbacks install their own; restore pytest's
+            signal.signal(signum, handler)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def message(err: str) -> str:
+    """The exception line as Hydra reports it (`ValueError: ...`), without its echo of the overrides
+    or the traceback, both of which repeat values given on the command line."""
+    found = [line for line in err.splitlines() if re.match(r"^[\w.]*(Error|Exception)\w*: ", line)]
+    assert found, f"no exception message in:\n{err}"
+    return found[-1]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if training starts (a fault that can be seen before training must stop it there)."""
+    def train(*args, **kwargs):
+        raise AssertionError("training started although the fault was detectable before it")
+
+    monkeypatch.setattr(experiment, "train", train)
+
+
+def all_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# The tracking store cannot be reached or written
+
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeypatch, capsys, no_training, mode):
+    monkeypatch.chdir(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    args = ["-m", "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"] if mode == "sweep" else []
+    started = time.monotonic()
+    code, out, err = main_in_process(monkeypatch, capsys, *args, *SMALL, f"tracking.uri={uri}")
+    elapsed = time.monotonic() - started
+    assert code != 0
+    assert uri in message(err) and "mlflow server" in message(err), err
+    assert elapsed < 3 * tracking.HTTP_TIMEOUT_S, f"took {elapsed:.1f}s to give up"
+    assert not list(tmp_path.glob("*.db")), "no local store may be created instead"
+    record(f"unreachable server ({mode})", None)
+
+
+@pytest.mark.parametrize("where", ["parent_is_a_file", "read_only_folder"])
+def test_unusable_store_location_names_the_path(tmp_path, monkeypatch, capsys, no_training, where):
+    if where == "parent_is_a_file":
+        blocker = tmp_path / "results.txt"
+        blocker.write_text("a file where the store's folder should be\n")
+        db = blocker / "mlflow.db"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders; parent_is_a_file covers root")
+        folder = tmp_path / "readonly"
+        folder.mkdir()
+        folder.chmod(0o555)
+        db = folder / "mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, f"tracking.uri=sqlite:///{db}")
+    assert code != 0
+    assert str(db) in message(err) and "tracking.uri" in message(err), err
+    assert not db.exists()
+    record(f"unusable store ({where})", None)
+
+
+# --------------------------------------------------------------------------------------------
+# trainer.resume with a checkpoint that cannot be used
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A good checkpoint (after epoch 1) of `SMALL` with SGD, written through the command line's code path."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    import hydra
+
+    from nnresearch.config import register
+    from nnresearch.paths import CONFIG_DIR
+
+    register()
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = validate(hydra.compose(config_name="config", overrides=[*SMALL, "trainer.epochs=1", "trainer.checkpoint_every=1",
+                                                                      "tracking=off"]))
+    experiment.execute(cfg, output_dir=folder)
+    return folder / "checkpoints" / "epoch00001.npz"
+
+
+DAMAGE = {
+    "truncated": lambda good, path: path.write_bytes(good.read_bytes()[:300]),
+    "not_a_zip": lambda good, path: path.write_bytes(b"\x00garbage, not an npz archive"),
+    "missing": lambda good, path: None,
+    "other_width": lambda good, path: path.write_bytes(good.read_bytes()),       # resumed with model.width=16
+    "other_optimizer": lambda good, path: path.write_bytes(good.read_bytes()),   # resumed with optim=adam
+}
+RESUMED_WITH = {"other_width": ["model.width=16"], "other_optimizer": ["optim=adam"]}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_unusable_checkpoint_fails_clearly_before_a_run_exists(checkpoint, tmp_path, monkeypatch, capsys, no_training,
+                                                               mlflow_uri, damage):
+    path = tmp_path / "epoch00001.npz"
+    DAMAGE[damage](checkpoint, path)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, *RESUMED_WITH.get(damage, []), f"trainer.resume={path}",
+                                     f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    record(f"checkpoint {damage}", mlflow_uri)
+    assert code != 0
+    assert str(path) in message(err), f"the error must name the checkpoint {path}:\n{err}"
+    assert not all_runs(mlflow_uri), "a run was created for a job that could not start"
+
+
+def test_no_data_option_is_a_file_path():
+    """Every data set is generated or ships with a package. If a data option ever names a file, add a
+    missing-file fault test here (clear error naming the path, before any run exists)."""
+    fields = [f.name for f in dataclasses.fields(DataConfig)]
+    pathlike = [name for name in fields if any(word in name for word in ("path", "file", "dir", "root", "url"))]
+    assert not pathlike, f"DataConfig has file-like options {pathlike}: test a missing file for them"
+
+
+# --------------------------------------------------------------------------------------------
+# Writes that break mid-run
+
+
+def test_artifact_upload_failing_mid_run_keeps_metrics_and_leaves_no_partial_file(mlflow_uri, tmp_path, monkeypatch, capsys):
+    """The upload of params/final.npz breaks (connection reset): the run ends FAILED with every metric."""
+    real_log_artifact = MlflowClient.log_artifact
+
+    def broken_upload(self, run_id, local_path, artifact_path=None):
+        if str(local_path).endswith("final.npz"):
+            raise ConnectionResetError(errno.ECONNRESET, "connection reset while uploading final.npz")
+        return real_log_artifact(self, run_id, local_path, artifact_path)
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", broken_upload)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert code != 0 and "connection reset" in err, err
+    (run,) = all_runs(mlflow_uri)
+    assert run.info.status == "FAILED"
+    client = MlflowClient(mlflow_uri)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1, 2, 3]
+    assert {"train/acc", "val/loss", "val/acc"} <= set(run.data.metrics)
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "params")}
+    assert logged == {"params/init.npz"}, logged
+    artifact_root = Path(run.info.artifact_uri.removeprefix("file://"))
+    partial = [p for p in artifact_root.rglob("*") if "final" in p.name]
+    assert not partial, f"half-written artifact files: {partial}"
+    assert not list(scratch.iterdir()), f"temporary files left behind: {list(scratch.iterdir())}"
+    record("artifact upload reset", mlflow_uri, {run.info.run_id: 3})
+
+
+class _NumpyWithFailingSavez:
+    """numpy as nnresearch.nn.network sees it, except that the `fail_at`-th savez writes half a file and fails."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.calls, self.fail_at = 0, fail_at
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def savez(self, file, **arrays):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            file.write(b"PK\x03\x04 half an archive")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return np.savez(file, **arrays)
+
+
+def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable(mlflow_uri, tmp_path, monkeypatch, capsys):
+    from nnresearch.nn import network
+
+    monkeypatch.setattr(network, "np", _NumpyWithFailingSavez(fail_at=2))  # epoch 1 written, epoch 2 breaks
+    monkeypatch.chdir(tmp_path)
+    common = [*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}"]
+    code, out, err = main_in_process(monkeypatch, capsys, *common, "trainer.checkpoint_every=1",
+                                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert code != 0 and "No space left on device" in err, err
+    (run,) = all_runs(mlflow_uri)
+    assert run.info.status == "FAILED"
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch00001.npz"], "a half-written checkpoint was left"
+    monkeypatch.undo()
+    record("checkpoint write ENOSPC", mlflow_uri, {run.info.run_id: 2})
+
+    # nothing is lost: resuming from the checkpoint that was written finishes the run as if never stopped
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, *common, f"trainer.resume={folder / 'epoch00001.npz'}",
+                                     f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert code == 0, out + err
+    import hydra
+
+    from nnresearch.paths import CONFIG_DIR
+
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        straight = experiment.execute(validate(hydra.compose(config_name="config",
+                                                             overrides=[*SMALL, "trainer.epochs=3", "tracking=off"])))
+    resumed = [r for r in all_runs(mlflow_uri) if r.info.status == "FINISHED"]
+    assert len(resumed) == 1
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert resumed[0].data.metrics[key] == straight.metrics[key], key
+
+
+def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_path, monkeypatch, capsys):
+    """The first batch of metrics sent mid-run fails (a locked database, a server hiccup after MLflow's
+    retries): the run ends FAILED, and every metric logged before the failure is still in the store."""
+    real_log_batch = MlflowClient.log_batch
+    failed = []
+
+    def log_batch_failing_once(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        if metrics and not failed:
+            failed.append(max(m.step for m in metrics if m.key == "train/loss"))
+            raise ConnectionError("the tracking store did not answer (injected)")
+        return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch_failing_once)
+    monkeypatch.chdir(tmp_path)
+    # ~30 numbers per epoch: the first full batch (1000) is sent during training, around epoch 33
+    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, "trainer.epochs=60", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert failed, "no metrics batch was sent mid-run; raise trainer.epochs"
+    assert code != 0 and "injected" in err, err
+    (run,) = all_runs(mlflow_uri)
+    assert run.info.status == "FAILED"
+    logged = sorted(m.step for m in MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "train/loss"))
+    record("metrics write failure", mlflow_uri, {run.info.run_id: failed[0]})
+    assert logged[: failed[0] + 1] == list(range(failed[0] + 1)), (
+        f"the write failed with train/loss logged up to step {failed[0]}, but the store has steps {logged}: "
+        "the batch that failed was dropped instead of kept for the final flush")
+
+
+def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (or SIGTERM) arriving while the run writes its last metrics and status, e.g. a second
+    Ctrl-C after the first started the clean-up: the run still gets its final status and metrics."""
+    real_log_batch = MlflowClient.log_batch
+    sent = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        if metrics and not sent and "_end_run" in [frame.name for frame in traceback.extract_stack()]:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # delivered while this write is in progress
+        return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):  # the interrupt is not lost, only held until the run is ended
+        main_in_process(monkeypatch, capsys, *SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
+                        f"hydra.run.dir={tmp_path / 'run'}")
+    assert sent
+    (run,) = all_runs(mlflow_uri)
+    record("interrupt during the final write", mlflow_uri, {run.info.run_id: 3})
+    assert run.info.status != "RUNNING", "an interrupt during the final flush left the run RUNNING"
+    steps = sorted(m.step for m in MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "train/loss"))
+    assert steps == [0, 1, 2, 3]

@@ -1,0 +1,545 @@
+"""Sweeps that scale out and survive faults, through the real command line.
+
+1. A parallel sweep (joblib, 2 workers, 8 jobs) on a fresh SQLite store: every job FINISHED with
+   every metric step, one parent, and no state carried from one job to the next in a reused worker.
+2. Resume: a sweep interrupted mid-way and started again skips what FINISHED (adopting it under the
+   new parent) and re-runs the rest; `tracking.skip_finished=never` runs finished configs again.
+3. Crash safety at the sweep level: a failing job ends FAILED without stopping the others; Ctrl-C
+   or SIGTERM on a parallel sweep leaves no run RUNNING and no worker process behind.
+4. Checkpoints from the command line: `trainer.checkpoint_every` / `trainer.resume` continue a run
+   bit for bit.
+6. Launchers: submitit (Slurm config composes and renders; `submitit_local` runs), Ray (if installed).
+7. Optuna search over learning rate and width, with the validation metric as its objective.
+
+(5, the tracking server, is tests/test_server.py; 8, injected faults, is tests/test_faults.py.)
+Every job is tiny (a few epochs on 120 samples); subprocesses only where a real process matters
+(signals, worker processes), everything else runs `nnresearch.run.main` in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+
+from nnresearch import experiment
+from nnresearch.config import config_hash, validate
+
+TESTS = Path(__file__).resolve().parent
+QUIET = ["trainer.progress=false"]
+TINY = ["trainer.epochs=3", "data.n_samples=120", *QUIET]
+# Metrics that must agree to the last bit between two runs of one config (time_s is wall-clock).
+COMPARED = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: the command line as a subprocess or in this process, and the store read back
+
+
+def cli_env() -> dict[str, str]:
+    """This environment without MLflow/Hydra settings, with tests/ importable (for RecordJobs)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    return env
+
+
+def popen(*args: str, cwd: Path, log: Path, new_session: bool = False) -> subprocess.Popen:
+    """`python -m nnresearch.run *args`, output to `log` (a pipe would keep orphaned workers' output waiting)."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, env=cli_env(), start_new_session=new_session)
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 240) -> tuple[int, str]:
+    log = cwd / "cli.log"
+    process = popen(*args, cwd=cwd, log=log)
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, log.read_text()
+
+
+def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`python -m nnresearch.run *args` inside this process: (exit code, stdout, stderr)."""
+    from nnresearch import run
+
+    monkeypatch.setattr(sys, "argv", ["nnresearch.run", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    code, handlers = 0, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run.main()
+    except SystemExit as exit:
+        code = exit.code
+    finally:
+        for signum, handler in handlers.items():  # run.main and Hydra callbacks install their own; restore pytest's
+            signal.signal(signum, handler)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class RecordJobs(Callback):
+    """A Hydra callback for these tests: one JSON line per finished job, written where the job ran
+    (a joblib worker, a submitit process or this process): pid, job number, status, return value."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        completed = job_return.status == JobStatus.COMPLETED
+        line = {"pid": os.getpid(), "num": int(config.hydra.job.num), "status": job_return.status.name,
+                "value": float(job_return._return_value) if completed else None,
+                "overrides": list(job_return.overrides or [])}
+        with open(self.path, "a") as file:
+            file.write(json.dumps(line) + "\n")
+
+
+def record_jobs(path: Path) -> list[str]:
+    """Overrides that attach RecordJobs to a sweep."""
+    return [f"+hydra.callbacks.record._target_={__name__}.RecordJobs", f"+hydra.callbacks.record.path={path}"]
+
+
+def recorded(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def all_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+def parents_and_children(uri: str) -> tuple[list, list]:
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("nnresearch.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def store_rows(db: Path) -> list[tuple[str, str, str, int, bool]]:
+    """(run id, name, status, train/loss steps, is child) of every active run, read without MLflow."""
+    query = ("SELECT r.run_uuid, r.name, r.status, "
+             "(SELECT COUNT(*) FROM metrics m WHERE m.run_uuid = r.run_uuid AND m.key = 'train/loss'), "
+             "EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId') "
+             "FROM runs r WHERE r.lifecycle_stage = 'active'")
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            return [(a, b, c, int(d), bool(e)) for a, b, c, d, e in connection.execute(query).fetchall()]
+    except sqlite3.OperationalError:  # not created or migrated yet, or locked for a moment
+        return []
+
+
+def wait_for(db: Path, process: subprocess.Popen, log: Path, ready, what: str, timeout: float = 120) -> list:
+    """Poll the store until `ready(rows)`; fail (with the process output) if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = store_rows(db)
+        if ready(rows):
+            return rows
+        if process.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {process.returncode}) before {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"no {what} after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def live_processes_in_group(pgid: int) -> list[str]:
+    """Processes of group `pgid` that are not zombies, as 'pid cmdline' (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name} {command[:120]}")
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def final_params(uri: str, run_id: str, dst: Path) -> dict[str, np.ndarray]:
+    path = download_artifacts(run_id=run_id, artifact_path="params/final.npz", tracking_uri=uri, dst_path=str(dst))
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Parallel sweep on a fresh store; no state leaks between jobs in a reused worker
+
+GRID = ["trainer.seed=0,1", "model.width=4,8", "trainer.dtype=float32,float64"]  # 8 jobs
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def parallel_sweep(tmp_path_factory):
+    """8 jobs on 2 joblib workers into a store that does not exist yet (both workers create it)."""
+    folder = tmp_path_factory.mktemp("parallel")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    jobs = folder / "jobs.jsonl"
+    started = time.monotonic()
+    code, output = run_cli("-m", *GRID, f"trainer.epochs={EPOCHS}", "data.n_samples=120", *QUIET, "study=parallel",
+                           f"tracking.uri={uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           f"hydra.sweep.dir={folder / 'sweep'}", *record_jobs(jobs), cwd=folder)
+    print(f"parallel sweep: 8 jobs on 2 workers in {time.monotonic() - started:.1f}s")
+    assert code == 0, output[-4000:]
+    return uri, recorded(jobs)
+
+
+@pytest.mark.slow
+def test_parallel_sweep_on_a_fresh_store_finishes_every_job(parallel_sweep):
+    uri, jobs = parallel_sweep
+    parents, children = parents_and_children(uri)
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    assert parents[0].info.status == "FINISHED"
+    assert len(children) == 8, [c.info.run_name for c in children]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children), [c.info.status for c in children]
+    combos = {(c.data.params["trainer.seed"], c.data.params["model.width"], c.data.params["trainer.dtype"]) for c in children}
+    assert len(combos) == 8, combos
+    client = MlflowClient(uri)
+    keys = set(children[0].data.metrics)
+    for child in children:
+        assert set(child.data.metrics) == keys, f"{child.info.run_name} logged other metrics"
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            assert steps(client, child.info.run_id, key) == list(range(EPOCHS + 1)), (child.info.run_name, key)
+        for key in keys:
+            logged = steps(client, child.info.run_id, key)
+            assert len(logged) == len(set(logged)), f"{child.info.run_name}: {key} logged twice at one step: {logged}"
+            assert logged[-1] == EPOCHS, f"{child.info.run_name}: {key} stops at step {logged[-1]}"
+    # the jobs really ran in 2 reused worker processes, not in the launching process
+    assert len(jobs) == 8 and all(j["status"] == "COMPLETED" for j in jobs), jobs
+    pids = [j["pid"] for j in jobs]
+    assert len(set(pids)) <= 2, f"more worker processes than n_jobs=2: {sorted(set(pids))}"
+    assert max(pids.count(pid) for pid in pids) >= 2, "no worker ran two jobs: reuse was not exercised"
+
+
+@pytest.mark.slow
+def test_reused_workers_leak_no_state_between_jobs(parallel_sweep, compose):
+    """Each job's numbers equal those of the same config run alone in a fresh context."""
+    uri, jobs = parallel_sweep
+    _, children = parents_and_children(uri)
+    by_worker = {}
+    for job in jobs:
+        by_worker.setdefault(job["pid"], []).append(job["num"])
+    assert any(len(nums) >= 2 for nums in by_worker.values()), by_worker
+    for child in children:
+        p = child.data.params
+        alone = experiment.execute(validate(compose([
+            f"trainer.seed={p['trainer.seed']}", f"model.width={p['model.width']}", f"trainer.dtype={p['trainer.dtype']}",
+            f"trainer.epochs={EPOCHS}", "data.n_samples=120", *QUIET, "tracking=off"]))).metrics
+        for key in COMPARED:
+            assert child.data.metrics[key] == alone[key], (
+                f"{child.info.run_name}: {key} = {child.data.metrics[key]!r} in the sweep, {alone[key]!r} alone")
+    values = {j["num"]: j["value"] for j in jobs}
+    assert all(math.isfinite(v) for v in values.values()), values
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Resume: kill a sweep mid-way, start it again
+
+# Three jobs of about 3 s: long enough that a job's metrics reach the store (every 2 s) while it trains,
+# so the interrupt below lands mid-training, not in the first writes of a job.
+RESUME = ["trainer.seed=0,1,2", "trainer.epochs=200", "data.n_samples=200", "trainer.batch_size=8", "model.width=8",
+          *QUIET, "study=resume"]
+SEEDS = {"0", "1", "2"}
+
+
+def hashes_by_seed(compose, seeds) -> dict[str, str]:
+    fixed = [o for o in RESUME if not o.startswith("trainer.seed=")]
+    return {str(s): config_hash(validate(compose([*fixed, f"trainer.seed={s}"]))) for s in seeds}
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monkeypatch, capsys, compose):
+    db = tmp_path / "mlflow.db"
+    log = tmp_path / "sweep1.log"
+    process = popen("-m", *RESUME, f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep1'}", cwd=tmp_path, log=log)
+    try:
+        def one_done_next_training(rows):
+            children = [r for r in rows if r[4]]
+            return any(r[2] == "FINISHED" for r in children) and any(r[2] == "RUNNING" and r[3] > 0 for r in children)
+
+        wait_for(db, process, log, one_done_next_training, "a finished job and the next one training")
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0, log.read_text()[-3000:]
+    first = {r.info.run_id: r for r in parents_and_children(mlflow_uri)[1]}
+    finished_before = {r.data.params["trainer.seed"] for r in first.values() if r.info.status == "FINISHED"}
+    interrupted = [r for r in first.values() if r.info.status != "FINISHED"]
+    assert 1 <= len(finished_before) < len(SEEDS) and interrupted, [(r.info.run_name, r.info.status) for r in first.values()]
+    assert all(r.info.status == "KILLED" for r in interrupted), [(r.info.run_name, r.info.status) for r in interrupted]
+
+    # the same sweep again (its own sweep directory, so its own parent)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", *RESUME, f"tracking.uri={mlflow_uri}",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep2'}")
+    assert code == 0, out + err
+    skipped_names = re.findall(r"^skipped (\S+): .*already finished as run ([0-9a-f]{32})", out, flags=re.MULTILINE)
+    skipped = {run_id for _, run_id in skipped_names}
+    assert skipped == {r.info.run_id for r in first.values() if r.info.status == "FINISHED"}, out
+    parents, children = parents_and_children(mlflow_uri)
+    newest = max(parents, key=lambda r: r.info.start_time).info.run_id
+    hashes = hashes_by_seed(compose, sorted(SEEDS))
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert sorted(c.data.tags["nnresearch.config_hash"] for c in finished) == sorted(hashes.values()), \
+        "each config must be FINISHED exactly once"
+    assert {c.data.tags["mlflow.parentRunId"] for c in finished} == {newest}, "skipped runs are adopted by the new parent"
+    assert not [r for r in all_runs(mlflow_uri) if r.info.status == "RUNNING"]
+    rerun = {c.data.params["trainer.seed"] for c in finished if c.info.run_id not in first}
+    assert rerun == SEEDS - finished_before
+    client = MlflowClient(mlflow_uri)
+    for run in interrupted:  # the killed attempt stays, KILLED, with what it logged
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+    # tracking.skip_finished=never runs a finished config again
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", *[o for o in RESUME if not o.startswith("trainer.seed")],
+                                     "trainer.seed=0", "tracking.skip_finished=never", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep3'}")
+    assert code == 0, out + err
+    assert "skipped" not in out
+    finished = [c for c in parents_and_children(mlflow_uri)[1] if c.info.status == "FINISHED"]
+    per_hash = {seed: sum(c.data.tags["nnresearch.config_hash"] == h for c in finished) for seed, h in hashes.items()}
+    assert per_hash == {"0": 2, "1": 1, "2": 1}
+    # last, the wording: each "skipped" line names the run it skipped, as the store and the UI show it
+    assert {run_id: name for name, run_id in skipped_names} == {run_id: first[run_id].info.run_name for run_id in skipped}, \
+        "the skipped lines name other runs than the ones they skipped"
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Crash safety at the sweep level
+
+
+def test_failing_job_ends_failed_and_the_sweep_goes_on(mlflow_uri, tmp_path, monkeypatch, capsys):
+    """An exception in the second of three jobs: that run FAILED with its metrics so far, the others FINISHED."""
+    real_train = experiment.train
+    calls = []
+
+    def train_failing_in_second_job(*args, on_epoch_end=None, **kwargs):
+        calls.append(1)
+
+        def on_epoch(epoch):
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if len(calls) == 2 and epoch == 2:
+                raise RuntimeError("injected failure after epoch 2")
+
+        return real_train(*args, on_epoch_end=on_epoch, **kwargs)
+
+    monkeypatch.setattr(experiment, "train", train_failing_in_second_job)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "trainer.seed=0,1,2", "trainer.epochs=4", "data.n_samples=120",
+                                     *QUIET, "study=failing_sweep", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code != 0, "a sweep with a failed job must exit non-zero"
+    assert "injected failure" in err
+    parents, children = parents_and_children(mlflow_uri)
+    status = {c.data.params["trainer.seed"]: c for c in children}
+    assert {s: c.info.status for s, c in status.items()} == {"0": "FINISHED", "1": "FAILED", "2": "FINISHED"}
+    assert steps(MlflowClient(mlflow_uri), status["1"].info.run_id, "train/loss") == [0, 1, 2]
+    assert all(p.info.status != "RUNNING" for p in parents)
+
+
+SIGNALS = {
+    # how: (signal, sent to the whole process group as a terminal's Ctrl-C does, or to the main process only)
+    "ctrl-c": (signal.SIGINT, True),
+    "sigterm": (signal.SIGTERM, False),  # kill <pid>, docker stop, a scheduler ending the launching process
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", SIGNALS)
+def test_interrupted_parallel_sweep_leaves_nothing_running(mlflow_uri, tmp_path, how):
+    """Ctrl-C / SIGTERM on a joblib sweep: every started run ends KILLED (with what it logged) and
+    the parent is not left RUNNING; no worker process outlives the sweep."""
+    signum, to_group = SIGNALS[how]
+    db, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
+    process = popen("-m", "trainer.seed=0,1,2,3", "trainer.epochs=100000", "data.n_samples=120", *QUIET, "study=interrupted",
+                    f"tracking.uri={mlflow_uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, log=log, new_session=True)
+    leaked: list[str] = []
+    try:
+        rows = wait_for(db, process, log, lambda rows: sum(r[4] and r[3] >= 2 for r in rows) >= 2,
+                        "two running jobs with logged steps")
+        seen = {r[0]: r[3] for r in rows if r[4]}
+        if to_group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while (leaked := live_processes_in_group(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if live_processes_in_group(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)  # only the processes this test started
+    assert process.returncode != 0
+    runs = all_runs(mlflow_uri)
+    running = [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert not running, f"{how} left runs RUNNING: {running}\n{log.read_text()[-2000:]}"
+    client = MlflowClient(mlflow_uri)
+    for run_id, count in seen.items():
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED", (run.info.run_name, run.info.status)
+        assert len(steps(client, run_id, "train/loss")) >= count, f"{run.info.run_name} lost metrics it had logged"
+    assert not leaked, f"{how}: worker processes outlived the sweep: {leaked}"
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Checkpoints through the command line
+
+CKPT = ["optim=adam", "optim.lr=0.01", "model.batchnorm=true", "model.width=8", "trainer.epochs=4", "trainer.batch_size=16",
+        "data.n_samples=200", *QUIET, "study=checkpoints"]
+
+
+def test_checkpoint_and_resume_from_the_command_line_is_bit_identical(mlflow_uri, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, *CKPT, "trainer.checkpoint_every=2", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.run.dir={tmp_path / 'straight'}")
+    assert code == 0, out + err
+    folder = tmp_path / "straight" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch00002.npz", "epoch00004.npz"]
+    with np.load(folder / "epoch00002.npz", allow_pickle=False) as archive:
+        assert int(archive["epoch"]) == 2 and any(k.startswith("optim/") for k in archive.files)
+
+    code, out2, err = main_in_process(monkeypatch, capsys, *CKPT, f"trainer.resume={folder / 'epoch00002.npz'}",
+                                      f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert code == 0, out2 + err
+    assert not (tmp_path / "resumed" / "checkpoints").exists(), "no checkpoints were asked for"
+    straight_id, resumed_id = (line.split("(")[1].split(")")[0] for line in (out, out2) for line in line.splitlines()
+                               if line.startswith("run "))
+    client = MlflowClient(mlflow_uri)
+    straight, resumed = client.get_run(straight_id), client.get_run(resumed_id)
+    assert resumed.info.status == "FINISHED"
+    for key in COMPARED:
+        assert resumed.data.metrics[key] == straight.data.metrics[key], key
+    assert steps(client, resumed_id, "train/loss") == [3, 4], "the resumed run logs the epochs it trained"
+    a = final_params(mlflow_uri, straight_id, tmp_path / "a")
+    b = final_params(mlflow_uri, resumed_id, tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Cluster launchers
+
+
+def test_slurm_launcher_config_composes_and_renders_an_sbatch_script(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    import submitit
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "--cfg", "hydra", "--resolve", "hydra/launcher=slurm",
+                                     "hydra.launcher.partition=cpu", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 0, out + err
+    launcher = yaml.safe_load(out)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["partition"] == "cpu" and launcher["cpus_per_task"] == 2
+    assert "export OMP_NUM_THREADS=2" in launcher["setup"]
+    # what SlurmLauncher.launch hands to submitit (its own key mapping), rendered without a cluster
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k: v for k, v in launcher.items() if k != "_target_"}
+    fake_bin = tmp_path / "bin"  # submitit refuses to build a Slurm executor where no `srun` is on PATH
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})  # refuses unknown keys
+    script = executor._executor._make_submission_file_text("python -m nnresearch.run", "uid")
+    for line in ("#SBATCH --partition=cpu", "#SBATCH --cpus-per-task=2", "#SBATCH --signal=USR2@120", "export OMP_NUM_THREADS=2"):
+        assert line in script, f"{line!r} not in the sbatch script:\n{script}"
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_sweep(mlflow_uri, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "trainer.seed=0,1", *TINY, "study=submitit",
+                                     f"tracking.uri={mlflow_uri}", "hydra/launcher=submitit_local",
+                                     "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 0, out + err
+    parents, children = parents_and_children(mlflow_uri)
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_sweep_on_a_local_ray(mlflow_uri, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher",
+                        reason="hydra-ray-launcher is not in the test extra (it pins cloudpickle<3; joblib>=1.6 needs "
+                               "cloudpickle>=3); see docs/scaling.md")
+    code, output = run_cli("-m", "trainer.seed=0,1", *TINY, "study=ray", f"tracking.uri={mlflow_uri}",
+                           "hydra/launcher=ray_local", "hydra.launcher.ray.init.num_cpus=2",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=400)
+    assert code == 0, output[-4000:]
+    parents, children = parents_and_children(mlflow_uri)
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Hyper-parameter search with Optuna
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")  # optuna 2.x on SQLAlchemy 2
+def test_optuna_search_over_lr_and_width_gets_the_validation_objective(mlflow_uri, tmp_path, monkeypatch, capsys, recwarn):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
+    monkeypatch.chdir(tmp_path)
+    jobs = tmp_path / "jobs.jsonl"
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "hydra/sweeper=optuna_lr_width", "hydra.sweeper.n_trials=4",
+                                     "trainer.epochs=1", "data.n_samples=120", *QUIET, "study=search",
+                                     f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *record_jobs(jobs))
+    assert code == 0, out + err
+    trials = recorded(jobs)
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials), trials
+    values = [t["value"] for t in trials]
+    assert all(math.isfinite(v) for v in values), values
+    parents, children = parents_and_children(mlflow_uri)
+    assert len(parents) == 1 and len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.metrics["val/loss"] for c in children) == sorted(values), "the objective is the final val/loss"
+    for child in children:
+        assert 0.001 <= float(child.data.params["optim.lr"]) <= 1.0
+        assert child.data.params["model.width"] in {"8", "16", "32", "64", "128"}
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == min(values)
+    assert set(best["best_params"]) == {"optim.lr", "model.width"}
+    broken = [str(w.message) for w in recwarn if "Callback" in str(w.message)]
+    assert not broken, f"a Hydra callback failed under the Optuna sweeper: {broken}"
