@@ -81,3 +81,27 @@ def compose():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: builds or starts something heavy (a wheel); deselect with -m 'not slow'")
+
+
+@pytest.fixture
+def main_in_process(monkeypatch, capsys):
+    """`python -m nnresearch.run *args` inside this process, as a function returning (exit code, stdout, stderr)."""
+    import signal
+    import sys
+
+    from nnresearch import run
+
+    def call(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["nnresearch.run", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+        code, handlers = 0, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            run.main()
+        except SystemExit as exit:
+            code = exit.code
+        finally:
+            for signum, handler in handlers.items():  # run.main and Hydra callbacks install their own; restore pytest's
+                signal.signal(signum, handler)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call

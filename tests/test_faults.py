@@ -61,21 +61,6 @@ def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = 
     LEDGER.append((fault, len(runs), lost))
 
 
-def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """`python -m nnresearch.run *args` inside this process: (exit code, stdout, stderr)."""
-    from nnresearch import run
-
-    monkeypatch.setattr(sys, "argv", ["nnresearch.run", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
-    code, handlers = 0, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run.main()
-    except SystemExit as exit:
-        code = exit.code
-    finally:
-        for signum, handler in handlers.items():  # run.main and Hydra callbacks install their own; restore pytest's
-            signal.signal(signum, handler)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def message(err: str) -> str:
@@ -112,12 +97,12 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("mode", ["run", "sweep"])
-def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeypatch, capsys, no_training, mode):
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeypatch, capsys, no_training, mode, main_in_process):
     monkeypatch.chdir(tmp_path)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     args = ["-m", "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"] if mode == "sweep" else []
     started = time.monotonic()
-    code, out, err = main_in_process(monkeypatch, capsys, *args, *SMALL, f"tracking.uri={uri}")
+    code, out, err = main_in_process(*args, *SMALL, f"tracking.uri={uri}")
     elapsed = time.monotonic() - started
     assert code != 0
     assert uri in message(err) and "mlflow server" in message(err), err
@@ -127,7 +112,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("where", ["parent_is_a_file", "read_only_folder"])
-def test_unusable_store_location_names_the_path(tmp_path, monkeypatch, capsys, no_training, where):
+def test_unusable_store_location_names_the_path(tmp_path, monkeypatch, capsys, no_training, where, main_in_process):
     if where == "parent_is_a_file":
         blocker = tmp_path / "results.txt"
         blocker.write_text("a file where the store's folder should be\n")
@@ -140,7 +125,7 @@ def test_unusable_store_location_names_the_path(tmp_path, monkeypatch, capsys, n
         folder.chmod(0o555)
         db = folder / "mlflow.db"
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, f"tracking.uri=sqlite:///{db}")
+    code, out, err = main_in_process(*SMALL, f"tracking.uri=sqlite:///{db}")
     assert code != 0
     assert str(db) in message(err) and "tracking.uri" in message(err), err
     assert not db.exists()
@@ -180,11 +165,11 @@ RESUMED_WITH = {"other_width": ["model.width=16"], "other_optimizer": ["optim=ad
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_unusable_checkpoint_fails_clearly_before_a_run_exists(checkpoint, tmp_path, monkeypatch, capsys, no_training,
-                                                               mlflow_uri, damage):
+                                                               mlflow_uri, damage, main_in_process):
     path = tmp_path / "epoch00001.npz"
     DAMAGE[damage](checkpoint, path)
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, *RESUMED_WITH.get(damage, []), f"trainer.resume={path}",
+    code, out, err = main_in_process(*SMALL, *RESUMED_WITH.get(damage, []), f"trainer.resume={path}",
                                      f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
     record(f"checkpoint {damage}", mlflow_uri)
     assert code != 0
@@ -204,7 +189,7 @@ def test_no_data_option_is_a_file_path():
 # Writes that break mid-run
 
 
-def test_artifact_upload_failing_mid_run_keeps_metrics_and_leaves_no_partial_file(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_artifact_upload_failing_mid_run_keeps_metrics_and_leaves_no_partial_file(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """The upload of params/final.npz breaks (connection reset): the run ends FAILED with every metric."""
     real_log_artifact = MlflowClient.log_artifact
 
@@ -218,7 +203,7 @@ def test_artifact_upload_failing_mid_run_keeps_metrics_and_leaves_no_partial_fil
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
+    code, out, err = main_in_process(*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
                                      f"hydra.run.dir={tmp_path / 'run'}")
     assert code != 0 and "connection reset" in err, err
     (run,) = all_runs(mlflow_uri)
@@ -252,13 +237,13 @@ class _NumpyWithFailingSavez:
         return np.savez(file, **arrays)
 
 
-def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     from nnresearch.nn import network
 
     monkeypatch.setattr(network, "np", _NumpyWithFailingSavez(fail_at=2))  # epoch 1 written, epoch 2 breaks
     monkeypatch.chdir(tmp_path)
     common = [*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}"]
-    code, out, err = main_in_process(monkeypatch, capsys, *common, "trainer.checkpoint_every=1",
+    code, out, err = main_in_process(*common, "trainer.checkpoint_every=1",
                                      f"hydra.run.dir={tmp_path / 'run'}")
     assert code != 0 and "No space left on device" in err, err
     (run,) = all_runs(mlflow_uri)
@@ -270,7 +255,7 @@ def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable
 
     # nothing is lost: resuming from the checkpoint that was written finishes the run as if never stopped
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, *common, f"trainer.resume={folder / 'epoch00001.npz'}",
+    code, out, err = main_in_process(*common, f"trainer.resume={folder / 'epoch00001.npz'}",
                                      f"hydra.run.dir={tmp_path / 'resumed'}")
     assert code == 0, out + err
     import hydra
@@ -286,7 +271,7 @@ def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable
         assert resumed[0].data.metrics[key] == straight.metrics[key], key
 
 
-def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """The first batch of metrics sent mid-run fails (a locked database, a server hiccup after MLflow's
     retries): the run ends FAILED, and every metric logged before the failure is still in the store."""
     real_log_batch = MlflowClient.log_batch
@@ -301,7 +286,7 @@ def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_pa
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch_failing_once)
     monkeypatch.chdir(tmp_path)
     # ~30 numbers per epoch: the first full batch (1000) is sent during training, around epoch 33
-    code, out, err = main_in_process(monkeypatch, capsys, *SMALL, "trainer.epochs=60", f"tracking.uri={mlflow_uri}",
+    code, out, err = main_in_process(*SMALL, "trainer.epochs=60", f"tracking.uri={mlflow_uri}",
                                      f"hydra.run.dir={tmp_path / 'run'}")
     assert failed, "no metrics batch was sent mid-run; raise trainer.epochs"
     assert code != 0 and "injected" in err, err
@@ -314,7 +299,7 @@ def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_pa
         "the batch that failed was dropped instead of kept for the final flush")
 
 
-def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """Ctrl-C (or SIGTERM) arriving while the run writes its last metrics and status, e.g. a second
     Ctrl-C after the first started the clean-up: the run still gets its final status and metrics."""
     real_log_batch = MlflowClient.log_batch
@@ -329,7 +314,7 @@ def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_pa
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(KeyboardInterrupt):  # the interrupt is not lost, only held until the run is ended
-        main_in_process(monkeypatch, capsys, *SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
+        main_in_process(*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
                         f"hydra.run.dir={tmp_path / 'run'}")
     assert sent
     (run,) = all_runs(mlflow_uri)

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from nnresearch.backend import gpu_available, to_numpy
+from nnresearch.backend import to_numpy
 from nnresearch.nn.optim import (
     Adam,
     GradientDescent,
@@ -19,19 +19,6 @@ from nnresearch.nn.optim import (
     make_optimizer,
 )
 from nnresearch.nn.schedules import make_schedule
-
-
-@pytest.fixture(params=["numpy", "array_api_strict", "cupy"])
-def xp(request):
-    if request.param == "numpy":
-        return np
-    if request.param == "cupy":
-        if not gpu_available():
-            pytest.skip("CuPy with a CUDA device is not available")
-        import array_api_compat.cupy
-
-        return array_api_compat.cupy
-    return pytest.importorskip("array_api_strict")
 
 
 def arr(xp, values, dtype="float64"):

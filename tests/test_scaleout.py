@@ -77,21 +77,6 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240) -> tuple[int, str]:
     return process.returncode, log.read_text()
 
 
-def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """`python -m nnresearch.run *args` inside this process: (exit code, stdout, stderr)."""
-    from nnresearch import run
-
-    monkeypatch.setattr(sys, "argv", ["nnresearch.run", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
-    code, handlers = 0, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run.main()
-    except SystemExit as exit:
-        code = exit.code
-    finally:
-        for signum, handler in handlers.items():  # run.main and Hydra callbacks install their own; restore pytest's
-            signal.signal(signum, handler)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class RecordJobs(Callback):
@@ -274,7 +259,7 @@ def hashes_by_seed(compose, seeds) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monkeypatch, capsys, compose):
+def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monkeypatch, capsys, compose, main_in_process):
     db = tmp_path / "mlflow.db"
     log = tmp_path / "sweep1.log"
     process = popen("-m", *RESUME, f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep1'}", cwd=tmp_path, log=log)
@@ -299,7 +284,7 @@ def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monke
 
     # the same sweep again (its own sweep directory, so its own parent)
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, "-m", *RESUME, f"tracking.uri={mlflow_uri}",
+    code, out, err = main_in_process("-m", *RESUME, f"tracking.uri={mlflow_uri}",
                                      f"hydra.sweep.dir={tmp_path / 'sweep2'}")
     assert code == 0, out + err
     skipped_names = re.findall(r"^skipped (\S+): .*already finished as run ([0-9a-f]{32})", out, flags=re.MULTILINE)
@@ -320,7 +305,7 @@ def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monke
         assert client.get_run(run.info.run_id).info.status == "KILLED"
 
     # tracking.skip_finished=never runs a finished config again
-    code, out, err = main_in_process(monkeypatch, capsys, "-m", *[o for o in RESUME if not o.startswith("trainer.seed")],
+    code, out, err = main_in_process("-m", *[o for o in RESUME if not o.startswith("trainer.seed")],
                                      "trainer.seed=0", "tracking.skip_finished=never", f"tracking.uri={mlflow_uri}",
                                      f"hydra.sweep.dir={tmp_path / 'sweep3'}")
     assert code == 0, out + err
@@ -337,7 +322,7 @@ def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monke
 # 3. Crash safety at the sweep level
 
 
-def test_failing_job_ends_failed_and_the_sweep_goes_on(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_failing_job_ends_failed_and_the_sweep_goes_on(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """An exception in the second of three jobs: that run FAILED with its metrics so far, the others FINISHED."""
     real_train = experiment.train
     calls = []
@@ -355,7 +340,7 @@ def test_failing_job_ends_failed_and_the_sweep_goes_on(mlflow_uri, tmp_path, mon
 
     monkeypatch.setattr(experiment, "train", train_failing_in_second_job)
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, "-m", "trainer.seed=0,1,2", "trainer.epochs=4", "data.n_samples=120",
+    code, out, err = main_in_process("-m", "trainer.seed=0,1,2", "trainer.epochs=4", "data.n_samples=120",
                                      *QUIET, "study=failing_sweep", f"tracking.uri={mlflow_uri}",
                                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code != 0, "a sweep with a failed job must exit non-zero"
@@ -422,9 +407,9 @@ CKPT = ["optim=adam", "optim.lr=0.01", "model.batchnorm=true", "model.width=8", 
         "data.n_samples=200", *QUIET, "study=checkpoints"]
 
 
-def test_checkpoint_and_resume_from_the_command_line_is_bit_identical(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_checkpoint_and_resume_from_the_command_line_is_bit_identical(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, *CKPT, "trainer.checkpoint_every=2", f"tracking.uri={mlflow_uri}",
+    code, out, err = main_in_process(*CKPT, "trainer.checkpoint_every=2", f"tracking.uri={mlflow_uri}",
                                      f"hydra.run.dir={tmp_path / 'straight'}")
     assert code == 0, out + err
     folder = tmp_path / "straight" / "checkpoints"
@@ -432,7 +417,7 @@ def test_checkpoint_and_resume_from_the_command_line_is_bit_identical(mlflow_uri
     with np.load(folder / "epoch00002.npz", allow_pickle=False) as archive:
         assert int(archive["epoch"]) == 2 and any(k.startswith("optim/") for k in archive.files)
 
-    code, out2, err = main_in_process(monkeypatch, capsys, *CKPT, f"trainer.resume={folder / 'epoch00002.npz'}",
+    code, out2, err = main_in_process(*CKPT, f"trainer.resume={folder / 'epoch00002.npz'}",
                                       f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert code == 0, out2 + err
     assert not (tmp_path / "resumed" / "checkpoints").exists(), "no checkpoints were asked for"
@@ -455,12 +440,12 @@ def test_checkpoint_and_resume_from_the_command_line_is_bit_identical(mlflow_uri
 # 6. Cluster launchers
 
 
-def test_slurm_launcher_config_composes_and_renders_an_sbatch_script(monkeypatch, capsys, tmp_path):
+def test_slurm_launcher_config_composes_and_renders_an_sbatch_script(monkeypatch, capsys, tmp_path, main_in_process):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     import submitit
 
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, "--cfg", "hydra", "--resolve", "hydra/launcher=slurm",
+    code, out, err = main_in_process("--cfg", "hydra", "--resolve", "hydra/launcher=slurm",
                                      "hydra.launcher.partition=cpu", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code == 0, out + err
     launcher = yaml.safe_load(out)["hydra"]["launcher"]
@@ -487,10 +472,10 @@ def test_slurm_launcher_config_composes_and_renders_an_sbatch_script(monkeypatch
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_runs_a_sweep(mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_submitit_local_launcher_runs_a_sweep(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, "-m", "trainer.seed=0,1", *TINY, "study=submitit",
+    code, out, err = main_in_process("-m", "trainer.seed=0,1", *TINY, "study=submitit",
                                      f"tracking.uri={mlflow_uri}", "hydra/launcher=submitit_local",
                                      "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code == 0, out + err
@@ -519,11 +504,11 @@ def test_ray_launcher_runs_a_sweep_on_a_local_ray(mlflow_uri, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")  # optuna 2.x on SQLAlchemy 2
-def test_optuna_search_over_lr_and_width_gets_the_validation_objective(mlflow_uri, tmp_path, monkeypatch, capsys, recwarn):
+def test_optuna_search_over_lr_and_width_gets_the_validation_objective(mlflow_uri, tmp_path, monkeypatch, capsys, recwarn, main_in_process):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
     monkeypatch.chdir(tmp_path)
     jobs = tmp_path / "jobs.jsonl"
-    code, out, err = main_in_process(monkeypatch, capsys, "-m", "hydra/sweeper=optuna_lr_width", "hydra.sweeper.n_trials=4",
+    code, out, err = main_in_process("-m", "hydra/sweeper=optuna_lr_width", "hydra.sweeper.n_trials=4",
                                      "trainer.epochs=1", "data.n_samples=120", *QUIET, "study=search",
                                      f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *record_jobs(jobs))
     assert code == 0, out + err
