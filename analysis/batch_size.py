@@ -9,16 +9,12 @@ final network, evaluated on the whole training and validation splits. Mean and 9
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
-from nnresearch.data import load_dataset
 from nnresearch.train import evaluate
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
 
 
 def final_fit(study: Study, run) -> dict[str, float]:
@@ -27,9 +23,7 @@ def final_fit(study: Study, run) -> dict[str, float]:
     The logged train/* metrics are running averages over an epoch's batches, taken before each step,
     which flatters no one equally across batch sizes; this evaluates every run the same way.
     """
-    data = load_dataset(run["params.data.name"], seed=int(run["params.data.seed"]), n_samples=int(run["params.data.n_samples"]),
-                        noise=float(run["params.data.noise"]), val_fraction=float(run["params.data.val_fraction"]),
-                        test_fraction=float(run["params.data.test_fraction"]))
+    data = study.dataset(run["run_id"])
     network = study.network(run["run_id"])
     dtype = network.params()["W1"].dtype
     out = {}

@@ -11,19 +11,12 @@ dashed = MSE; otherwise mean and 95% band over seeds.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 
 TARGET = 0.9
 EARLY = 5  # epochs of the gradient panel
 HEADS = {"sigmoid_bce": ("BCE", "-"), "sigmoid_mse": ("MSE", "--")}
-
-
-def log_band(frame, by):
-    """mean_band of log10(value), back on the original scale: a geometric mean and a band that stays positive."""
-    band = mean_band(frame.assign(value=np.log10(frame["value"])), by, "value")
-    return band.assign(**{c: 10.0 ** band[c] for c in ("mean", "lo", "hi")})
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
@@ -40,7 +33,8 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         name, style = HEADS[head]
         color = f"C{stds.index(std)}"
         gradient = rows[(rows["metric"] == "grad_norm/layer1") & (rows["step"] <= EARLY)]
-        plot_band(grad_ax, log_band(gradient, ["step"]), "step", f"{name}, std {std:g}", color=color, linestyle=style)
+        plot_band(grad_ax, mean_band(gradient, ["step"], "value", log=True), "step", f"{name}, std {std:g}",
+                  color=color, linestyle=style)
         band = mean_band(rows[rows["metric"] == "val/acc"], ["step"], "value")
         plot_band(acc_ax, band, "step", f"{name}, std {std:g}", color=color, linestyle=style, markersize=3)
     for head, (name, style) in HEADS.items():

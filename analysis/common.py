@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from nnresearch import results, ui  # noqa: E402
 from nnresearch.tracking import PARENT_RUN_TAG, resolve_uri  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
 
 
 @dataclass(frozen=True)
@@ -92,19 +94,26 @@ class Study:
         with np.load(self.artifact(run_id, f"params/{which}.npz"), allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
 
+    def config(self, run_id: str) -> Any:
+        """The run's validated config (`nnresearch.config.Config`), from its `config.yaml` artifact."""
+        from nnresearch.config import Config, validate
+
+        resolved = OmegaConf.load(self.artifact(run_id, "config.yaml"))
+        return validate(OmegaConf.merge(OmegaConf.structured(Config), resolved))
+
+    def dataset(self, run_id: str) -> Any:
+        """The data set the run trained on, rebuilt exactly as the run built it."""
+        from nnresearch.experiment import load_data
+
+        return load_data(self.config(run_id))
+
     def network(self, run_id: str, which: str = "final") -> Any:
         """The run's trained network, rebuilt from its logged config and parameters."""
         from nnresearch import backend
-        from nnresearch.config import Config, validate
-        from nnresearch.data import load_dataset
-        from nnresearch.experiment import build_network
+        from nnresearch.experiment import build_network, load_data
 
-        resolved = OmegaConf.load(self.artifact(run_id, "config.yaml"))
-        cfg = validate(OmegaConf.merge(OmegaConf.structured(Config), resolved))
-        data = load_dataset(cfg.data.name, seed=cfg.data.seed, n_samples=cfg.data.n_samples, noise=cfg.data.noise,
-                            n_classes=cfg.data.n_classes,
-                            **({"compositions": cfg.data.compositions} if cfg.data.compositions is not None else {}))
-        network = build_network(cfg, data, np, backend.make_rng(0))
+        cfg = self.config(run_id)
+        network = build_network(cfg, load_data(cfg), np, backend.make_rng(0))
         network.load_state(self.final_params(run_id, which))
         return network
 

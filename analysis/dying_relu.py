@@ -10,22 +10,16 @@ no final parameters and are counted apart.
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
-from nnresearch.data import load_dataset
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
 
 
 def dead_and_frozen(study: Study, run) -> dict[str, float]:
     """Fractions of hidden units that are dead on the training split, and that never moved."""
-    data = load_dataset(run["params.data.name"], seed=int(run["params.data.seed"]), n_samples=int(run["params.data.n_samples"]),
-                        noise=float(run["params.data.noise"]), val_fraction=float(run["params.data.val_fraction"]),
-                        test_fraction=float(run["params.data.test_fraction"]))
+    data = study.dataset(run["run_id"])
     network = study.network(run["run_id"])
     network.forward(data.X_train.astype(network.params()["W1"].dtype))
     hidden = network.units[:-1]

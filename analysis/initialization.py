@@ -27,12 +27,6 @@ def _layer(frame, prefix):
     return frame
 
 
-def log_band(frame, by):
-    """mean_band of log10(value), back on the original scale: a geometric mean and a band that stays positive."""
-    band = mean_band(frame.assign(value=np.log10(frame["value"])), by, "value")
-    return band.assign(**{c: 10.0 ** band[c] for c in ("mean", "lo", "hi")})
-
-
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs = study.runs
     deepest = int(runs["params.model.depth"].max())
@@ -50,13 +44,13 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         for init in INITS[1:]:
             rows = act_std[(act_std["params.model.activation"] == activation) & (act_std["params.model.init"] == init)]
             if not rows.empty:
-                plot_band(ax, log_band(rows, ["layer"]), "layer", LABEL[init])
+                plot_band(ax, mean_band(rows, ["layer"], "value", log=True), "layer", LABEL[init])
         ax.set(yscale="log", xlabel="hidden layer l", ylabel="std of A[l] at initialization",
                title=f"{activation}, depth {deepest}: activation std by layer")
         ax.legend()
     loss = history[history["metric"] == "train/loss"]
     for (activation, init), rows in loss.groupby(["params.model.activation", "params.model.init"]):
-        plot_band(axes[1, 0], log_band(rows, ["step"]), "step", f"{activation} {LABEL[init]}",
+        plot_band(axes[1, 0], mean_band(rows, ["step"], "value", log=True), "step", f"{activation} {LABEL[init]}",
                   linestyle="-" if activation == "relu" else "--", markersize=3)
     axes[1, 0].set(yscale="log", xlabel="epoch", ylabel="training loss",
                    title=f"depth {deepest}: loss (a curve that stops = diverged)")

@@ -9,16 +9,11 @@ float32 round-off for linear nets, O(1) for ReLU nets (which do not collapse). M
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
-from omegaconf import OmegaConf
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
-from nnresearch.data import load_dataset
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
 
 
 def collapse(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -42,9 +37,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs = study.runs
     diverged = runs["tags.diverged"].eq("true") if "tags.diverged" in runs else runs["run_id"].isna()
     runs = runs[~diverged].copy()  # a diverged run has no final parameters
-    d = OmegaConf.load(study.artifact(runs["run_id"].iloc[0], "config.yaml")).data  # one data set for every run
-    data = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, noise=d.noise, val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, standardize=d.standardize)
+    data = study.dataset(runs["run_id"].iloc[0])  # one data set for every run
     X = np.concatenate([data.X_train, data.X_val], axis=1)
     runs["residual"] = [residual(study, run_id, X) for run_id in runs["run_id"]]
     runs["kind"] = np.where(runs["params.model.depth"] == 0, "logistic", runs["params.model.activation"])
@@ -59,7 +52,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         plot_band(right, mean_band(rows[rows["kind"] == activation], ["params.model.depth"], "residual"), "params.model.depth",
                   f"{activation} hidden layers")
     left.axhline(logistic["metrics.val/acc"].mean(), color="grey", linestyle=":", label="logistic regression (depth 0)")
-    left.set(xlabel="hidden layers", ylabel="final validation accuracy", title=f"{d.name}: accuracy against depth")
+    left.set(xlabel="hidden layers", ylabel="final validation accuracy", title=f"{data.name}: accuracy against depth")
     right.set(yscale="log", xlabel="hidden layers", ylabel="max |z[L](x) - (W_eff x + b_eff)|",
               title="does the net equal one affine map? (float32)")
     left.legend(), right.legend()

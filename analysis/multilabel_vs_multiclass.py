@@ -11,21 +11,18 @@ negative; the left panel does not.
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 from nnresearch.data import load_dataset
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 HEADS = ("sigmoid_bce", "softmax_ce")
 
 
 def val_accuracy(study: Study, run) -> float:
     """Per-label accuracy at 0.5 against the multi-hot labels (multi-label), argmax accuracy otherwise."""
-    data = load_dataset(run["params.data.name"], seed=int(run["params.data.seed"]))
+    data = study.dataset(run["run_id"])
     network = study.network(run["run_id"])
     A = np.asarray(network.forward(data.X_val))
     if data.task == "multilabel":

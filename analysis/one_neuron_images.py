@@ -11,14 +11,11 @@ blue: for "square").
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 SHAPE = (64, 64, 3)  # images64 flattens row, column, channel
 
 

@@ -11,15 +11,12 @@ dotted line is the same number for the standardized training images themselves.
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, study_main
 from nnresearch.data import load_dataset
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 SIDE = 8
 
 

@@ -9,25 +9,18 @@ Right: final validation accuracy of the runs that stayed finite. Mean and 95% ba
 
 from __future__ import annotations
 
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
-from omegaconf import OmegaConf
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
-from nnresearch.data import load_dataset
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
 EXP_OVERFLOW = float(np.log(np.finfo(np.float32).max))  # 88.72
 HEADS = {"softmax_ce": "shifted softmax", "naive_softmax_ce": "naive softmax"}
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs = study.runs.copy()
-    d = OmegaConf.load(study.artifact(runs["run_id"].iloc[0], "config.yaml")).data  # one data set for every run
-    X = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, val_fraction=d.val_fraction,
-                     test_fraction=d.test_fraction, standardize=d.standardize).X_train
+    X = study.dataset(runs["run_id"].iloc[0]).X_train  # one data set for every run
     init = [study.final_params(run_id, "init") for run_id in runs["run_id"]]
     logits = [p["W1"].astype(np.float64) @ X + p["b1"] for p in init]
     runs["max_logit"], runs["top_logit"] = [float(np.abs(z).max()) for z in logits], [float(z.max()) for z in logits]

@@ -11,15 +11,12 @@ sawtooth's 2^k. Right: the learned sawtooth functions of seed 0 against the targ
 from __future__ import annotations
 
 import json
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 from nnresearch.data import load_dataset, tent_power
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 GRID = 20_001
 DEFAULT_COMPOSITIONS = 4  # data=sawtooth's own default (data.compositions null)
 

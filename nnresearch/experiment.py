@@ -119,7 +119,8 @@ def _device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Split
     return splits, cast(data.X_test), targets(data.Y_test)
 
 
-def _load(cfg: Config) -> Dataset:
+def load_data(cfg: Config) -> Dataset:
+    """The data set `cfg.data` describes, split, scaled and (for the inductive-bias study) permuted."""
     d = cfg.data
     data = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, noise=d.noise, n_classes=d.n_classes,
                         val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize,
@@ -138,7 +139,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
     """
-    data = _load(cfg)
+    data = load_data(cfg)
     xp = backend.select(cfg.trainer.device)
     dtype = backend.dtype_of(xp, cfg.trainer.dtype)
     rng = backend.make_rng(cfg.trainer.seed)

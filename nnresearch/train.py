@@ -147,7 +147,8 @@ def _train_epoch(network: Network, data: Splits, optimizer: Any, schedule: Calla
         size = Xb.shape[-1]
         total_loss += J * size
         accuracy = network.accuracy(Yb)
-        total_correct += 0.0 if accuracy is None else float(accuracy) * size
+        if accuracy is not None:  # summed on the device; one transfer at the end of the epoch
+            total_correct = total_correct + accuracy * size
         seen += size
         grads = network.grads()
         if options.clip_norm is not None:
@@ -163,7 +164,7 @@ def _train_epoch(network: Network, data: Splits, optimizer: Any, schedule: Calla
             diagnostics = layer_diagnostics(network, before)
     metrics = {"train/loss": total_loss / seen, "lr": lr} | diagnostics
     if network.head.accuracy is not None:
-        metrics["train/acc"] = total_correct / seen
+        metrics["train/acc"] = float(total_correct) / seen
     return metrics, step
 
 

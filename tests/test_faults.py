@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import tempfile
 import time
 import traceback
