@@ -13,13 +13,16 @@ import sys
 import threading
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from nnresearch.startup import frozen_imports
 
-from nnresearch.config import Config, register, validate
-from nnresearch.paths import CONFIG_DIR
+with frozen_imports():  # the heavier imports in main() freeze everything imported by then
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from nnresearch.config import Config, register, validate
+    from nnresearch.paths import CONFIG_DIR
 
 register()
 
@@ -82,9 +85,9 @@ def _terminate(signum: int, frame: object) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> float:
     # Imported here, not at the top: MLflow and scikit-learn take seconds to import and --help needs neither.
-    from nnresearch import tracking
-    from nnresearch.experiment import already_finished, execute
-
+    with frozen_imports():
+        from nnresearch import tracking
+        from nnresearch.experiment import already_finished, execute
 
     cfg = validate(dict_cfg)
     hydra_cfg = HydraConfig.get()
