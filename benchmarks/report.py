@@ -30,6 +30,35 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def _harness(h: dict[str, Any]) -> list[str]:
+    """The harness part: one table per workload, the first workload judged against the targets."""
+    t = h["targets"]
+    lines = ["## Harness against the bare core loop", "",
+             f"Targets on the first workload: harness (execute_on) / bare <= {t['harness_over_bare']:.2f}, tracking on / "
+             f"off <= {t['tracking_on_over_off']:.2f}. `bare` = the core's forward/backward/update over the same batches "
+             "plus the evaluations the run reports (train and val cost at initialization, val cost every epoch, test "
+             "cost at the end); `bare_steps` = the updates alone. Best of interleaved rounds (median beside it); BLAS "
+             f"on {h.get('blas_threads')} thread (see benchmarks/harness.py).", ""]
+    for w in h["workloads"].values():
+        v, r = w["variants"], w["ratios"]
+        lines += [f"### {w['label']}: {w['about']}", "",
+                  f"`python -m nnresearch.run {' '.join(w['overrides'])}`; execute_on logs into a "
+                  f"{'copy of an existing' if w.get('store') == 'existing' else 'new'} SQLite store.", ""]
+        rows = [[name, _s(e.get("min_s")), _s(e.get("median_s")), _s(e.get("first_run_s")), _x(e.get("over_bare")),
+                 _x(e.get("val_loss"), 6)] for name, e in v.items()]
+        lines += _table(["variant", "best", "median", "first run", "/ bare", "final val loss"], rows)
+        cost, values = w.get("tracking_cost_s"), w.get("logged_values")
+        lines += [f"harness / bare = **{_x(r.get('harness_over_bare'))}** (median {_x(r.get('harness_over_bare_median'))}); "
+                  f"tracking on / off = **{_x(r.get('tracking_on_over_off'))}** (median "
+                  f"{_x(r.get('tracking_on_over_off_median'))}); tracking costs {_s(cost)} per run for "
+                  f"{values if values is not None else '–'} logged metric values.", ""]
+        lines += [f"- **{name} failed**: `{error.splitlines()[-1]}`" for name, error in w.get("errors", {}).items()]
+        lines += [""] if w.get("errors") else []
+    verdict = h.get("verdict", {})
+    lines += ["Targets: " + ", ".join(f"{key} {'met' if ok else 'NOT met'}" for key, ok in verdict.items()) + ".", ""]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta, env = results["meta"], results["meta"]["environment"]
     lines = [f"# nnresearch benchmark{' (smoke)' if meta['smoke'] else ''}", "",
@@ -67,19 +96,7 @@ def markdown(results: dict[str, Any]) -> str:
                   f"of the matmul peak (target >= 0.85); its own GEMMs alone reach "
                   f"{_x(widest['peak_fraction'].get('gemm_only'))}.", ""]
     if "harness" in results:
-        h = results["harness"]
-        w = h.get("workload", {})
-        lines += ["## Harness against the bare core loop", "",
-                  f"{w.get('data')} MLP depth {w.get('depth')} width {w.get('width')}, {w.get('epochs')} epochs, batch "
-                  f"{w.get('batch_size')}; every variant loads the data and builds the network "
-                  f"(data load alone: {_s(h.get('data_load_s'))}); execute_on logs into a "
-                  f"{'copy of an existing' if h.get('store') == 'existing' else 'new'} SQLite store. Median over "
-                  "interleaved repeats after a first run (imports, caches).", ""]
-        rows = [[name, _s(v.get("median_s")), _s(v.get("first_run_s")), _x(v.get("ratio_to_bare")), _x(v.get("val_loss"), 4)]
-                for name, v in h.get("variants", {}).items()]
-        lines += _table(["variant", "median", "first run", "/ bare", "final val loss"], rows)
-        lines += [f"- **{name} failed**: `{error.splitlines()[-1]}`" for name, error in h.get("errors", {}).items()]
-        lines += [""] if h.get("errors") else []
+        lines += _harness(results["harness"])
     if "sweep" in results:
         sw = results["sweep"]
         lines += [f"## Sweep throughput ({sw.get('runs')} runs)", ""]

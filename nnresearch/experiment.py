@@ -104,7 +104,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits, Any, Any]:
+def device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits, Any, Any]:
     """Train/val splits and the test split on the device; multi-hot targets become distributions for a softmax head."""
     def cast(a: np.ndarray) -> Any:
         return xp.asarray(np.ascontiguousarray(a), dtype=dtype)
@@ -144,7 +144,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     dtype = backend.dtype_of(xp, cfg.trainer.dtype)
     rng = backend.make_rng(cfg.trainer.seed)
     network = build_network(cfg, data, xp, rng)
-    splits, X_test, Y_test = _device_splits(data, xp, dtype, network.head.name)
+    splits, X_test, Y_test = device_splits(data, xp, dtype, network.head.name)
     o = cfg.optim
     optimizer = make_optimizer(o.name, **_optimizer_options(o))
     steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
@@ -169,8 +169,9 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
         tags[tracking.SWEEP_ID_TAG] = sweep_id
     history = MemorySink()
     with open_tracking(cfg, name, tags, parent_run_id) as mlflow_sink:
-        mlflow_sink.log_params(tracking.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()})
-        mlflow_sink.log_params({f"dataset.{k}": v for k, v in data.describe().items()} | {"model.parameters": network.parameter_count()})
+        mlflow_sink.log_params(tracking.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()}
+                               | {f"dataset.{k}": v for k, v in data.describe().items()}
+                               | {"model.parameters": network.parameter_count()})
         mlflow_sink.log_dict(asdict(cfg), "config.yaml")
         mlflow_sink.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
         mlflow_sink.log_arrays(_host_state(network), "params/init.npz")

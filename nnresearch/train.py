@@ -116,7 +116,7 @@ def train(
     for epoch in bar:
         probe = (epoch + 1) % options.probe_every == 0 or epoch + 1 == options.epochs
         metrics, step = _train_epoch(network, data, optimizer, schedule, options, rng, step, probe)
-        metrics |= {"time_s": time.perf_counter() - started, "epoch": epoch + 1}
+        metrics["time_s"] = time.perf_counter() - started
         if (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs:
             metrics |= _prefixed("val", evaluate(network, data.X_val, data.Y_val, step))
         if probe and options.gradient_noise:

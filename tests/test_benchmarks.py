@@ -1,6 +1,7 @@
 """The benchmark itself runs and writes what it promises (never its timings: the machine is shared).
 
-The smoke mode of the training-step and FLOP parts runs in-process, with PyTorch reported as
+The smoke mode runs in-process (its sweep and start-up parts start `python -m nnresearch.run`
+subprocesses, as a user would); in the step part PyTorch is reported as
 unavailable so the test means the same with and without the optional `bench` extra installed.
 """
 
@@ -56,3 +57,28 @@ def test_smoke_step_part_writes_json_markdown_and_plot(tmp_path, monkeypatch):
 def test_unknown_part_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit):
         run.main(["--parts", "step,nonsense", "--out", str(tmp_path)])
+
+
+def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_path):
+    results = run.main(["--smoke", "--parts", "harness,sweep,startup", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "results.json").read_text())
+    markdown = (tmp_path / "results.md").read_text()
+    assert "Harness against the bare core loop" in markdown and "Sweep throughput" in markdown and "Start-up" in markdown
+
+    (workload,) = written["harness"]["workloads"].values()
+    assert workload["errors"] == {}
+    variants = workload["variants"]
+    assert set(variants) == {"bare_steps", "bare", "train_memory", "execute_off", "execute_on"}
+    # every variant computed the same numbers: the bare loop really does the run's work
+    assert len({v["val_loss"] for v in variants.values()}) == 1
+    assert all(v["min_s"] > 0 and v["median_s"] >= v["min_s"] for v in variants.values())
+    assert workload["logged_values"] > 0 and workload["store"] == "existing"
+    assert workload["ratios"]["harness_over_bare"] == pytest.approx(variants["execute_on"]["min_s"] / variants["bare"]["min_s"])
+    assert set(written["harness"]["verdict"]) == {"harness_over_bare", "tracking_on_over_off"}
+
+    basic = written["sweep"]["basic"]
+    assert "error" not in basic and basic["runs_per_minute"] > 0
+    timed = {name: v for name, v in written["startup"].items() if isinstance(v, dict) and "command" in v}
+    assert {"python_pass", "run_help", "default_run_existing_store"} <= set(timed)
+    assert all("error" not in v and v["median_s"] > 0 for v in timed.values())
+    assert results["harness"]["workloads"]["smoke"]["label"] == "smoke"
