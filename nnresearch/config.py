@@ -99,7 +99,8 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    """MLflow: `uri` None is MLflow's default store, ./mlflow.db; an http URI is a tracking server.
+    """MLflow: `uri` None is `$MLFLOW_TRACKING_URI` if set, else MLflow's default store ./mlflow.db;
+    an http URI is a tracking server.
 
     `skip_finished`: a job whose identical config (same `config_hash` tag) already FINISHED in the
     experiment is skipped in `sweeps` (the default: re-running a sweep resumes it), `always`, or

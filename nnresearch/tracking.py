@@ -7,7 +7,8 @@ only sees the `nnresearch.sinks.Sink` protocol (`log_metrics`, `set_tags`).
 Choices that matter for multirun sweeps:
 
 - URIs are made absolute (`resolve_uri`), so Hydra changing the working directory or a joblib
-  worker starting elsewhere never moves the store. The default is MLflow 3's `sqlite:///mlflow.db`.
+  worker starting elsewhere never moves the store. The default is `MLFLOW_TRACKING_URI` if set, else
+  MLflow 3's `sqlite:///mlflow.db`.
 - A fresh SQLite store is created under a file lock (`ensure_store`): MLflow's schema migrations
   race when several processes create the same database at once.
 - Runs are created with `MlflowClient`, never the fluent `mlflow.start_run`, so no "active run"
@@ -76,14 +77,17 @@ _READY_STORES: set[str] = set()
 
 
 def resolve_uri(uri: str | None = None) -> str:
-    """The absolute tracking URI for `uri` (None or "" means MLflow 3's `sqlite:///mlflow.db`).
+    """The absolute tracking URI for `uri`.
+
+    None or "" means the environment's `MLFLOW_TRACKING_URI` (as for every MLflow tool) when it is
+    set, else MLflow 3's default `sqlite:///mlflow.db`.
 
     `sqlite:///relative.db` and `file:relative` are made absolute against the current working
     directory; `http(s)://` URIs pass through (without a trailing slash); other `scheme://` URIs
     (postgresql, mysql, databricks) pass through untouched.
     """
     if uri is None or uri == "":
-        uri = DEFAULT_URI
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     if not isinstance(uri, str):
         raise TypeError(f"tracking uri must be a string or None, got {type(uri).__name__}: {uri!r}")
     if uri.startswith("sqlite:"):

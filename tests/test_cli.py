@@ -88,6 +88,18 @@ def test_default_run_from_another_directory(tmp_path, mlflow_uri):
     assert run.info.artifact_uri.startswith(tmp_path.as_uri()), run.info.artifact_uri
 
 
+def test_mlflow_tracking_uri_chooses_the_store_when_no_uri_is_given(tmp_path, monkeypatch, main_in_process,
+                                                                    mlflow_template_db):
+    db = tmp_path / "team.db"
+    shutil.copyfile(mlflow_template_db, db)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    code, out, err = main_in_process(*QUICK, "trainer.epochs=1")
+    assert code == 0, err
+    assert f"--uri sqlite:///{db}" in out
+    assert count_runs(db) == 1 and not (tmp_path / "mlflow.db").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # 4. A multirun: one parent run, one child per job
 

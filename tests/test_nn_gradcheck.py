@@ -92,6 +92,14 @@ def test_softmax_regression_gradients():
     assert_passes(gradient_check(network, X, Y), network)
 
 
+@pytest.mark.parametrize("m", [2, 12])
+def test_dense_gradients_whichever_array_carries_the_one_over_m(xp, m):
+    # m=2 < n[l-1]: the 1/m scales delta before the product; m=12 >= n[l-1]: it scales dW after it
+    network = mlp(Builder(xp, xp.float64, np.random.default_rng(0), activation="tanh"), [8, 10, 3], "softmax_ce")
+    X, Y = batch("softmax_ce", xp, np.random.default_rng(1), n_in=8, n_out=3, m=m)
+    assert_passes(gradient_check(network, X, Y), network)
+
+
 @pytest.mark.parametrize(("kind", "activation", "head"), [
     ("mlp_batchnorm", "tanh", "softmax_ce"),
     ("residual_mlp", "gelu", "sigmoid_bce"),

@@ -48,6 +48,7 @@ def get_run(uri: str, run_id: str):
 
 def test_resolve_uri_makes_local_stores_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
     assert tracking.resolve_uri("sqlite:///runs/a.db") == f"sqlite:///{tmp_path}/runs/a.db"
     assert tracking.resolve_uri("sqlite:////srv/m.db?timeout=9") == "sqlite:////srv/m.db?timeout=9"
@@ -55,6 +56,16 @@ def test_resolve_uri_makes_local_stores_absolute(tmp_path, monkeypatch):
     assert tracking.resolve_uri("http://host:5000/") == "http://host:5000"
     assert tracking.resolve_uri("postgresql://u@h/db") == "postgresql://u@h/db"
 
+
+
+def test_no_uri_means_mlflow_tracking_uri_when_it_is_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///team/runs.db")
+    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/team/runs.db"
+    assert tracking.resolve_uri("") == f"sqlite:///{tmp_path}/team/runs.db"
+    assert tracking.resolve_uri("sqlite:///mine.db") == f"sqlite:///{tmp_path}/mine.db"  # an explicit uri wins
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
 
 @pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns"])
 def test_resolve_uri_refuses_unusable_uris(bad):

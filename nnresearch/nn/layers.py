@@ -60,7 +60,11 @@ class Dense:
 
     def backward_pre_activation(self, dZ_act: Array, input_grad: bool = True) -> Array | None:
         """From dL/d(input of g): dW = delta A[l-1]^T / m, db = (1/m) sum_i delta^(i); returns W^T delta
-        (None with `input_grad=False`)."""
+        (None with `input_grad=False`).
+
+        The 1/m goes on the smaller of delta `(n[l], m)` and the product `(n[l], n[l-1])`: for wide
+        layers a pass over dW costs more than a scaled copy of delta.
+        """
         xp = namespace(dZ_act)
         m = dZ_act.shape[1]
         if self.norm is None:
@@ -68,8 +72,11 @@ class Dense:
             self.grads["b"] = xp.sum(self.delta, axis=1, keepdims=True) / m
         else:
             self.delta, self.grads["gamma"], self.grads["beta"] = self.norm.backward(dZ_act, self.params["gamma"])
-        dW = self.delta @ self.A_prev.T
-        dW /= m  # in place: a second (n[l], n[l-1]) temporary costs a pass and fresh pages every step
+        if m < self.A_prev.shape[0]:
+            dW = (self.delta / m) @ self.A_prev.T
+        else:
+            dW = self.delta @ self.A_prev.T
+            dW /= m  # in place: a second (n[l], n[l-1]) temporary costs a pass and fresh pages every step
         self.grads["W"] = dW
         return self.params["W"].T @ self.delta if input_grad else None
 
