@@ -33,7 +33,9 @@ RELU_FAMILY = ("relu", "leaky_relu")
 
 
 def _norm(xp: Any, x: Array) -> float:
-    return math.sqrt(float(xp.sum(x * x)))
+    """||x||_F as sqrt(x . x): one dot product (BLAS on NumPy), no squared temporary."""
+    flat = xp.reshape(x, (-1,))
+    return math.sqrt(float(xp.vecdot(flat, flat)))
 
 
 def _per_unit(x: Array) -> Array:

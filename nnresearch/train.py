@@ -60,7 +60,7 @@ def batches(m: int, batch_size: int | None, rng: np.random.Generator, xp: Any) -
     """Index arrays of one epoch: a fresh permutation of range(m) cut into batches."""
     order = backend.permutation(rng, m, xp)
     starts = batch_starts(m, batch_size)
-    return [order[start:start + starts.step] for start in starts]
+    return [order[start:min(start + starts.step, m)] for start in starts]  # the Array API leaves stops past the end unspecified
 
 
 def evaluate(network: Network, X: Array, Y: Array, step: int = 0) -> dict[str, float]:

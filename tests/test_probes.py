@@ -1,0 +1,83 @@
+"""Per-layer diagnostics (`nnresearch.probes`) against their definitions, recomputed in float64 NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnresearch.backend import to_numpy
+from nnresearch.nn.architectures import Builder, Init, mlp
+from nnresearch.nn.optim import make_optimizer
+from nnresearch.probes import gradient_noise, layer_diagnostics
+
+SIZES = [5, 7, 6, 3]
+M = 9
+
+
+def network_and_batch(xp, activation: str, init: Init = Init("xavier_normal"), seed: int = 0):
+    network = mlp(Builder(xp, xp.float32, np.random.default_rng(seed), init, activation), SIZES, "softmax_ce")
+    rng = np.random.default_rng(seed + 1)
+    X = xp.asarray(rng.normal(size=(SIZES[0], M)), dtype=xp.float32)
+    Y = xp.asarray(np.eye(SIZES[-1])[:, rng.integers(0, SIZES[-1], M)], dtype=xp.float32)
+    return network, X, Y
+
+
+def host(x) -> np.ndarray:
+    return to_numpy(x).astype(np.float64)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_every_metric_matches_its_definition(xp, activation):
+    network, X, Y = network_and_batch(xp, activation)
+    network.loss_and_gradients(X, Y)
+    before = {name: xp.asarray(w, copy=True) for name, w in network.params().items() if name.startswith("W")}
+    make_optimizer("sgd").step(network.params(), network.grads(), 0.5)
+    got = layer_diagnostics(network, before)
+
+    for index, unit in enumerate(network.units, start=1):
+        tag = f"layer{index}"
+        A, W, Z = host(unit.A), host(unit.params["W"]), host(unit.Z_act)
+        delta, dW, W0 = host(unit.delta), host(unit.grads["W"]), host(before[f"W{index}"])
+        expected = {
+            "act_mean": A.mean(), "act_std": A.std(),
+            "delta_norm": np.linalg.norm(delta) / np.sqrt(M), "grad_norm": np.linalg.norm(dW),
+            "weight_norm": np.linalg.norm(W), "unit_spread": np.linalg.norm(W - W.mean(axis=0)) / np.linalg.norm(W),
+            "update_ratio": np.linalg.norm(W - W0) / np.linalg.norm(W0),
+        }
+        name = unit.activation.name
+        if name == "relu":
+            expected["dead"] = np.mean(np.all(Z <= 0, axis=1))
+        elif name == "sigmoid":
+            expected["saturated"] = np.mean((A <= 0.01) | (A >= 0.99))
+        elif name == "tanh":
+            expected["saturated"] = np.mean(np.abs(A) >= 0.99)
+        assert {key for key in got if key.endswith("/" + tag)} == {f"{key}/{tag}" for key in expected}
+        for key, value in expected.items():
+            assert got[f"{key}/{tag}"] == pytest.approx(value, rel=1e-5, abs=1e-7), (key, tag)
+            assert isinstance(got[f"{key}/{tag}"], float)
+
+
+def test_identical_units_have_no_spread_and_a_negative_bias_kills_relu_units(xp):
+    # constant weights: every unit of a layer gets the same incoming weights (the symmetry problem)
+    network, X, Y = network_and_batch(xp, "relu", Init("constant", value=0.3, bias="constant", bias_value=-100.0))
+    network.loss_and_gradients(X, Y)
+    got = layer_diagnostics(network)
+    assert got["unit_spread/layer1"] < 1e-6 and got["unit_spread/layer2"] < 1e-6  # float32 rounding of the row mean
+    assert got["dead/layer1"] == 1.0  # z = 0.3 * sum(x) - 100 < 0 for every example and unit
+    assert "update_ratio/layer1" not in got  # needs the weights before an update
+
+
+def test_zero_weights_give_zero_spread_instead_of_nan(xp):
+    network, X, Y = network_and_batch(xp, "tanh", Init("zeros"))
+    network.loss_and_gradients(X, Y)
+    got = layer_diagnostics(network)
+    assert got["weight_norm/layer1"] == 0.0 and got["unit_spread/layer1"] == 0.0
+
+
+def test_gradient_noise_is_zero_for_full_batches_and_grows_as_batches_shrink():
+    network, X, Y = network_and_batch(np, "tanh")
+    assert gradient_noise(network, X, Y, batch_size=None, rng=np.random.default_rng(0)) == 0.0
+    assert gradient_noise(network, X, Y, batch_size=M, rng=np.random.default_rng(0)) == 0.0
+    small = gradient_noise(network, X, Y, batch_size=2, rng=np.random.default_rng(0), n_batches=64)
+    large = gradient_noise(network, X, Y, batch_size=6, rng=np.random.default_rng(0), n_batches=64)
+    assert small > large > 0.0
