@@ -13,6 +13,9 @@ returns how many training steps it did; `info` says what exactly was run.
 | sklearn    | `MLPClassifier(solver="sgd").partial_fit` over N batches (one epoch), per batch |
 | gemm_only  | the step's matrix products alone, no elementwise work (`flops.gemm_only`)   |
 | torch_gemm_only | the same products with `torch` tensors: NumPy's BLAS against PyTorch's  |
+
+The `gpu` part runs `nnresearch_step(device="gpu")` (the same core on CuPy) against
+`torch_step(device="gpu")` (CUDA); both wait for the device at the end of every step.
 """
 
 from __future__ import annotations
@@ -40,25 +43,40 @@ def batch(sizes: list[int], m: int, seed: int = 1) -> tuple[np.ndarray, np.ndarr
     return X, labels
 
 
-def nnresearch_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
-    from nnresearch.backend import make_rng
+def nnresearch_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
+    """The core's step on NumPy (`device="cpu"`) or CuPy (`"gpu"`, waiting for the device each step)."""
+    from nnresearch.backend import gpu_available, make_rng, select
     from nnresearch.nn.architectures import Builder, Init, mlp
     from nnresearch.nn.optim import make_optimizer
 
-    network = mlp(Builder(np, np.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
+    if device == "gpu" and not gpu_available():
+        raise Unavailable("CuPy with a CUDA device is not available")
+    xp = select(device)
+    network = mlp(Builder(xp, xp.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
     optimizer = make_optimizer("sgd")
     rows, labels = batch(sizes, m)
-    X = np.ascontiguousarray(rows.T)  # the chapter's layout: examples in columns
-    Y = np.eye(sizes[-1], dtype=np.float32)[:, labels]
+    X = xp.asarray(np.ascontiguousarray(rows.T))  # the chapter's layout: examples in columns
+    Y = xp.asarray(np.eye(sizes[-1], dtype=np.float32)[:, labels])
+    wait = _device_wait(device)
 
     def step() -> int:
         network.loss_and_gradients(X, Y)
         optimizer.step(network.params(), network.grads(), LR)
+        wait()
         return 1
 
     step()
     dtypes = sorted({str(p.dtype) for p in network.params().values()} | {str(g.dtype) for g in network.grads().values()})
-    return step, {"dtype": "/".join(dtypes), "layout": "W (n_l, n_prev), A (n_l, m)"}
+    return step, {"dtype": "/".join(dtypes), "layout": "W (n_l, n_prev), A (n_l, m)", "backend": xp.__name__}
+
+
+def _device_wait(device: str) -> Callable[[], None]:
+    """What makes a GPU step's time include the kernels it queued: a device synchronize."""
+    if device != "gpu":
+        return lambda: None
+    import cupy
+
+    return cupy.cuda.Device().synchronize
 
 
 def import_torch() -> Any:
@@ -70,29 +88,37 @@ def import_torch() -> Any:
     return torch
 
 
-def torch_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:
+def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
+    """PyTorch eager on the CPU, or on CUDA (`device="gpu"`, synchronizing each step)."""
     torch = import_torch()
+    if device == "gpu" and not torch.cuda.is_available():
+        raise Unavailable("torch sees no CUDA device")
+    target = "cuda" if device == "gpu" else "cpu"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers: list[Any] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])  # no relu after the output layer: the loss takes logits
+    model = torch.nn.Sequential(*layers[:-1]).to(target)  # no relu after the output layer: the loss takes logits
     loss_fn = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     rows, labels = batch(sizes, m)
-    X, y = torch.from_numpy(rows), torch.from_numpy(labels)
+    X, y = torch.from_numpy(rows).to(target), torch.from_numpy(labels).to(target)
+    wait = torch.cuda.synchronize if device == "gpu" else (lambda: None)
 
     def step() -> int:
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(X), y).backward()
         optimizer.step()
+        wait()
         return 1
 
     step()
-    return step, {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                  "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-                  "mkldnn": bool(torch.backends.mkldnn.is_available()), "mkl": bool(torch.backends.mkl.is_available())}
+    info = {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": target}
+    if device == "gpu":
+        return step, info | {"name": torch.cuda.get_device_name(), "tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
+    return step, info | {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+                         "mkldnn": bool(torch.backends.mkldnn.is_available()), "mkl": bool(torch.backends.mkl.is_available())}
 
 
 def sklearn_step(sizes: list[int], m: int, n_batches: int) -> tuple[Step, dict[str, Any]]:

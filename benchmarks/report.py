@@ -95,6 +95,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"Widest shape `{widest['name']}`: nnresearch reaches {_x(widest['peak_fraction'].get('nnresearch'))} "
                   f"of the matmul peak (target >= 0.85); its own GEMMs alone reach "
                   f"{_x(widest['peak_fraction'].get('gemm_only'))}.", ""]
+    if "gpu" in results:
+        g = results["gpu"]
+        lines += [f"## Training step on the GPU ({g.get('device')}): CuPy against PyTorch CUDA", "",
+                  "Median seconds per step, each step waited for on the device; ratio = nnresearch (CuPy) / PyTorch.", ""]
+        rows = [[f"`{s['name']}`", str(s["batch"]), _s(s["contenders"]["nnresearch_cupy"]["median_s"]),
+                 _s(s["contenders"]["torch_cuda"]["median_s"]), _x(s["ratio_to_torch"])] for s in g["shapes"]]
+        lines += _table(["shape", "batch", "nnresearch (CuPy)", "PyTorch CUDA", "ratio"], rows)
     if "harness" in results:
         lines += _harness(results["harness"])
     if "sweep" in results:

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.run [--smoke] [--out DIR] [--parts step,harness,sweep,startup]`
+"""`python -m benchmarks.run [--smoke] [--out DIR] [--parts step,harness,sweep,startup,gpu] [--threads N]`
 
 One invocation measures everything side by side and writes `DIR/results.{json,md,png}`
 (default `benchmarks/results/`, ignored by git):
@@ -8,6 +8,8 @@ One invocation measures everything side by side and writes `DIR/results.{json,md
 2. harness  a whole run through `experiment.execute` (tracking on/off) and `train` vs the bare loop
 3. sweep    runs per minute of a multirun, Hydra's basic launcher vs joblib with 2 workers
 4. startup  `python -m nnresearch.run --help` and a default run, wall time
+5. gpu      the step on CuPy against PyTorch CUDA at the three largest shapes (skipped, saying
+            why, without CuPy and a CUDA device)
 
 `--smoke` makes everything tiny (two smallest shapes, 2 repeats, a 2-run sweep with the basic
 launcher only, start-up once) to check the benchmark itself in under a minute on an idle machine;
@@ -29,7 +31,7 @@ from typing import Any
 from benchmarks import contenders, flops, harness, processes, report
 from benchmarks.timing import blas_threads, environment, interleave, load_average
 
-PARTS = ("step", "harness", "sweep", "startup")
+PARTS = ("step", "harness", "sweep", "startup", "gpu")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 SHAPES: list[tuple[list[int], int]] = [
@@ -119,6 +121,28 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
                                            "target": 0.85}}
 
 
+def measure_gpu(plan: Plan, skipped: dict[str, str]) -> dict[str, Any] | None:
+    """The step on CuPy against PyTorch CUDA at the three largest shapes; None (and a reason) without a GPU."""
+    shapes = []
+    for sizes, m in plan.shapes[-3:]:
+        try:
+            steps_and_infos = {"nnresearch_cupy": contenders.nnresearch_step(sizes, m, device="gpu"),
+                               "torch_cuda": contenders.torch_step(sizes, m, 1, device="gpu")}
+        except contenders.Unavailable as why:
+            skipped["gpu"] = str(why)
+            return None
+        timings = interleave({name: step for name, (step, _) in steps_and_infos.items()}, plan.repeats_small, plan.block_s)
+        entry: dict[str, Any] = {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": flops.step_flops(sizes, m),
+                                 "contenders": {name: timing.summary() | {"info": steps_and_infos[name][1]}
+                                                for name, timing in timings.items()}}
+        c = entry["contenders"]
+        entry["ratio_to_torch"] = c["nnresearch_cupy"]["median_s"] / c["torch_cuda"]["median_s"]
+        shapes.append(entry)
+        del steps_and_infos, timings
+        gc.collect()
+    return {"shapes": shapes, "device": shapes[0]["contenders"]["torch_cuda"]["info"].get("name") if shapes else None}
+
+
 def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
     out = [f"Threads: NumPy's BLAS uses {threads} (from {source}); torch.set_num_threads({threads}). "
            "Each comparison is a ratio of medians taken in one invocation, contenders interleaved in "
@@ -179,6 +203,11 @@ def _run(smoke: bool, out: Path, parts: tuple[str, ...], argv: list[str] | None,
     if "step" in parts:
         print("step: training step per shape, and the matmul peak ...", flush=True)
         results["step"] = measure_steps(plan, threads, results["skipped"])
+    if "gpu" in parts:
+        print("gpu: training step on CuPy and PyTorch CUDA ...", flush=True)
+        gpu = measure_gpu(plan, results["skipped"])
+        if gpu is not None:
+            results["gpu"] = gpu
     template = processes.StoreTemplate() if {"harness", "sweep", "startup"} & set(parts) else None
     try:
         if "harness" in parts:

@@ -82,3 +82,13 @@ def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_pat
     assert {"python_pass", "run_help", "default_run_existing_store"} <= set(timed)
     assert all("error" not in v and v["median_s"] > 0 for v in timed.values())
     assert results["harness"]["workloads"]["smoke"]["label"] == "smoke"
+
+
+def test_gpu_part_measures_cupy_against_torch_cuda_or_says_why_not(tmp_path):
+    results = run.main(["--smoke", "--parts", "gpu", "--out", str(tmp_path)])
+    if "gpu" not in results:  # no CuPy with a CUDA device, or no torch with CUDA: the reason is recorded
+        assert results["skipped"]["gpu"]
+        return
+    for shape in results["gpu"]["shapes"]:
+        assert shape["ratio_to_torch"] > 0
+        assert shape["contenders"]["nnresearch_cupy"]["info"]["dtype"] == "float32"
