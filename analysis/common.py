@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from nnresearch import results, ui  # noqa: E402
+from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.tracking import PARENT_RUN_TAG, resolve_uri  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
@@ -159,7 +159,7 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
             client = MlflowClient(study.uri)
             client.log_text(study.parent_run_id, json.dumps(asdict(verdict), indent=2), "verdict.json")
             client.set_tag(study.parent_run_id, "verdict", "held" if verdict.held else "not held")
-            ui.refresh_dashboard(study.uri, study.experiment)
+            dashboards.refresh_dashboard(study.uri, study.experiment)
         print(verdict.line())
         print(f"figure: {path}")
         return verdict

@@ -66,14 +66,14 @@ def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
     """The parent run that groups the jobs of this multirun (one per sweep directory)."""
     if not cfg.tracking.enabled or hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    from nnresearch import tracking, ui
+    from nnresearch import dashboards, tracking
     from nnresearch.experiment import experiment_name
 
     sweep = sweep_id(hydra_cfg)
     parent = tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
                                       tags={"command": " ".join(sys.argv)})
-    ui.prepare_sweep_dashboard(cfg.tracking.uri, experiment_name(cfg), list(hydra_cfg.overrides.task), parent,
-                               objective=cfg.objective, study=cfg.study)
+    dashboards.prepare_sweep_dashboard(cfg.tracking.uri, experiment_name(cfg), list(hydra_cfg.overrides.task), parent,
+                                       objective=cfg.objective, study=cfg.study)
     return parent
 
 

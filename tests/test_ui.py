@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from nnresearch import ui
+from nnresearch import dashboards, tracking, ui
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -77,12 +77,12 @@ def test_http_uri_is_only_printed(capsys):
 def test_swept_params_from_overrides():
     overrides = ["model.activation=relu", "model.depth=2", "trainer.seed=0", "experiment=vanishing_gradients",
                  "profile=quick", "tracking.uri=sqlite\\:////tmp/x.db", "trainer.progress=false", "+data.noise=0.1"]
-    assert ui.swept_params_from_overrides(overrides) == ["model.activation", "model.depth", "trainer.seed",
+    assert dashboards.swept_params_from_overrides(overrides) == ["model.activation", "model.depth", "trainer.seed",
                                                          "data.noise"]
 
 
 def test_dashboard_state_groups_seeds_and_charts_layers():
-    state = ui.dashboard_state(["model.activation", "model.depth", "trainer.seed"], ui.DEFAULT_METRICS,
+    state = dashboards.dashboard_state(["model.activation", "model.depth", "trainer.seed"], dashboards.DEFAULT_METRICS,
                                parent_run_id="abc123", objective="val/acc",
                                known_metrics=["grad_norm/layer10", "grad_norm/layer2", "grad_norm/layer1", "act_std/layer1"])
     assert state["searchFilter"] == "tags.`mlflow.parentRunId` = 'abc123'"
@@ -98,9 +98,9 @@ def test_dashboard_state_groups_seeds_and_charts_layers():
     sections = {section["uuid"]: section for section in state["compareRunSections"]}
     assert all(chart["metricSectionId"] in sections for chart in state["compareRunCharts"])
     assert [s["name"] for s in state["compareRunSections"] if s["display"]] == ["Learning curves", "grad_norm"]
-    assert ui.decode_state(ui.encode_state(state)) == state
-    big = state | {"padding": "x" * ui.COMPRESS_ABOVE_CHARS}
-    assert ui.encode_state(big).startswith("deflate;") and ui.decode_state(ui.encode_state(big)) == big
+    assert dashboards.decode_state(dashboards.encode_state(state)) == state
+    big = state | {"padding": "x" * dashboards.COMPRESS_ABOVE_CHARS}
+    assert dashboards.encode_state(big).startswith("deflate;") and dashboards.decode_state(dashboards.encode_state(big)) == big
 
 
 def test_prepare_dashboard_sets_tags_once(mlflow_uri):
@@ -113,31 +113,31 @@ def test_prepare_dashboard_sets_tags_once(mlflow_uri):
                            tags={tracking.CONFIG_HASH_TAG: "0123"}) as sink:
         sink.log_params({"model": {"depth": 1}, "objective": "val/acc"})
         sink.log_metrics({"train/loss": 1.0, "grad_norm/layer1": 0.1, "grad_norm/layer2": 0.2}, step=0)
-    experiment_id = ui.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth"], parent_run_id=parent,
+    experiment_id = dashboards.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth"], parent_run_id=parent,
                                          objective="val/acc", study="vanishing_gradients")
     client = MlflowClient(mlflow_uri)
     tags = client.get_experiment(experiment_id).tags
-    assert tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
-    description = tags[ui.DESCRIPTION_TAG]
+    assert tags[dashboards.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    description = tags[dashboards.DESCRIPTION_TAG]
     assert "sigmoid" in description and "python -m analysis.vanishing_gradients" in description
-    assert ui.dashboard_path(experiment_id).lstrip("/") in description and parent in description
-    ui.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth"], parent_run_id=parent,
+    assert dashboards.dashboard_path(experiment_id).lstrip("/") in description and parent in description
+    dashboards.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth"], parent_run_id=parent,
                          objective="val/acc", study="vanishing_gradients")
     assert client.get_experiment(experiment_id).tags == tags, "an unchanged dashboard is not rewritten"
     with tracking.open_run(mlflow_uri, "someone-elses", "their-run"):
         pass
-    assert ui.refresh_dashboards(mlflow_uri) == {"vanishing_gradients": experiment_id}  # not someone-elses
-    assert ui.DESCRIPTION_TAG not in client.get_experiment_by_name("someone-elses").tags
+    assert dashboards.refresh_dashboards(mlflow_uri) == {"vanishing_gradients": experiment_id}  # not someone-elses
+    assert dashboards.DESCRIPTION_TAG not in client.get_experiment_by_name("someone-elses").tags
 
-    client.set_experiment_tag(experiment_id, ui.DESCRIPTION_TAG, "My own notes.")  # edited in the UI
-    ui.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth", "optim.lr"], parent_run_id=parent)
+    client.set_experiment_tag(experiment_id, dashboards.DESCRIPTION_TAG, "My own notes.")  # edited in the UI
+    dashboards.prepare_dashboard(mlflow_uri, "vanishing_gradients", ["model.depth", "optim.lr"], parent_run_id=parent)
     tags = client.get_experiment(experiment_id).tags
-    assert tags[ui.DESCRIPTION_TAG] == "My own notes.", "a person's description is theirs"
-    assert "optim.lr" in tags[ui.VIEW_TAG], "the view, still ours, follows the new sweep"
+    assert tags[dashboards.DESCRIPTION_TAG] == "My own notes.", "a person's description is theirs"
+    assert "optim.lr" in tags[dashboards.VIEW_TAG], "the view, still ours, follows the new sweep"
 
 
 def test_sweep_dashboard_never_fails_a_job(mlflow_uri, capsys):
-    assert ui.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32) is None
+    assert dashboards.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32) is None
     assert "no MLflow dashboard for 'no-such-study'" in capsys.readouterr().err
 
 
@@ -309,22 +309,22 @@ def study_screenshots(uri: str, out: Path) -> list[Path]:
     os.environ["NNRESEARCH_SCREENSHOTS"] = str(out)
     from mlflow import MlflowClient
 
-    dashboards = ui.refresh_dashboards(uri)
-    client = MlflowClient(ui.tracking.resolve_uri(uri))
+    prepared = dashboards.refresh_dashboards(uri)
+    client = MlflowClient(tracking.resolve_uri(uri))
     with ui.serve(uri) as base, chromium_page() as page:
-        for name, experiment_id in dashboards.items():
-            visit(page, base + ui.dashboard_path(experiment_id))
+        for name, experiment_id in prepared.items():
+            visit(page, base + dashboards.dashboard_path(experiment_id))
             page.locator('[data-testid="experiment-view-compare-runs-card"]').first.locator("path.js-line").first.wait_for()
             page.locator('[data-component-id="mlflow.experiment_page.shared_view.dismiss"]').click()
             page.mouse.click(80, VIEWPORT["height"] - 300)  # on the sidebar's blank: no button keeps the focus ring
             time.sleep(2)  # let every chart in view draw
             screenshot(page, f"ui-{name}-dashboard", None)
 
-            parent = ui.latest_parent(client, experiment_id)
+            parent = dashboards.latest_parent(client, experiment_id)
             visit(page, f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
             page.get_by_text("matching runs").wait_for()  # the runs table, before the description takes its room
             page.locator('[data-component-id="mlflow.experiment.metadata_editor.expand_button"]').click()
-            if "![" in client.get_experiment(experiment_id).tags.get(ui.DESCRIPTION_TAG, ""):
+            if "![" in client.get_experiment(experiment_id).tags.get(dashboards.DESCRIPTION_TAG, ""):
                 page.locator('img[src*="get-artifact"]').first.wait_for()
             time.sleep(1)
             screenshot(page, f"ui-{name}-description", None)
