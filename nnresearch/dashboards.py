@@ -39,7 +39,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -50,7 +50,6 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 
 from nnresearch import tracking  # noqa: E402
-
 
 VIEW_KEY = "nnresearch"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
@@ -369,18 +368,35 @@ def _ours(tags: Mapping[str, str], key: str) -> bool:
     return signature == f"{_sha1(markdown)})"
 
 
+_sweep_metrics_shown: dict[tuple[str, str, str], frozenset[str]] = {}
+
+
 def prepare_sweep_dashboard(uri: str | None, experiment_name: str, task_overrides: Sequence[str],
-                            parent_run_id: str, *, objective: str | None = None,
-                            study: str | None = None) -> str | None:
-    """The harness's call, once a job has its sweep's parent run: `prepare_dashboard` with the
-    params the job's Hydra overrides set. A failure only warns: a dashboard never costs a run."""
+                            parent_run_id: str, *, objective: str | None = None, study: str | None = None,
+                            job_metrics: Iterable[str] = ()) -> str | None:
+    """The harness's call after each job of a sweep: `prepare_dashboard` with the params the job's
+    Hydra overrides set, or nothing when this process already prepared the sweep's dashboard with
+    every metric name the job logged (`job_metrics`).
+
+    Preparing reads all of the sweep's runs, a cost that grows with the sweep (about 1 s per job
+    at 400 runs), so each process does it for its first job and again only when a job brings
+    metric names it has not shown yet (a deeper model's layers). A failure only warns and is
+    retried by the next job: a dashboard never costs a run. Returns the experiment id if it prepared.
+    """
+    key = (tracking.resolve_uri(uri), experiment_name, parent_run_id)
+    names = frozenset(job_metrics)
+    shown = _sweep_metrics_shown.get(key)
+    if shown is not None and names <= shown:
+        return None
     try:
-        return prepare_dashboard(uri, experiment_name, swept_params_from_overrides(task_overrides),
-                                 parent_run_id=parent_run_id, objective=objective, study=study)
+        experiment_id = prepare_dashboard(uri, experiment_name, swept_params_from_overrides(task_overrides),
+                                          parent_run_id=parent_run_id, objective=objective, study=study)
     except Exception as err:  # noqa: BLE001
         print(f"warning: no MLflow dashboard for {experiment_name!r} ({type(err).__name__}: {err})",
               file=sys.stderr)
         return None
+    _sweep_metrics_shown[key] = (shown or frozenset()) | names
+    return experiment_id
 
 
 def latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:

@@ -11,6 +11,7 @@ import hashlib
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from nnresearch.startup import frozen_imports
@@ -66,15 +67,23 @@ def sweep_parent(cfg: Config, hydra_cfg: DictConfig) -> str | None:
     """The parent run that groups the jobs of this multirun (one per sweep directory)."""
     if not cfg.tracking.enabled or hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    from nnresearch import dashboards, tracking
+    from nnresearch import tracking
     from nnresearch.experiment import experiment_name
 
     sweep = sweep_id(hydra_cfg)
-    parent = tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
-                                      tags={"command": " ".join(sys.argv)})
+    return tracking.open_parent_run(cfg.tracking.uri, experiment_name(cfg), sweep, f"{cfg.study}-sweep-{sweep[:6]}",
+                                    tags={"command": " ".join(sys.argv)})
+
+
+def show_in_dashboard(cfg: Config, hydra_cfg: DictConfig, parent: str | None, metrics: Iterable[str]) -> None:
+    """After a job of a sweep: its experiment's MLflow dashboard, prepared if the job logged new metric names."""
+    if parent is None:
+        return
+    from nnresearch import dashboards
+    from nnresearch.experiment import experiment_name
+
     dashboards.prepare_sweep_dashboard(cfg.tracking.uri, experiment_name(cfg), list(hydra_cfg.overrides.task), parent,
-                                       objective=cfg.objective, study=cfg.study)
-    return parent
+                                       objective=cfg.objective, study=cfg.study, job_metrics=metrics)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -97,16 +106,17 @@ def main(dict_cfg: DictConfig) -> float:
         parent = sweep_parent(cfg, hydra_cfg)
         if parent is not None:
             tracking.adopt_run(cfg.tracking.uri, finished.run_id, parent)
+        show_in_dashboard(cfg, hydra_cfg, parent, finished.metrics)
         print(f"skipped {finished.run_name}: this exact config already finished as run {finished.run_id} "
               "(tracking.skip_finished=never re-runs it)")
         return finished.objective
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     overrides = list(hydra_cfg.overrides.task)
-    outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides),
-                      choices=config_choices(hydra_cfg),
-                      parent_run_id=sweep_parent(cfg, hydra_cfg), output_dir=hydra_cfg.runtime.output_dir,
-                      sweep_id=sweep_id(hydra_cfg))
+    parent = sweep_parent(cfg, hydra_cfg)
+    outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
+                      parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
+    show_in_dashboard(cfg, hydra_cfg, parent, outcome.metrics)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
     print(f"run {outcome.run_name} ({outcome.run_id or 'tracking off'}): {summary}")
     if outcome.diverged_at is not None:

@@ -136,9 +136,23 @@ def test_prepare_dashboard_sets_tags_once(mlflow_uri):
     assert "optim.lr" in tags[dashboards.VIEW_TAG], "the view, still ours, follows the new sweep"
 
 
-def test_sweep_dashboard_never_fails_a_job(mlflow_uri, capsys):
-    assert dashboards.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32) is None
-    assert "no MLflow dashboard for 'no-such-study'" in capsys.readouterr().err
+def test_sweep_dashboard_never_fails_a_job_and_the_next_job_tries_again(mlflow_uri, capsys):
+    for _ in range(2):
+        assert dashboards.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32,
+                                                  job_metrics=["train/loss"]) is None
+        assert "no MLflow dashboard for 'no-such-study'" in capsys.readouterr().err
+
+
+def test_a_sweep_prepares_its_dashboard_again_only_for_metric_names_it_has_not_shown(mlflow_uri, monkeypatch):
+    prepared = []
+    monkeypatch.setattr(dashboards, "prepare_dashboard", lambda *args, **kwargs: prepared.append(args) or "7")
+    monkeypatch.setattr(dashboards, "_sweep_metrics_shown", {})
+    job = (mlflow_uri, "vanishing_gradients", ["model.depth=2"], "f" * 32)
+    assert dashboards.prepare_sweep_dashboard(*job, job_metrics=["train/loss", "grad_norm/layer1"]) == "7"
+    assert dashboards.prepare_sweep_dashboard(*job, job_metrics=["grad_norm/layer1"]) is None  # nothing new
+    assert dashboards.prepare_sweep_dashboard(*job, job_metrics=["grad_norm/layer2"]) == "7"  # a deeper model
+    assert dashboards.prepare_sweep_dashboard(*job[:3], "e" * 32, job_metrics=["train/loss"]) == "7"  # another sweep
+    assert len(prepared) == 3
 
 
 # --------------------------------------------------------------------------------------------
