@@ -129,6 +129,8 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{_s(store.get('tracking_import_s'))}. `default_run_existing_store` starts from a copy of it.", ""]
         lines += [f"- **{n} failed**: `{v['error'][-300:]}`" for n, v in {**timed, "store": store}.items() if "error" in v]
         lines += [""] if any("error" in v for v in {**timed, "store": store}.values()) else []
+    if results.get("errors"):
+        lines += ["## Failed", "", *(f"- {name}: `{why.splitlines()[-1]}`" for name, why in results["errors"].items()), ""]
     if results.get("skipped"):
         lines += ["## Skipped", "", *(f"- {name}: {why}" for name, why in results["skipped"].items()), ""]
     lines += ["## Notes", "", *(f"- {note}" for note in results.get("notes", [])), ""]

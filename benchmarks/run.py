@@ -199,20 +199,27 @@ def _run(smoke: bool, out: Path, parts: tuple[str, ...], argv: list[str] | None,
                                         "smoke": smoke, "parts": list(parts),
                                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                         "environment": environment()},
-                               "skipped": {}}
+                               "skipped": {}, "errors": {}}
     if "step" in parts:
         print("step: training step per shape, and the matmul peak ...", flush=True)
         results["step"] = measure_steps(plan, threads, results["skipped"])
     if "gpu" in parts:
         print("gpu: training step on CuPy and PyTorch CUDA ...", flush=True)
-        gpu = measure_gpu(plan, results["skipped"])
-        if gpu is not None:
-            results["gpu"] = gpu
+        try:
+            gpu = measure_gpu(plan, results["skipped"])
+        except Exception as error:  # noqa: BLE001 - a CUDA failure must not lose the other parts' results
+            results["errors"]["gpu"] = harness.error_text(error)
+        else:
+            if gpu is not None:
+                results["gpu"] = gpu
     template = processes.StoreTemplate() if {"harness", "sweep", "startup"} & set(parts) else None
     try:
         if "harness" in parts:
             print("harness: execute / train / bare loop ...", flush=True)
-            results["harness"] = harness.measure(plan.harness_workloads, template.fill)
+            try:
+                results["harness"] = harness.measure(plan.harness_workloads, template.fill)
+            except Exception as error:  # noqa: BLE001 - recorded; the sweep and start-up parts still run
+                results["errors"]["harness"] = harness.error_text(error)
         if "sweep" in parts:
             print(f"sweep: {', '.join(plan.sweep_launchers)} launcher ...", flush=True)
             results["sweep"] = processes.sweep(plan.sweep_depths, plan.sweep_seeds, plan.sweep_epochs, template,

@@ -33,6 +33,8 @@ def frozen_imports() -> Iterator[None]:
     try:
         yield
     finally:
-        if len(sys.modules) > modules:
-            gc.freeze()
-        gc.enable()
+        try:
+            if len(sys.modules) > modules:
+                gc.freeze()
+        finally:
+            gc.enable()

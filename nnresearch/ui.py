@@ -216,7 +216,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nnresearch.ui",
                                      description="Start MLflow's UI on this project's runs, each study a dashboard.")
     parser.add_argument("--uri", default=None,
-                        help="tracking store or server (default: sqlite:///mlflow.db in this directory)")
+                        help="tracking store or server (default: $MLFLOW_TRACKING_URI if set, else "
+                             "sqlite:///mlflow.db in this directory)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on; 0 = any free port "
                         f"(default: {DEFAULT_PORT})")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default: {DEFAULT_HOST})")

@@ -57,7 +57,6 @@ def test_resolve_uri_makes_local_stores_absolute(tmp_path, monkeypatch):
     assert tracking.resolve_uri("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
-
 def test_no_uri_means_mlflow_tracking_uri_when_it_is_set(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///team/runs.db")
@@ -66,6 +65,7 @@ def test_no_uri_means_mlflow_tracking_uri_when_it_is_set(tmp_path, monkeypatch):
     assert tracking.resolve_uri("sqlite:///mine.db") == f"sqlite:///{tmp_path}/mine.db"  # an explicit uri wins
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+
 
 @pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns"])
 def test_resolve_uri_refuses_unusable_uris(bad):

@@ -36,8 +36,8 @@ def fit(xp, options: LoopOptions, lr: float = 0.1, seed: int = 0):
 
 
 @pytest.mark.parametrize(("batch_size", "sizes"), [(16, [16, 16, 16, 2]), (50, [50]), (None, [50]), (80, [50])])
-def test_an_epoch_uses_every_example_once(batch_size, sizes):
-    epoch = batches(M_TRAIN, batch_size, np.random.default_rng(0), np)
+def test_an_epoch_uses_every_example_once(xp, batch_size, sizes):
+    epoch = [to_numpy(index) for index in batches(M_TRAIN, batch_size, np.random.default_rng(0), xp)]
     assert [len(index) for index in epoch] == sizes
     assert sorted(np.concatenate(epoch).tolist()) == list(range(M_TRAIN))
 
