@@ -74,15 +74,10 @@ FULL = (REFERENCE, SHORT, DEFAULT_RUN)
 
 def compose(overrides: list[str]) -> Any:
     """The validated Config for `overrides`, composed as `python -m nnresearch.run` does."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from nnresearch.config import compose as compose_config
+    from nnresearch.config import validate
 
-    from nnresearch.config import register, validate
-    from nnresearch.paths import CONFIG_DIR
-
-    register()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = validate(hydra_compose(config_name="config", overrides=overrides))
+    cfg = validate(compose_config(overrides))
     o, t = cfg.optim, cfg.trainer
     if (o.name != "sgd" or o.schedule != "constant" or o.weight_decay or o.clip_norm is not None
             or o.clip_value is not None or t.gradient_noise or t.eval_every != 1):
@@ -91,25 +86,14 @@ def compose(overrides: list[str]) -> Any:
     return cfg
 
 
-def _prepared(cfg: Any) -> tuple[Any, Any, Any, Any, np.random.Generator]:
-    """Network, splits, test split and generator, built as `experiment.execute` builds them."""
-    from nnresearch import backend
-    from nnresearch.experiment import build_network, device_splits, load_data
-
-    data = load_data(cfg)
-    rng = backend.make_rng(cfg.trainer.seed)
-    network = build_network(cfg, data, np, rng)
-    splits, X_test, Y_test = device_splits(data, np, np.float32, network.head.name)
-    return network, splits, X_test, Y_test, rng
-
-
 def bare(cfg: Any, evaluations: bool = True) -> Callable[[], float]:
     """Forward, backward and SGD over the batches `train` draws and, if `evaluations`, the costs a run
     reports. Returns how to get the final validation cost afterwards (outside the timed work)."""
+    from nnresearch.experiment import prepare
     from nnresearch.nn.optim import make_optimizer
     from nnresearch.train import batches, evaluate
 
-    network, s, X_test, Y_test, rng = _prepared(cfg)
+    _, network, s, X_test, Y_test, rng = prepare(cfg)
     optimizer, lr = make_optimizer("sgd"), cfg.optim.lr
     if evaluations:
         evaluate(network, s.X_train, s.Y_train)
@@ -128,17 +112,26 @@ def bare(cfg: Any, evaluations: bool = True) -> Callable[[], float]:
 
 def train_memory(cfg: Any) -> Callable[[], float]:
     """The training loop into an in-memory sink, then the test cost."""
+    from nnresearch.experiment import prepare
     from nnresearch.nn.optim import make_optimizer
     from nnresearch.sinks import MemorySink
     from nnresearch.train import LoopOptions, evaluate, train
 
-    network, splits, X_test, Y_test, rng = _prepared(cfg)
+    _, network, splits, X_test, Y_test, rng = prepare(cfg)
     t = cfg.trainer
     metrics = train(network, splits, make_optimizer("sgd"), lambda step: cfg.optim.lr,
                     LoopOptions(t.epochs, t.batch_size, eval_every=t.eval_every, probe_every=t.probe_every, progress=False),
                     rng, MemorySink())
     evaluate(network, X_test, Y_test)
     return lambda: metrics["val/loss"]
+
+
+def _discarding(variant: Callable[[], Callable[[], float]]) -> Callable[[], None]:
+    """A variant as a timing contender: one unit of work, its way to read the val loss dropped."""
+    def contender() -> None:
+        variant()
+
+    return contender
 
 
 def error_text(error: BaseException) -> str:
@@ -181,13 +174,13 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
         "execute_on": execute_on,
     }
     result: dict[str, Any] = {"label": w.label, "about": w.about, "overrides": overrides, "variants": {}, "errors": {}}
-    runnable: dict[str, Callable[[], int]] = {}
+    runnable: dict[str, Callable[[], None]] = {}
     for name, variant in variants.items():
         try:
             start = time.perf_counter()
             final_val_loss = variant()  # the first call: imports, caches
             result["variants"][name] = {"first_run_s": time.perf_counter() - start, "val_loss": float(final_val_loss())}
-            runnable[name] = lambda variant=variant: (variant(), 1)[1]
+            runnable[name] = _discarding(variant)
         except Exception as error:  # noqa: BLE001 - a broken variant is reported in the results, the others still run
             result["errors"][name] = error_text(error)
     for name, timing in interleave(runnable, w.repeats, block_s=0.0, warmup=0).items():

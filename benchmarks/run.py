@@ -78,6 +78,14 @@ def _name(sizes: list[int]) -> str:
     return "-".join(map(str, sizes))
 
 
+def _timed_shape(sizes: list[int], m: int, built: dict[str, tuple[Any, dict[str, Any]]], repeats: int,
+                 block_s: float) -> dict[str, Any]:
+    """One shape's entry: every built `(step, info)` contender timed in interleaved blocks."""
+    timings = interleave({name: step for name, (step, _) in built.items()}, repeats, block_s)
+    return {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": flops.step_flops(sizes, m),
+            "contenders": {name: timing.summary() | {"info": built[name][1]} for name, timing in timings.items()}}
+
+
 def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str, Any]:
     """Part 1 and 2: per-shape step timings, ratios, FLOP/s and the fraction of the matmul peak."""
     peak_before = flops.matmul_peak(plan.peak_sides, plan.peak_repeats)
@@ -92,16 +100,13 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
             "gemm_only": lambda: contenders.gemm_step(sizes, m),
             "torch_gemm_only": lambda: contenders.torch_gemm_step(sizes, m, threads),
         }
-        steps, infos = {}, {}
+        built = {}
         for name, build in builders.items():
             try:
-                steps[name], infos[name] = build()
+                built[name] = build()
             except contenders.Unavailable as why:
                 skipped[name.removesuffix("_gemm_only")] = str(why)
-        timings = interleave(steps, plan.repeats_large if large else plan.repeats_small, plan.block_s)
-        entry: dict[str, Any] = {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": work, "contenders": {}}
-        for name, timing in timings.items():
-            entry["contenders"][name] = timing.summary() | {"info": infos[name]}
+        entry = _timed_shape(sizes, m, built, plan.repeats_large if large else plan.repeats_small, plan.block_s)
         ours = entry["contenders"]["nnresearch"]["median_s"]
         entry["ratio"] = {name: ours / c["median_s"] for name, c in entry["contenders"].items() if name != "nnresearch"}
         entry["flops_per_s"] = {name: work / c["median_s"] for name, c in entry["contenders"].items() if name != "sklearn"}
@@ -109,7 +114,7 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         if "torch_gemm_only" in entry["contenders"]:  # > 1: NumPy's BLAS is slower than torch's on these products
             entry["blas_ratio"] = entry["contenders"]["gemm_only"]["median_s"] / entry["contenders"]["torch_gemm_only"]["median_s"]
         shapes.append(entry)
-        del steps, timings
+        del built
         gc.collect()
     peak_after = flops.matmul_peak(plan.peak_sides, plan.peak_repeats)
     peak = {key: max(peak_before[key], peak_after[key]) for key in peak_before}
@@ -126,19 +131,16 @@ def measure_gpu(plan: Plan, skipped: dict[str, str]) -> dict[str, Any] | None:
     shapes = []
     for sizes, m in plan.shapes[-3:]:
         try:
-            steps_and_infos = {"nnresearch_cupy": contenders.nnresearch_step(sizes, m, device="gpu"),
-                               "torch_cuda": contenders.torch_step(sizes, m, 1, device="gpu")}
+            built = {"nnresearch_cupy": contenders.nnresearch_step(sizes, m, device="gpu"),
+                     "torch_cuda": contenders.torch_step(sizes, m, 1, device="gpu")}
         except contenders.Unavailable as why:
             skipped["gpu"] = str(why)
             return None
-        timings = interleave({name: step for name, (step, _) in steps_and_infos.items()}, plan.repeats_small, plan.block_s)
-        entry: dict[str, Any] = {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": flops.step_flops(sizes, m),
-                                 "contenders": {name: timing.summary() | {"info": steps_and_infos[name][1]}
-                                                for name, timing in timings.items()}}
+        entry = _timed_shape(sizes, m, built, plan.repeats_small, plan.block_s)
         c = entry["contenders"]
         entry["ratio_to_torch"] = c["nnresearch_cupy"]["median_s"] / c["torch_cuda"]["median_s"]
         shapes.append(entry)
-        del steps_and_infos, timings
+        del built
         gc.collect()
     return {"shapes": shapes, "device": shapes[0]["contenders"]["torch_cuda"]["info"].get("name") if shapes else None}
 

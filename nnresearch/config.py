@@ -8,6 +8,7 @@ with a message naming the key and what is allowed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,18 @@ class Config:
 def register() -> None:
     """Put the schema into Hydra's ConfigStore as `base_config` (conf/config.yaml extends it)."""
     ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The primary config for `overrides`, composed in this process as `python -m nnresearch.run`
+    composes it (for notebooks, tests and benchmarks); `validate` it before use."""
+    import hydra
+
+    from nnresearch.paths import CONFIG_DIR
+
+    register()
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra.compose(config_name="config", overrides=list(overrides))
 
 
 def _one_of(key: str, value: Any, allowed: Any) -> None:

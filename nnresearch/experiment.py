@@ -10,11 +10,12 @@ import subprocess
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from nnresearch import backend, tracking
+from nnresearch.backend import namespace
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
 from nnresearch.config import Config, config_hash
 from nnresearch.data import Dataset, load_dataset, permute_features
@@ -128,6 +129,28 @@ def load_data(cfg: Config) -> Dataset:
     return permute_features(data, PERMUTATION_SEED) if d.permute_features else data
 
 
+class Prepared(NamedTuple):
+    """What a run trains on: its data set, network, device splits, test split and generator."""
+
+    data: Dataset
+    network: Network
+    splits: Splits
+    X_test: Any
+    Y_test: Any
+    rng: np.random.Generator
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Data, network and splits of `cfg` on its device and dtype, built in the order that fixes a
+    run's numbers (the generator draws the initial weights first, then every epoch's order)."""
+    data = load_data(cfg)
+    xp = backend.select(cfg.trainer.device)
+    rng = backend.make_rng(cfg.trainer.seed)
+    network = build_network(cfg, data, xp, rng)
+    splits, X_test, Y_test = device_splits(data, xp, backend.dtype_of(xp, cfg.trainer.dtype), network.head.name)
+    return Prepared(data, network, splits, X_test, Y_test, rng)
+
+
 def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str] | None = None,
             choices: dict[str, str] | None = None, parent_run_id: str | None = None,
             output_dir: str | Path = ".", sweep_id: str | None = None) -> Outcome:
@@ -139,12 +162,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
     """
-    data = load_data(cfg)
-    xp = backend.select(cfg.trainer.device)
-    dtype = backend.dtype_of(xp, cfg.trainer.dtype)
-    rng = backend.make_rng(cfg.trainer.seed)
-    network = build_network(cfg, data, xp, rng)
-    splits, X_test, Y_test = device_splits(data, xp, dtype, network.head.name)
+    data, network, splits, X_test, Y_test, rng = prepare(cfg)
     o = cfg.optim
     optimizer = make_optimizer(o.name, **_optimizer_options(o))
     steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
@@ -162,7 +180,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
             save_checkpoint(checkpoints / f"epoch{epoch:05d}.npz", network, optimizer, rng, epoch)
 
     name = run_name(cfg, sweep)
-    tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(xp),
+    tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(namespace(splits.X_train)),
             tracking.CONFIG_HASH_TAG: config_hash(cfg),
             "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}
     if sweep_id is not None:

@@ -65,18 +65,9 @@ def mlflow_uri(tmp_path, mlflow_template_db):
 @pytest.fixture
 def compose():
     """`compose(["model=mlp", ...])`: the primary config composed in-process, like the CLI does."""
-    import hydra
+    from nnresearch.config import compose
 
-    from nnresearch.config import register
-    from nnresearch.paths import CONFIG_DIR
-
-    register()
-
-    def _compose(overrides=()):
-        with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return hydra.compose(config_name="config", overrides=list(overrides))
-
-    return _compose
+    return compose
 
 
 def pytest_configure(config):

@@ -27,7 +27,7 @@ import pytest
 from mlflow import MlflowClient
 
 from nnresearch import experiment, tracking
-from nnresearch.config import DataConfig, validate
+from nnresearch.config import DataConfig, compose, validate
 
 QUIET = ["trainer.progress=false"]
 SMALL = ["data.n_samples=120", "model.width=8", *QUIET]
@@ -139,15 +139,7 @@ def test_unusable_store_location_names_the_path(tmp_path, monkeypatch, capsys, n
 def checkpoint(tmp_path_factory):
     """A good checkpoint (after epoch 1) of `SMALL` with SGD, written through the command line's code path."""
     folder = tmp_path_factory.mktemp("checkpoint")
-    import hydra
-
-    from nnresearch.config import register
-    from nnresearch.paths import CONFIG_DIR
-
-    register()
-    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = validate(hydra.compose(config_name="config", overrides=[*SMALL, "trainer.epochs=1", "trainer.checkpoint_every=1",
-                                                                      "tracking=off"]))
+    cfg = validate(compose([*SMALL, "trainer.epochs=1", "trainer.checkpoint_every=1", "tracking=off"]))
     experiment.execute(cfg, output_dir=folder)
     return folder / "checkpoints" / "epoch00001.npz"
 
@@ -257,13 +249,7 @@ def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable
     code, out, err = main_in_process(*common, f"trainer.resume={folder / 'epoch00001.npz'}",
                                      f"hydra.run.dir={tmp_path / 'resumed'}")
     assert code == 0, out + err
-    import hydra
-
-    from nnresearch.paths import CONFIG_DIR
-
-    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        straight = experiment.execute(validate(hydra.compose(config_name="config",
-                                                             overrides=[*SMALL, "trainer.epochs=3", "tracking=off"])))
+    straight = experiment.execute(validate(compose([*SMALL, "trainer.epochs=3", "tracking=off"])))
     resumed = [r for r in all_runs(mlflow_uri) if r.info.status == "FINISHED"]
     assert len(resumed) == 1
     for key in ("train/loss", "val/loss", "test/loss"):
