@@ -13,6 +13,7 @@ returns how many training steps it did; `info` says what exactly was run.
 | sklearn    | `MLPClassifier(solver="sgd").partial_fit` over N batches (one epoch), per batch |
 | gemm_only  | the step's matrix products alone, no elementwise work (`flops.gemm_only`)   |
 | torch_gemm_only | the same products with `torch` tensors: NumPy's BLAS against PyTorch's  |
+| matmul_peak | one square `np.matmul` at the peak's side (`flops.square_matmul`)              |
 
 The `gpu` part runs `nnresearch_step(device="gpu")` (the same core on CuPy) against
 `torch_step(device="gpu")` (CUDA); both wait for the device at the end of every step.
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.flops import gemm_only
+from benchmarks.flops import gemm_only, square_matmul
 
 LR = 0.01
 Step = Callable[[], int]
@@ -150,6 +151,12 @@ def gemm_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
         return 1
 
     return step, {"dtype": "float32"}
+
+
+def peak_step(side: int) -> tuple[Step, dict[str, Any]]:
+    """One square float32 product at the side where the matmul peak was measured: timed beside the
+    step in the same rounds, it is the peak under the same load as the contenders."""
+    return square_matmul(side), {"dtype": "float32", "side": side, "flops": 2 * side**3}
 
 
 def torch_gemm_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:

@@ -22,14 +22,22 @@ def step_flops(sizes: list[int], m: int) -> int:
     return forward + 2 * forward - first
 
 
+def square_matmul(n: int, seed: int = 0):
+    """A callable doing one float32 `(n, n) @ (n, n)` product (2 n^3 FLOPs) and returning 1."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+
+    def product() -> int:
+        a @ b
+        return 1
+
+    return product
+
+
 def matmul_peak(sides: tuple[int, ...], repeats: int, seed: int = 0) -> dict[str, float]:
     """Best-of-`repeats` float32 FLOP/s of np.matmul on square matrices, per side and overall."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, float] = {}
-    for n in sides:
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        b = rng.standard_normal((n, n), dtype=np.float32)
-        out[f"numpy_{n}"] = 2.0 * n**3 / best_of(lambda: a @ b, repeats)
+    out = {f"numpy_{n}": 2.0 * n**3 / best_of(square_matmul(n, seed), repeats) for n in sides}
     out["peak"] = max(out.values())
     return out
 

@@ -51,6 +51,12 @@ def test_smoke_step_part_writes_json_markdown_and_plot(tmp_path, monkeypatch):
         assert shape["ratio"]["sklearn"] > 0 and shape["ratio"]["gemm_only"] > 0
         assert shape["flops_per_s"]["nnresearch"] > 0
         assert 0 < shape["peak_fraction"]["nnresearch"]
+        # the peak is timed in the shape's own rounds, at the side where the isolated peak was best
+        peak = shape["contenders"]["matmul_peak"]
+        assert peak["info"]["side"] == step["peak_side"] and "matmul_peak" not in shape["ratio"]
+        assert shape["peak_in_rounds"] == pytest.approx(2 * step["peak_side"] ** 3 / peak["median_s"])
+        assert shape["peak_fraction"]["nnresearch"] == pytest.approx(shape["flops_per_s"]["nnresearch"] / shape["peak_in_rounds"])
+        assert shape["peak_fraction_isolated"]["nnresearch"] == pytest.approx(shape["flops_per_s"]["nnresearch"] / step["peak"]["peak"])
     assert results["step"]["threads"] == written["meta"]["environment"]["blas_threads"]
 
 
