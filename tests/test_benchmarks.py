@@ -8,6 +8,7 @@ unavailable so the test means the same with and without the optional `bench` ext
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -81,6 +82,8 @@ def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_pat
     assert workload["logged_values"] > 0 and workload["store"] == "existing"
     assert workload["ratios"]["harness_over_bare"] == pytest.approx(variants["execute_on"]["min_s"] / variants["bare"]["min_s"])
     assert set(written["harness"]["verdict"]) == {"harness_over_bare", "tracking_on_over_off"}
+    clocked = workload["in_tracking_s"]
+    assert 0 < clocked["min_s"] <= clocked["median_s"] <= clocked["max_s"] < variants["execute_on"]["median_s"] * 2
 
     basic = written["sweep"]["basic"]
     assert "error" not in basic and basic["runs_per_minute"] > 0
@@ -88,6 +91,30 @@ def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_pat
     assert {"python_pass", "run_help", "default_run_existing_store"} <= set(timed)
     assert all("error" not in v and v["median_s"] > 0 for v in timed.values())
     assert results["harness"]["workloads"]["smoke"]["label"] == "smoke"
+
+
+def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_product(tmp_path, monkeypatch):
+    from benchmarks.harness import TrackingClock, compose
+    from nnresearch import experiment
+    from nnresearch.tracking import MLflowSink
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["data=digits", "model.depth=1", "model.width=8", "trainer.epochs=1", "trainer.progress=false",
+                   f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+    untouched = (experiment.open_tracking, MLflowSink.flush)
+    start = time.perf_counter()
+    with TrackingClock().installed() as clock:
+        outcome = experiment.execute(cfg)
+    total = time.perf_counter() - start
+    assert outcome.run_id and 0 < clock.seconds < total
+    assert (experiment.open_tracking, MLflowSink.flush) == untouched
+
+    nested = TrackingClock()
+    with nested.timing():
+        time.sleep(0.02)
+        with nested.timing():  # the final flush inside ending the run: counted once, by the outer call
+            time.sleep(0.02)
+    assert 0.04 <= nested.seconds < 0.08
 
 
 def test_gpu_part_measures_cupy_against_torch_cuda_or_says_why_not(tmp_path):
