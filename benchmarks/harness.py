@@ -15,7 +15,8 @@ so all of them compute the same numbers (equal final validation losses show it):
 | execute_on    | the same, logging to MLflow (a copy of an existing SQLite store)                 |
 
 Issue 5's targets, on the reference workload: execute_on / bare <= 1.10 (the harness within 10% of
-the bare loop) and execute_on / execute_off <= 1.05 (tracking within 5% of none). Two smaller
+the bare loop) and execute_on / execute_off <= 1.05 (tracking within 5% of none), the latter both end
+to end and as clocked inside the tracked runs (`TrackingClock`). Two smaller
 workloads show how the fixed cost of a run (MLflow's run creation, params, artifacts, final status)
 and the cost per logged metric value weigh as runs get shorter.
 
@@ -286,8 +287,10 @@ def measure(workloads: tuple[Workload, ...], fill_store: Callable[[Path], bool])
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         results["workloads"] = _measure_all(workloads, fill_store)
     reference = results["workloads"].get(workloads[0].label, {}).get("ratios", {})
-    results["verdict"] = {key: (reference.get(key) is not None and reference[key] <= limit)
-                          for key, limit in TARGETS.items()}
+    # tracking is judged by the larger of its two readings: end to end, and clocked inside the run
+    judged = {"harness_over_bare": [reference.get("harness_over_bare")],
+              "tracking_on_over_off": [reference.get("tracking_on_over_off"), reference.get("tracking_clocked")]}
+    results["verdict"] = {key: None not in judged[key] and max(judged[key]) <= limit for key, limit in TARGETS.items()}
     return results
 
 

@@ -35,7 +35,7 @@ def _harness(h: dict[str, Any]) -> list[str]:
     t = h["targets"]
     lines = ["## Harness against the bare core loop", "",
              f"Targets on the first workload: harness (execute_on) / bare <= {t['harness_over_bare']:.2f}, tracking on / "
-             f"off <= {t['tracking_on_over_off']:.2f}. `bare` = the core's forward/backward/update over the same batches "
+             f"off <= {t['tracking_on_over_off']:.2f} both end to end and clocked inside the runs. `bare` = the core's forward/backward/update over the same batches "
              "plus the evaluations the run reports (train and val cost at initialization, val cost every epoch, test "
              "cost at the end); `bare_steps` = the updates alone. Best of interleaved rounds (median beside it); BLAS "
              f"on {h.get('blas_threads')} thread (see benchmarks/harness.py).", ""]
