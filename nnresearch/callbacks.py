@@ -1,19 +1,25 @@
 """Hydra callbacks: a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and
 a guard that leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`).
 
-The bar counts jobs as they end, so it advances with Hydra's basic launcher, which runs jobs in
-this process; parallel launchers run jobs elsewhere and print their own lines. Like the per-run
-bar, it stays quiet when stderr is not a terminal.
+The bar lives in the process that launches the sweep and counts jobs as they end, whatever runs
+them: Hydra's basic launcher runs jobs in that process, which advances the bar directly; joblib
+and submitit run them in other processes, which get a copy of the callback without the bar
+(Hydra pickles callbacks to them) and mark each ended job with a file that the launching process
+counts. Like the per-run bar, it stays quiet when stderr is not a terminal.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import math
+import os
+import shutil
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,6 +27,8 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
 
 
 def sweep_size(command_line: list[str], sweeper_params: dict[str, Any]) -> int:
@@ -32,10 +40,28 @@ def sweep_size(command_line: list[str], sweeper_params: dict[str, Any]) -> int:
 
 
 class SweepProgress(Callback):
-    """One tqdm bar per multirun: jobs done out of jobs planned."""
+    """One tqdm bar per multirun: jobs done out of jobs planned.
 
-    def __init__(self) -> None:
+    Jobs that end in another process touch `<sweep dir>/.jobs_done/<job number>`; a thread of the
+    launching process counts those files every `poll_s` seconds.
+    """
+
+    MARKS = ".jobs_done"
+
+    def __init__(self, poll_s: float = 0.5) -> None:
+        self.poll_s = poll_s
         self.bar: tqdm | None = None
+        self.marks: Path | None = None
+        self._stop = threading.Event()
+        self._counter: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a job in another process gets: where to mark its end, no bar, no thread."""
+        return {"poll_s": self.poll_s, "marks": self.marks}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["poll_s"])
+        self.marks = state["marks"]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -43,20 +69,43 @@ class SweepProgress(Callback):
         except HydraException:  # a search (Optuna's interval/tag params) has no grid: count its trials
             total = config.hydra.sweeper.get("n_trials")
         self.bar = tqdm(total=total, desc="sweep", unit="job", disable=not sys.stderr.isatty())
+        if self.bar.disable or OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER:
+            return
+        self.marks = Path(config.hydra.sweep.dir).absolute() / self.MARKS
+        shutil.rmtree(self.marks, ignore_errors=True)  # a sweep dir given again: count this sweep's jobs only
+        self.marks.mkdir(parents=True)
+        self._counter = threading.Thread(target=self._count_marks, name="sweep-progress", daemon=True)
+        self._counter.start()
+
+    def _count_marks(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self._show_marked()
+
+    def _show_marked(self) -> None:
+        done = len(os.listdir(self.marks))
+        if self.bar is not None and done > self.bar.n:
+            self.bar.update(done - self.bar.n)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if self.bar is not None:
+        if self.bar is not None:  # the job ran in the launching process
             self.bar.update(1)
+        elif self.marks is not None:
+            with contextlib.suppress(FileNotFoundError):  # the sweep has ended (or was interrupted) without this job
+                (self.marks / str(config.hydra.job.num)).touch()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._counter is not None:
+            self._stop.set()
+            self._counter.join()
+            self._show_marked()
+            shutil.rmtree(self.marks, ignore_errors=True)
         if self.bar is not None:
             self.bar.close()
 
 
 # Launchers whose jobs die with the launching process; jobs on Slurm or a Ray cluster outlive it
 # and end their own runs.
-LOCAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
-                   "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
 
 
 class SweepGuard(Callback):

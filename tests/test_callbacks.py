@@ -1,7 +1,96 @@
-from nnresearch.callbacks import sweep_size
+import fcntl
+import os
+import pickle
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+from omegaconf import OmegaConf
+
+from nnresearch.callbacks import SweepProgress, sweep_size
 
 
 def test_sweep_size_multiplies_sweeps_and_command_line_wins():
     assert sweep_size(["model.depth=1,2,4", "trainer.epochs=2"], {"model.activation": "relu,tanh"}) == 6
     assert sweep_size(["trainer.seed=0"], {"trainer.seed": "0,1,2", "model.depth": "range(1,5)"}) == 4
     assert sweep_size([], {}) == 1
+
+
+def sweep_config(tmp_path, launcher: str):
+    return OmegaConf.create({"hydra": {"overrides": {"task": ["trainer.seed=0,1,2"]}, "sweeper": {"params": {}},
+                                       "sweep": {"dir": str(tmp_path / "multirun")}, "launcher": {"_target_": launcher},
+                                       "job": {"num": 0}}})
+
+
+def test_jobs_in_other_processes_advance_the_bar_of_the_launching_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # the bar shows, as in a terminal
+    config = sweep_config(tmp_path, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+    progress = SweepProgress(poll_s=0.05)
+    progress.on_multirun_start(config)
+    assert progress.bar.total == 3 and progress.bar.n == 0
+
+    worker = pickle.loads(pickle.dumps(progress))  # what Hydra hands a joblib or submitit job
+    assert worker.bar is None and worker.marks == progress.marks
+    for num in (0, 1):
+        worker.on_job_end(OmegaConf.merge(config, {"hydra": {"job": {"num": num}}}), job_return=None)
+    deadline = time.monotonic() + 10
+    while progress.bar.n < 2 and time.monotonic() < deadline:  # counted while the sweep runs
+        time.sleep(0.05)
+    assert progress.bar.n == 2
+
+    worker.on_job_end(OmegaConf.merge(config, {"hydra": {"job": {"num": 2}}}), job_return=None)
+    progress.on_multirun_end(config)
+    assert progress.bar.n == 3
+    assert not progress.marks.exists()
+    worker.on_job_end(config, job_return=None)  # a straggler after the end: ignored
+
+
+def test_jobs_of_the_basic_launcher_advance_the_bar_directly(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    config = sweep_config(tmp_path, "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+    progress = SweepProgress()
+    progress.on_multirun_start(config)
+    progress.on_job_end(config, job_return=None)
+    assert progress.bar.n == 1 and progress.marks is None and not (tmp_path / "multirun").exists()
+    progress.on_multirun_end(config)
+
+
+def run_in_terminal(args: list[str], cwd, timeout: float = 240) -> tuple[int, str]:
+    """`python -m nnresearch.run *args` with a pseudo-terminal as stdin, stdout and stderr, as from a shell."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a fresh pty is 0 x 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    process = subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, env=env,
+                               stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    output, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([leader], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: every process holding the terminal has exited
+                    break
+                if not chunk:
+                    break
+                output += chunk
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        os.close(leader)
+    return process.returncode, output.decode(errors="replace")
+
+
+def test_parallel_sweep_from_a_terminal_finishes_and_counts_every_job(tmp_path):
+    # the bar used to travel to the joblib workers with the callback and fail to unpickle there
+    code, output = run_in_terminal(["-m", "trainer.seed=0,1,2,3", "trainer.epochs=2", "hydra/launcher=joblib",
+                                    "hydra.launcher.n_jobs=2", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output
+    assert re.search(r"sweep: 100%\S* *\| *4/4", output), output[-3000:]
