@@ -91,7 +91,7 @@ def markdown(results: dict[str, Any]) -> str:
                   + "). GEMM floor = time of the step's matmuls alone / time of the nnresearch step (1.00: "
                   "nothing but the matmuls costs time).", ""]
         rows = [[f"`{s['name']}`", _x(s["flops"] / 1e9, 3), _x(s["flops_per_s"].get("nnresearch", math.nan) / 1e9, 1),
-                 _x(s["peak_in_rounds"] / 1e9, 1), _x(s["peak_fraction"].get("nnresearch")),
+                 _x(s["peak_in_rounds_flops_per_s"] / 1e9, 1), _x(s["peak_fraction"].get("nnresearch")),
                  _x(s["peak_fraction_isolated"].get("nnresearch")), _x(s["peak_fraction"].get("torch")),
                  _x(s["peak_fraction"].get("gemm_only")), _x(s.get("gemm_floor_fraction")), _x(s.get("blas_ratio"))]
                 for s in step["shapes"]]

@@ -49,7 +49,7 @@ class Plan:
 
     shapes: list[tuple[list[int], int]]
     repeats_small: int  # shapes under 1 GFLOP per step
-    repeats_large: int
+    repeats_large: int  # 6: one full cycle of balanced orders for the 6 contenders
     block_s: float
     peak_sides: tuple[int, ...]
     peak_repeats: int
@@ -64,7 +64,7 @@ class Plan:
     startup_new_store: bool  # also time a default run that has to create its MLflow store
 
 
-FULL = Plan(shapes=SHAPES, repeats_small=9, repeats_large=5, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
+FULL = Plan(shapes=SHAPES, repeats_small=9, repeats_large=6, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
             sklearn_batches_small=8, sklearn_batches_large=2, harness_workloads=harness.FULL,
             sweep_depths=[1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4, 5], sweep_epochs=2,
             sweep_launchers=("basic", "joblib_2"), startup_repeats=3, startup_new_store=True)
@@ -119,8 +119,10 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         ours = steps["nnresearch"]["median_s"]
         entry["ratio"] = {name: ours / c["median_s"] for name, c in steps.items() if name != "nnresearch"}
         entry["flops_per_s"] = {name: work / c["median_s"] for name, c in steps.items() if name != "sklearn"}
-        entry["peak_in_rounds"] = 2.0 * side**3 / entry["contenders"]["matmul_peak"]["median_s"]
-        entry["peak_fraction"] = {name: value / entry["peak_in_rounds"] for name, value in entry["flops_per_s"].items()}
+        peak = entry["contenders"]["matmul_peak"]
+        entry["peak_in_rounds_flops_per_s"] = peak["info"]["flops"] / peak["median_s"]
+        entry["peak_fraction"] = {name: value / entry["peak_in_rounds_flops_per_s"]
+                                  for name, value in entry["flops_per_s"].items()}
         entry["gemm_floor_fraction"] = steps["gemm_only"]["median_s"] / ours
         if "torch_gemm_only" in steps:  # > 1: NumPy's BLAS is slower than torch's on these products
             entry["blas_ratio"] = steps["gemm_only"]["median_s"] / steps["torch_gemm_only"]["median_s"]
@@ -133,6 +135,8 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         entry["peak_fraction_isolated"] = {name: value / peak["peak"] for name, value in entry["flops_per_s"].items()}
     widest = shapes[-1]
     return {"shapes": shapes, "peak": peak, "peak_before": peak_before, "peak_after": peak_after, "peak_side": side,
+            "peak_fraction_means": "median FLOP/s / median FLOP/s of matmul_peak timed in the same rounds "
+                                   "(peak_fraction_isolated: / the isolated best)",
             "threads": threads, "widest": {"name": widest["name"], "peak_fraction": widest["peak_fraction"].get("nnresearch"),
                                            "peak_fraction_isolated": widest["peak_fraction_isolated"].get("nnresearch"),
                                            "target": 0.85}}

@@ -2,9 +2,12 @@
 
 `interleave(contenders, repeats, block_s)` runs every contender `warmup` times (the last call
 sizes its block to about `block_s` seconds; with `warmup=0` a block is one call), then `repeats`
-rounds; in each round every contender runs one block of calls, in an order rotated from round
-to round, so slow spells of the machine fall on all contenders alike. A
-contender is a callable returning how many units (training steps) one call performed (None = 1).
+rounds; in each round every contender runs one block of calls, so slow spells of the machine fall
+on all contenders alike. The orders of the rounds form a Williams design (`balanced_orders`): over
+a full cycle of them each contender runs right after every other one equally often, so what one
+contender leaves behind (PyTorch's spinning worker threads, a cold cache) does not always land on
+the same next one, as it would with a plain rotation. A contender is a callable returning how many
+units (training steps) one call performed (None = 1).
 """
 
 from __future__ import annotations
@@ -50,8 +53,19 @@ def _call(fn: Contender) -> tuple[float, int]:
     return time.perf_counter() - start, int(units or 1)
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of range(n), one per round, in which every i runs right after every other j equally
+    often: n orders for even n, 2n for odd n (Williams 1949). Each is the base order
+    0, 1, n-1, 2, n-2, ... shifted by the round (and, for odd n, also reversed)."""
+    base = [0]
+    for k in range(1, n):
+        base.append((k + 1) // 2 if k % 2 else n - k // 2)
+    rows = [[(i + shift) % n for i in base] for shift in range(n)]
+    return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
+
+
 def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, warmup: int = 1) -> dict[str, Timing]:
-    """Median-ready timings of every contender, measured in rotated, interleaved blocks."""
+    """Median-ready timings of every contender, measured in interleaved blocks (`balanced_orders`)."""
     calls: dict[str, int] = {}
     timings = {name: Timing() for name in contenders}
     for name, fn in contenders.items():
@@ -61,9 +75,9 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
         calls[name] = max(1, math.ceil(block_s / elapsed)) if warmup and elapsed > 0 else 1
         timings[name].units_per_block = calls[name] * units
     names = list(contenders)
+    orders = balanced_orders(len(names))
     for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in (names[i] for i in orders[round_ % len(orders)]):
             fn, total_s, total_units = contenders[name], 0.0, 0
             for _ in range(calls[name]):
                 elapsed, units = _call(fn)

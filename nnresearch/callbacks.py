@@ -43,7 +43,8 @@ class SweepProgress(Callback):
     """One tqdm bar per multirun: jobs done out of jobs planned.
 
     Jobs that end in another process touch `<sweep dir>/.jobs_done/<job number>`; a thread of the
-    launching process counts those files every `poll_s` seconds.
+    launching process counts those files every `poll_s` seconds. The folder is removed when the
+    multirun ends, or at exit when a failed job or an interrupt ends it first.
     """
 
     MARKS = ".jobs_done"
@@ -52,6 +53,7 @@ class SweepProgress(Callback):
         self.poll_s = poll_s
         self.bar: tqdm | None = None
         self.marks: Path | None = None
+        self._lock = threading.Lock()  # jobs on threads (joblib's threading backend) share the bar
         self._stop = threading.Event()
         self._counter: threading.Thread | None = None
 
@@ -64,6 +66,7 @@ class SweepProgress(Callback):
         self.marks = state["marks"]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.__init__(self.poll_s)
         try:
             total = sweep_size(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}))
         except HydraException:  # a search (Optuna's interval/tag params) has no grid: count its trials
@@ -74,6 +77,7 @@ class SweepProgress(Callback):
         self.marks = Path(config.hydra.sweep.dir).absolute() / self.MARKS
         shutil.rmtree(self.marks, ignore_errors=True)  # a sweep dir given again: count this sweep's jobs only
         self.marks.mkdir(parents=True)
+        atexit.register(shutil.rmtree, self.marks, ignore_errors=True)
         self._counter = threading.Thread(target=self._count_marks, name="sweep-progress", daemon=True)
         self._counter.start()
 
@@ -83,14 +87,16 @@ class SweepProgress(Callback):
 
     def _show_marked(self) -> None:
         done = len(os.listdir(self.marks))
-        if self.bar is not None and done > self.bar.n:
-            self.bar.update(done - self.bar.n)
+        with self._lock:
+            if self.bar is not None and done > self.bar.n:
+                self.bar.update(done - self.bar.n)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self.bar is not None:  # the job ran in the launching process
-            self.bar.update(1)
+            with self._lock:
+                self.bar.update(1)
         elif self.marks is not None:
-            with contextlib.suppress(FileNotFoundError):  # the sweep has ended (or was interrupted) without this job
+            with contextlib.suppress(FileNotFoundError):  # the launching process has ended
                 (self.marks / str(config.hydra.job.num)).touch()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ import sys
 import termios
 import time
 
+import pytest
 from omegaconf import OmegaConf
 
 from nnresearch.callbacks import SweepProgress, sweep_size
@@ -49,6 +50,12 @@ def test_jobs_in_other_processes_advance_the_bar_of_the_launching_one(tmp_path, 
     assert not progress.marks.exists()
     worker.on_job_end(config, job_return=None)  # a straggler after the end: ignored
 
+    progress.on_multirun_start(config)  # the same callback, a second multirun: counts afresh
+    worker = pickle.loads(pickle.dumps(progress))
+    worker.on_job_end(config, job_return=None)
+    progress.on_multirun_end(config)
+    assert progress.bar.n == 1
+
 
 def test_jobs_of_the_basic_launcher_advance_the_bar_directly(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
@@ -87,10 +94,12 @@ def run_in_terminal(args: list[str], cwd, timeout: float = 240) -> tuple[int, st
     return process.returncode, output.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_parallel_sweep_from_a_terminal_finishes_and_counts_every_job(tmp_path):
     # the bar used to travel to the joblib workers with the callback and fail to unpickle there
     code, output = run_in_terminal(["-m", "trainer.seed=0,1,2,3", "trainer.epochs=2", "hydra/launcher=joblib",
                                     "hydra.launcher.n_jobs=2", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert code == 0, output[-3000:]
     assert "Traceback" not in output
+    assert not list(tmp_path.glob("multirun/*/*/.jobs_done"))  # the marks are gone with the sweep
     assert re.search(r"sweep: 100%\S* *\| *4/4", output), output[-3000:]
