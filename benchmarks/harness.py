@@ -68,7 +68,7 @@ class Workload:
 _DIGITS = ("data=digits", "model=mlp", "model.depth=3", "model.activation=relu", "optim=sgd", "optim.lr=0.1",
            "trainer.batch_size=32")
 REFERENCE = Workload("reference", (*_DIGITS, "model.width=1024", "trainer.epochs=5"), 15,
-                     "a study-sized run: digits, MLP 64-1024-1024-1024-10, batch 32, 5 epochs (about 1.5 s)")
+                     "a mid-sized run: digits, MLP 64-1024-1024-1024-10, batch 32, 5 epochs (about 1.5 s)")
 SHORT = Workload("short", (*_DIGITS, "model.width=512", "trainer.epochs=10"), 7,
                  "digits, MLP 64-512-512-512-10, batch 32, 10 epochs (about 0.7 s)")
 DEFAULT_RUN = Workload("default_run", (), 15,

@@ -48,13 +48,13 @@ def _harness(h: dict[str, Any]) -> list[str]:
                  _x(e.get("val_loss"), 6)] for name, e in v.items()]
         lines += _table(["variant", "best", "median", "first run", "/ bare", "final val loss"], rows)
         cost, values, clocked = w.get("tracking_cost_s"), w.get("logged_values"), w.get("in_tracking_s", {})
-        lines += [f"harness / bare = **{_x(r.get('harness_over_bare'))}** (median {_x(r.get('harness_over_bare_median'))}); "
-                  f"tracking on / off = **{_x(r.get('tracking_on_over_off'))}** (median "
-                  f"{_x(r.get('tracking_on_over_off_median'))}); best on - best off = {_s(cost)} per run for "
+        lines += [f"harness / bare = **{_x(r.get('harness_over_bare'), 3)}** (median {_x(r.get('harness_over_bare_median'), 3)}); "
+                  f"tracking on / off = **{_x(r.get('tracking_on_over_off'), 3)}** (median "
+                  f"{_x(r.get('tracking_on_over_off_median'), 3)}); best on - best off = {_s(cost)} per run for "
                   f"{values if values is not None else '–'} logged metric values. Clocked inside the tracked runs "
                   f"(MLflow run open/end and every sink call): {_s(clocked.get('median_s'))} per run (median; "
                   f"{_s(clocked.get('min_s'))} to {_s(clocked.get('max_s'))}), which makes tracking on / off "
-                  f"{_x(r.get('tracking_clocked'))}.", ""]
+                  f"**{_x(r.get('tracking_clocked'), 3)}**.", ""]
         lines += [f"- **{name} failed**: `{error.splitlines()[-1]}`" for name, error in w.get("errors", {}).items()]
         lines += [""] if w.get("errors") else []
     verdict = h.get("verdict", {})
