@@ -143,23 +143,15 @@ def sklearn_step(sizes: list[int], m: int, n_batches: int) -> tuple[Step, dict[s
                   "output": f"{classifier.out_activation_} x {classifier.coefs_[-1].shape[1]}"}
 
 
-def _one_unit(work: Callable[[], None]) -> Step:
-    """`work` as a contender: each call is one unit."""
-    def step() -> int:
-        work()
-        return 1
-
-    return step
-
-
 def gemm_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
-    return _one_unit(gemm_only(sizes, m)), {"dtype": "float32"}
+    """The step's products alone (`flops.gemm_only`); a call returning None is one unit."""
+    return gemm_only(sizes, m), {"dtype": "float32"}
 
 
 def peak_step(side: int) -> tuple[Step, dict[str, Any]]:
     """One square float32 product at the side where the matmul peak was measured: timed beside the
     step in the same rounds, it is the peak under the same load as the contenders."""
-    return _one_unit(square_matmul(side)), {"dtype": "float32", "side": side, "flops": 2 * side**3}
+    return square_matmul(side), {"dtype": "float32", "side": side, "flops": 2 * side**3}
 
 
 def torch_gemm_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:

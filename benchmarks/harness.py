@@ -22,9 +22,10 @@ logged metric value weigh as runs get shorter.
 
 Timing: the variants run in interleaved rounds (`timing.interleave`). Noise on a shared machine only
 ever adds time, so the best of the rounds estimates a variant's undisturbed cost; ratios of the
-medians are reported beside them. The reference gets 15 rounds (its targets are margins of 5-10%);
-even so the best-of ratio of tracking on / off still moves by about 3% between invocations (1.03 and
-1.06), more than a third of what it measures, hence the `TrackingClock` reading beside it. BLAS runs
+medians are reported beside them. Rounds come in whole cycles of the five variants' balanced orders
+(10), 20 for the reference (its targets are margins of 5-10%); even so the best-of ratio of
+tracking on / off moved by about 3% between invocations with 15 (1.03 and 1.06), half of what it
+measures, hence the `TrackingClock` reading beside it. BLAS runs
 on one thread here whatever `--threads` says: on the shared 2-core machine a two-thread GEMM
 alternates between two speeds for seconds at a time (the same run took 0.97 s or 1.75 s), which
 swamps an overhead of a few percent, while one thread repeats within 3%. What the harness adds
@@ -67,11 +68,11 @@ class Workload:
 
 _DIGITS = ("data=digits", "model=mlp", "model.depth=3", "model.activation=relu", "optim=sgd", "optim.lr=0.1",
            "trainer.batch_size=32")
-REFERENCE = Workload("reference", (*_DIGITS, "model.width=1024", "trainer.epochs=5"), 15,
+REFERENCE = Workload("reference", (*_DIGITS, "model.width=1024", "trainer.epochs=5"), 20,
                      "a mid-sized run: digits, MLP 64-1024-1024-1024-10, batch 32, 5 epochs (about 1.5 s)")
-SHORT = Workload("short", (*_DIGITS, "model.width=512", "trainer.epochs=10"), 7,
+SHORT = Workload("short", (*_DIGITS, "model.width=512", "trainer.epochs=10"), 10,
                  "digits, MLP 64-512-512-512-10, batch 32, 10 epochs (about 0.7 s)")
-DEFAULT_RUN = Workload("default_run", (), 15,
+DEFAULT_RUN = Workload("default_run", (), 20,
                        "the default run: moons, MLP 2-64-64-2, batch 32, 20 epochs (tens of milliseconds)")
 SMOKE = Workload("smoke", ("data=digits", "model.depth=1", "model.width=32", "trainer.epochs=2"), 1,
                  "tiny, to check the benchmark itself")

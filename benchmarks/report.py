@@ -72,15 +72,17 @@ def markdown(results: dict[str, Any]) -> str:
     if "step" in results:
         lines += ["## Training step (float32, relu, softmax + cross-entropy, SGD)", "",
                   "Median seconds per step over interleaved repeats; ratio = nnresearch / other "
-                  "(<= 1.00: nnresearch is not slower).", ""]
+                  "(<= 1.00: nnresearch is not slower), of the medians and of the best rounds (PyTorch's step "
+                  "time is often bimodal on this machine, so the two can differ).", ""]
         rows = []
         for shape in results["step"]["shapes"]:
             c = shape["contenders"]
             rows.append([f"`{shape['name']}`", str(shape["batch"]),
                          *(_s(c.get(name, {}).get("median_s")) for name in CONTENDERS),
-                         _x(shape["ratio"].get("torch")), _x(shape["ratio"].get("sklearn"))])
+                         _x(shape["ratio"].get("torch")), _x(shape["ratio_best"].get("torch")),
+                         _x(shape["ratio"].get("sklearn"))])
         lines += _table(["shape", "batch", "nnresearch", "torch", "sklearn", "GEMMs alone", "torch GEMMs", "vs torch",
-                         "vs sklearn"], rows)
+                         "vs torch, best / best", "vs sklearn"], rows)
         step = results["step"]
         peak = step["peak"]
         lines += ["## Achieved FLOP/s", "",

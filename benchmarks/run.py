@@ -48,8 +48,8 @@ class Plan:
     """How much of everything to run."""
 
     shapes: list[tuple[list[int], int]]
-    repeats_small: int  # shapes under 1 GFLOP per step
-    repeats_large: int  # 6: one full cycle of balanced orders for the 6 contenders
+    repeats_small: int  # shapes under 1 GFLOP per step; whole cycles of `balanced_orders` (6 for 6 contenders)
+    repeats_large: int
     block_s: float
     peak_sides: tuple[int, ...]
     peak_repeats: int
@@ -64,7 +64,7 @@ class Plan:
     startup_new_store: bool  # also time a default run that has to create its MLflow store
 
 
-FULL = Plan(shapes=SHAPES, repeats_small=9, repeats_large=6, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
+FULL = Plan(shapes=SHAPES, repeats_small=12, repeats_large=6, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
             sklearn_batches_small=8, sklearn_batches_large=2, harness_workloads=harness.FULL,
             sweep_depths=[1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4, 5], sweep_epochs=2,
             sweep_launchers=("basic", "joblib_2"), startup_repeats=3, startup_new_store=True)
@@ -118,6 +118,8 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         steps = {name: c for name, c in entry["contenders"].items() if name != "matmul_peak"}
         ours = steps["nnresearch"]["median_s"]
         entry["ratio"] = {name: ours / c["median_s"] for name, c in steps.items() if name != "nnresearch"}
+        entry["ratio_best"] = {name: steps["nnresearch"]["min_s"] / c["min_s"] for name, c in steps.items()
+                               if name != "nnresearch"}
         entry["flops_per_s"] = {name: work / c["median_s"] for name, c in steps.items() if name != "sklearn"}
         peak = entry["contenders"]["matmul_peak"]
         entry["peak_in_rounds_flops_per_s"] = peak["info"]["flops"] / peak["median_s"]
@@ -164,7 +166,8 @@ def measure_gpu(plan: Plan, skipped: dict[str, str]) -> dict[str, Any] | None:
 def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
     out = [f"Threads: NumPy's BLAS uses {threads} (from {source}); torch.set_num_threads({threads}). "
            "Each comparison is a ratio of medians taken in one invocation, contenders interleaved in "
-           "rotated blocks: the machine is shared, so absolute times drift between runs, ratios much less.",
+           "carryover-balanced orders (timing.balanced_orders): the machine is shared, so absolute times drift "
+           "between runs, ratios much less.",
            "FLOPs count the matmuls only: 2 m n_in n_out per layer forward, twice that backward "
            "(dW and dA_prev), no dA_prev for the first layer. Peak = the median of a square float32 np.matmul "
            "(the best side of the isolated measurement) timed in every shape's rounds beside the step; the isolated "

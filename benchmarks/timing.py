@@ -6,7 +6,9 @@ rounds; in each round every contender runs one block of calls, so slow spells of
 on all contenders alike. The orders of the rounds form a Williams design (`balanced_orders`): over
 a full cycle of them each contender runs right after every other one equally often, so what one
 contender leaves behind (PyTorch's spinning worker threads, a cold cache) does not always land on
-the same next one, as it would with a plain rotation. A contender is a callable returning how many
+the same next one, as it would with a plain rotation. Each round opens with one unmeasured call of
+its first contender, so the last block of the previous round precedes nothing that is measured.
+Balance holds for whole cycles: give `repeats` as a multiple of `len(balanced_orders(n))`. A contender is a callable returning how many
 units (training steps) one call performed (None = 1).
 """
 
@@ -77,7 +79,9 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
     names = list(contenders)
     orders = balanced_orders(len(names))
     for round_ in range(repeats):
-        for name in (names[i] for i in orders[round_ % len(orders)]):
+        order = [names[i] for i in orders[round_ % len(orders)]]
+        _call(contenders[order[0]])  # settle: the round's first block follows its own contender, not the last round's
+        for name in order:
             fn, total_s, total_units = contenders[name], 0.0, 0
             for _ in range(calls[name]):
                 elapsed, units = _call(fn)

@@ -66,6 +66,7 @@ class SweepProgress(Callback):
         self.marks = state["marks"]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish()  # this instance's previous multirun, if one ended without on_multirun_end
         self.__init__(self.poll_s)
         try:
             total = sweep_size(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}))
@@ -77,34 +78,42 @@ class SweepProgress(Callback):
         self.marks = Path(config.hydra.sweep.dir).absolute() / self.MARKS
         shutil.rmtree(self.marks, ignore_errors=True)  # a sweep dir given again: count this sweep's jobs only
         self.marks.mkdir(parents=True)
-        atexit.register(shutil.rmtree, self.marks, ignore_errors=True)
-        self._counter = threading.Thread(target=self._count_marks, name="sweep-progress", daemon=True)
+        atexit.register(self._finish)  # a failed job or an interrupt ends the multirun without on_multirun_end
+        self._counter = threading.Thread(target=self._count_marks, args=(self._stop, self.marks),
+                                         name="sweep-progress", daemon=True)
         self._counter.start()
 
-    def _count_marks(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self._show_marked()
+    def _count_marks(self, stop: threading.Event, marks: Path) -> None:
+        while not stop.wait(self.poll_s):
+            self._show_marked(marks)
 
-    def _show_marked(self) -> None:
-        done = len(os.listdir(self.marks))
-        with self._lock:
-            if self.bar is not None and done > self.bar.n:
-                self.bar.update(done - self.bar.n)
+    def _show_marked(self, marks: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            done = len(os.listdir(marks))
+            with self._lock:
+                if self.bar is not None and done > self.bar.n:
+                    self.bar.update(done - self.bar.n)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self.bar is not None:  # the job ran in the launching process
             with self._lock:
                 self.bar.update(1)
         elif self.marks is not None:
-            with contextlib.suppress(FileNotFoundError):  # the launching process has ended
+            with contextlib.suppress(FileNotFoundError):  # the sweep has ended: a straggler
                 (self.marks / str(config.hydra.job.num)).touch()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Stop counting (a last count first), remove the marks, close the bar; safe to call twice."""
         if self._counter is not None:
+            atexit.unregister(self._finish)
             self._stop.set()
             self._counter.join()
-            self._show_marked()
+            self._show_marked(self.marks)
             shutil.rmtree(self.marks, ignore_errors=True)
+            self._counter = None
         if self.bar is not None:
             self.bar.close()
 

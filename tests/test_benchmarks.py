@@ -28,6 +28,30 @@ def test_balanced_orders_let_every_contender_follow_every_other_equally_often():
         assert len(follows) == n * (n - 1) and len(set(follows.values())) <= 1
 
 
+def test_interleave_measures_every_contender_after_every_other_equally_often():
+    from collections import Counter
+
+    from benchmarks.timing import balanced_orders, interleave
+
+    calls: list[str] = []
+    names = ["a", "b", "c", "d", "e"]
+    contenders = {name: (lambda name=name: calls.append(name)) for name in names}
+    rounds = 2 * len(balanced_orders(len(names)))
+    timings = interleave(contenders, rounds, block_s=0.0, warmup=0)
+    assert all(len(t.per_unit_s) == rounds for t in timings.values())
+    # one call per block plus one unmeasured settle call per round: a call followed by the same
+    # name is a settle, and the block after it is measured after its own contender
+    measured_after = Counter()
+    for i in range(1, len(calls)):
+        settle = i + 1 < len(calls) and calls[i + 1] == calls[i]
+        if not settle:
+            measured_after[(calls[i - 1], calls[i])] += 1
+    across = {pair: n for pair, n in measured_after.items() if pair[0] != pair[1]}
+    after_itself = {pair: n for pair, n in measured_after.items() if pair[0] == pair[1]}
+    assert len(across) == len(names) * (len(names) - 1) and len(set(across.values())) == 1
+    assert len(after_itself) == len(names) and len(set(after_itself.values())) == 1
+
+
 def test_step_flops_counts_forward_and_backward_matmuls():
     # forward 2*m*(2*3 + 3*4); backward twice that, less dA_prev of the first layer (2*m*2*3)
     m = 5
@@ -117,14 +141,16 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
     monkeypatch.chdir(tmp_path)
     cfg = compose(["data=digits", "model.depth=1", "model.width=8", "trainer.epochs=1", "trainer.progress=false",
                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
-    store_writes, train = [], experiment.train
+    store_writes, in_clock, train = [], [], experiment.train
+    clock = TrackingClock()
 
     def slow_store_write(*args, **kwargs):  # every metric/param/tag batch costs 50 ms more: the clock must see it
-        store_writes.append(1)
+        store_writes.append(clock._depth > 0)
         time.sleep(0.05)
         return log_batch(*args, **kwargs)
 
     def slow_training(*args, **kwargs):  # 300 ms of training: the clock must not see it
+        in_clock.append(clock._depth > 0)
         time.sleep(0.3)
         return train(*args, **kwargs)
 
@@ -133,10 +159,11 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
     monkeypatch.setattr(experiment, "train", slow_training)
     untouched = (experiment.open_tracking, MLflowSink.flush)
     start = time.perf_counter()
-    with TrackingClock().installed() as clock:
+    with clock.installed():
         outcome = experiment.execute(cfg)
     total = time.perf_counter() - start
-    assert outcome.run_id and store_writes
+    assert outcome.run_id and len(store_writes) >= 2 and all(store_writes)  # params, then the metrics
+    assert in_clock == [False]
     assert 0.05 * len(store_writes) <= clock.seconds < total - 0.3
     assert (experiment.open_tracking, MLflowSink.flush) == untouched
 

@@ -50,11 +50,14 @@ def test_jobs_in_other_processes_advance_the_bar_of_the_launching_one(tmp_path, 
     assert not progress.marks.exists()
     worker.on_job_end(config, job_return=None)  # a straggler after the end: ignored
 
-    progress.on_multirun_start(config)  # the same callback, a second multirun: counts afresh
+    progress.on_multirun_start(config)  # the same callback, a second multirun: counts afresh, while it runs
     worker = pickle.loads(pickle.dumps(progress))
     worker.on_job_end(config, job_return=None)
-    progress.on_multirun_end(config)
+    deadline = time.monotonic() + 10
+    while progress.bar.n < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert progress.bar.n == 1
+    progress.on_multirun_end(config)
 
 
 def test_jobs_of_the_basic_launcher_advance_the_bar_directly(tmp_path, monkeypatch):
@@ -65,6 +68,16 @@ def test_jobs_of_the_basic_launcher_advance_the_bar_directly(tmp_path, monkeypat
     progress.on_job_end(config, job_return=None)
     assert progress.bar.n == 1 and progress.marks is None and not (tmp_path / "multirun").exists()
     progress.on_multirun_end(config)
+
+
+@pytest.mark.slow
+def test_failed_parallel_sweep_from_a_terminal_leaves_no_marks_behind(tmp_path):
+    # a failing job ends the multirun without on_multirun_end: the marks go at exit, quietly
+    code, output = run_in_terminal(["-m", "trainer.seed=0,1", "trainer.resume=/no/such/checkpoint.npz",
+                                    "hydra/launcher=joblib", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
+    assert code == 1 and "no such parameter file" in output
+    assert list(tmp_path.glob("multirun/*/*/0")) and not list(tmp_path.glob("multirun/*/*/.jobs_done"))
+    assert "sweep-progress" not in output  # no traceback from the counting thread
 
 
 def run_in_terminal(args: list[str], cwd, timeout: float = 240) -> tuple[int, str]:
