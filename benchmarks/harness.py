@@ -275,7 +275,7 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
             entry["over_bare"] = entry["min_s"] / v["bare"]["min_s"] if "min_s" in v.get("bare", {}) else None
     if "min_s" in v.get("execute_on", {}) and "min_s" in v.get("execute_off", {}):
         result["tracking_cost_s"] = v["execute_on"]["min_s"] - v["execute_off"]["min_s"]
-        # the clock's reading of the timed rounds (the first call's is dropped, as its time is)
+        # the clock's readings after the first (untimed) call: every round's runs, its settle call included
         clocked = statistics.median(in_tracking_s[1:])
         result["in_tracking_s"] = {"median_s": clocked, "min_s": min(in_tracking_s[1:]), "max_s": max(in_tracking_s[1:])}
         # conservative: the median clocked cost on top of the best untracked run

@@ -1,15 +1,15 @@
 """Timing on a shared, noisy machine: interleaved blocks, medians, and the environment they ran in.
 
-`interleave(contenders, repeats, block_s)` runs every contender `warmup` times (the last call
-sizes its block to about `block_s` seconds; with `warmup=0` a block is one call), then `repeats`
-rounds; in each round every contender runs one block of calls, so slow spells of the machine fall
-on all contenders alike. The orders of the rounds form a Williams design (`balanced_orders`): over
-a full cycle of them each contender runs right after every other one equally often, so what one
-contender leaves behind (PyTorch's spinning worker threads, a cold cache) does not always land on
-the same next one, as it would with a plain rotation. Each round opens with one unmeasured call of
-its first contender, so the last block of the previous round precedes nothing that is measured.
-Balance holds for whole cycles: give `repeats` as a multiple of `len(balanced_orders(n))`. A contender is a callable returning how many
-units (training steps) one call performed (None = 1).
+`interleave(contenders, repeats, block_s)` runs every contender `warmup` times (the last call sizes
+its block to about `block_s` seconds; with `warmup=0` a block is one call), then `repeats` rounds;
+in each round every contender runs one block of calls, so slow spells of the machine fall on all
+contenders alike. The orders of the rounds form a Williams design (`balanced_orders`): over a full
+cycle of them each contender runs right after every other one equally often, so what one contender
+leaves behind (PyTorch's spinning worker threads, a cold cache) does not always land on the same
+next one, as it would with a plain rotation. Each round opens with one unmeasured call of its first
+contender, so the last block of the previous round precedes nothing that is measured. Balance holds
+for whole cycles: give `repeats` as a multiple of `len(balanced_orders(n))`. A contender is a
+callable returning how many units (training steps) one call performed (None = 1).
 """
 
 from __future__ import annotations

@@ -51,8 +51,11 @@ class SweepProgress(Callback):
 
     def __init__(self, poll_s: float = 0.5) -> None:
         self.poll_s = poll_s
+        self._reset()
+
+    def _reset(self, marks: Path | None = None) -> None:
         self.bar: tqdm | None = None
-        self.marks: Path | None = None
+        self.marks = marks
         self._lock = threading.Lock()  # jobs on threads (joblib's threading backend) share the bar
         self._stop = threading.Event()
         self._counter: threading.Thread | None = None
@@ -62,12 +65,12 @@ class SweepProgress(Callback):
         return {"poll_s": self.poll_s, "marks": self.marks}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["poll_s"])
-        self.marks = state["marks"]
+        self.poll_s = state["poll_s"]
+        self._reset(state["marks"])
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()  # this instance's previous multirun, if one ended without on_multirun_end
-        self.__init__(self.poll_s)
+        self._reset()
         try:
             total = sweep_size(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}))
         except HydraException:  # a search (Optuna's interval/tag params) has no grid: count its trials

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from omegaconf import OmegaConf
+from test_cli import cli_env
 
 from nnresearch.callbacks import SweepProgress, sweep_size
 
@@ -84,8 +85,7 @@ def run_in_terminal(args: list[str], cwd, timeout: float = 240) -> tuple[int, st
     """`python -m nnresearch.run *args` with a pseudo-terminal as stdin, stdout and stderr, as from a shell."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a fresh pty is 0 x 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
-    process = subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, env=cli_env(),
                                stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)
     output, deadline = bytearray(), time.monotonic() + timeout
