@@ -33,7 +33,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -315,7 +316,10 @@ class MLflowSink:
 
     Each full batch of MLflow's limit (1000 metrics) is sent as soon as it fills; the whole buffer
     is sent when a `log_metrics` call finds it `flush_every_s` seconds old, and on `flush()` (which
-    `open_run` calls at the end). Everything else (params, tags, artifacts) is sent at once.
+    `open_run` calls at the end). Arrays (`log_arrays`) are snapshotted at the call and written by
+    a background thread while training goes on; `wait_for_uploads()` (which `open_run` calls at the
+    end, before the final status) waits for them. Everything else (params, tags, other artifacts)
+    is sent at once.
     """
 
     def __init__(self, client: MlflowClient, run: Run, *, flush_every_s: float = 2.0) -> None:
@@ -326,6 +330,8 @@ class MLflowSink:
         self._buffer: list[Metric] = []
         self._oldest = 0.0
         self._known_names: set[str] = set()
+        self._uploader: ThreadPoolExecutor | None = None
+        self._uploads: list[Future[None]] = []
 
     @property
     def run_id(self) -> str:
@@ -379,9 +385,25 @@ class MLflowSink:
                 raise
 
     def flush(self) -> None:
-        """Send every buffered metric, in chunks of MLflow's batch limit."""
+        """Send every buffered metric, in chunks of MLflow's batch limit; raise the error of a
+        background upload that has failed meanwhile (see `log_arrays`)."""
         pending, self._buffer = self._buffer, []
         self._send(pending)
+        failed = [upload for upload in self._uploads if upload.done() and upload.exception() is not None]
+        if failed:
+            self._uploads.remove(failed[0])
+            failed[0].result()
+
+    def wait_for_uploads(self) -> None:
+        """Wait until every background upload has ended; raise the first one's error, if any failed."""
+        uploads, self._uploads = self._uploads, []
+        errors = [upload.exception() for upload in uploads]  # waits for each
+        if self._uploader is not None:
+            self._uploader.shutdown()
+            self._uploader = None
+        for error in errors:
+            if error is not None:
+                raise error
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags (values stringified, cut to MLflow's tag length limit)."""
@@ -417,20 +439,31 @@ class MLflowSink:
             self._client.log_text(self.run_id, text, artifact_file)
 
     def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
-        """Save host arrays as one `.npz` artifact (`np.savez`, no pickled objects).
+        """Save host arrays as one `.npz` artifact (`np.savez`, no pickled objects), in the background.
 
-        Read it back with `np.load(path, allow_pickle=False)`. The file is written under a temporary
-        name and renamed, so a crash never leaves a half-written archive to upload.
+        The arrays are copied before this returns, so the caller may change them at once (training
+        updates its weights in place); one background thread writes and uploads the copies, in call
+        order, so the caller goes on training instead of waiting for the disk and the store.
+        Its errors surface at the next `flush()` or at `wait_for_uploads()`, so the run ends FAILED.
+        Read the file back with `np.load(path, allow_pickle=False)`.
         """
         directory, name = _artifact_parts(artifact_file, (".npz",))
-        host = {key: _plain_array(key, value) for key, value in arrays.items()}
+        snapshot = {key: np.array(_plain_array(key, value), copy=True) for key, value in arrays.items()}
+        self._in_background(self._upload_npz, snapshot, directory, name)
+
+    def _in_background(self, work: Callable[..., None], *args: Any) -> None:
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnresearch-upload")
+        self._uploads.append(self._uploader.submit(work, *args))
+
+    def _upload_npz(self, arrays: Mapping[str, np.ndarray], directory: str | None, name: str) -> None:
+        """Write `arrays` under a temporary name, rename, upload: a crash never uploads half an archive."""
         with tempfile.TemporaryDirectory() as tmp:
             partial, final = Path(tmp, name + ".part"), Path(tmp, name)
             with open(partial, "wb") as file:
-                np.savez(file, **host)
+                np.savez(file, **arrays)
             os.replace(partial, final)
-            with _signals_held():
-                self._client.log_artifact(self.run_id, str(final), artifact_path=directory)
+            self._client.log_artifact(self.run_id, str(final), artifact_path=directory)
 
     def log_table(self, table: Any, artifact_file: str) -> None:
         """Save a DataFrame or a list of dicts as `.csv` (plain) or `.json` (MLflow's table format,
@@ -617,11 +650,14 @@ def open_run(
 
 
 def _end_run(client: MlflowClient, sink: MLflowSink, status: str) -> None:
-    """Send what is buffered, then set the final status (FAILED if the last send fails); a Ctrl-C
-    or SIGTERM arriving meanwhile acts once the status is set."""
+    """Send what is buffered and wait for the background uploads, then set the final status (FAILED
+    if either fails); a Ctrl-C or SIGTERM arriving meanwhile acts once the status is set."""
     with _signals_held():
         try:
-            sink.flush()
+            try:
+                sink.flush()
+            finally:
+                sink.wait_for_uploads()
         except Exception:
             client.set_terminated(sink.run_id, "FAILED" if status == "FINISHED" else status)
             raise

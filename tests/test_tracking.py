@@ -9,6 +9,8 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +190,84 @@ def test_log_arrays_refuses_object_arrays(uri):
             sink.log_arrays({"ragged": np.array([[1], [1, 2]], dtype=object)}, "a.npz")
         with pytest.raises(ValueError, match=".npz"):
             sink.log_arrays({"w": np.ones(2)}, "a.npy")
+
+
+def downloaded(uri: str, run_id: str, artifact: str, folder: Path) -> dict[str, np.ndarray]:
+    """The arrays of the `.npz` artifact `artifact` of run `run_id`."""
+    local = MlflowClient(tracking.resolve_uri(uri)).download_artifacts(run_id, artifact, str(folder))
+    with np.load(local, allow_pickle=False) as archive:
+        return dict(archive)
+
+
+@pytest.fixture
+def held_uploads(monkeypatch) -> threading.Event:
+    """`MlflowClient.log_artifact` waits until the returned event is set (at most 10 s)."""
+    release = threading.Event()
+    original = MlflowClient.log_artifact
+
+    def held(self, *args, **kwargs):
+        release.wait(timeout=10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", held)
+    return release
+
+
+def test_log_arrays_uploads_a_copy_taken_at_the_call(uri, tmp_path, held_uploads):
+    weights = np.zeros((3, 2), dtype=np.float32)
+    with tracking.open_run(uri, "demo", "snapshot") as sink:
+        sink.log_arrays({"W1": weights}, "params/init.npz")
+        weights += 1.0  # training updates in place while the upload waits
+        sink.log_arrays({"W1": weights}, "params/final.npz")
+        weights += 1.0
+        pending = MlflowClient(tracking.resolve_uri(uri)).list_artifacts(sink.run_id, "params")
+        held_uploads.set()
+    assert pending == []  # log_arrays returned before its upload ran
+    assert get_run(uri, sink.run_id).info.status == "FINISHED"
+    for name, expected in (("init", 0.0), ("final", 1.0)):
+        W1 = downloaded(uri, sink.run_id, f"params/{name}.npz", tmp_path / name)["W1"]
+        assert W1.dtype == np.float32
+        np.testing.assert_array_equal(W1, np.full((3, 2), expected, dtype=np.float32))
+
+
+def test_the_run_ends_after_its_uploads(uri, tmp_path, held_uploads):
+    threading.Timer(0.2, held_uploads.set).start()
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.open_run(uri, "demo", "ctrl-c during upload") as sink:
+            sink.log_arrays({"W1": np.ones(4)}, "w.npz")
+            raise KeyboardInterrupt
+    assert get_run(uri, sink.run_id).info.status == "KILLED"
+    np.testing.assert_array_equal(downloaded(uri, sink.run_id, "w.npz", tmp_path)["W1"], np.ones(4))
+
+
+def test_a_failed_upload_fails_the_run_at_the_next_flush(uri, monkeypatch):
+    def full_disk(self, *args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", full_disk)
+    with pytest.raises(OSError, match="no space left"):
+        with tracking.open_run(uri, "demo", "full disk", flush_every_s=3600) as sink:
+            sink.log_arrays({"W1": np.ones(4)}, "w.npz")
+            sink.log_metrics({"loss": 1.0}, 0)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # training goes on until a flush sees the failure
+                sink.flush()
+                time.sleep(0.01)
+            pytest.fail("flush() never raised the failed upload's error")
+    assert get_run(uri, sink.run_id).info.status == "FAILED"
+    assert history(uri, sink.run_id, "loss") == [(0, 1.0)]
+
+
+def test_a_failed_upload_fails_a_run_that_ends_first(uri, monkeypatch):
+    def full_disk(self, *args, **kwargs):
+        time.sleep(0.2)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", full_disk)
+    with pytest.raises(OSError, match="no space left"):
+        with tracking.open_run(uri, "demo", "full disk at the end") as sink:
+            sink.log_arrays({"W1": np.ones(4)}, "w.npz")
+    assert get_run(uri, sink.run_id).info.status == "FAILED"
 
 
 # --- batching -----------------------------------------------------------------------------------
