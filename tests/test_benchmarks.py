@@ -8,6 +8,7 @@ unavailable so the test means the same with and without the optional `bench` ext
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 import pytest
@@ -50,6 +51,16 @@ def test_interleave_measures_every_contender_after_every_other_equally_often():
     after_itself = {pair: n for pair, n in measured_after.items() if pair[0] == pair[1]}
     assert len(across) == len(names) * (len(names) - 1) and len(set(across.values())) == 1
     assert len(after_itself) == len(names) and len(set(after_itself.values())) == 1
+
+
+def test_paired_ratio_is_the_median_of_same_round_ratios():
+    from benchmarks.harness import paired_ratio
+
+    # round 2 ran at half speed, slowing both variants alike: each round's ratio is still ~1.05
+    on, off = [1.05, 2.10, 1.04], [1.00, 2.00, 0.95]
+    assert paired_ratio(on, off) == pytest.approx(1.05)
+    with pytest.raises(ValueError, match="equal"):
+        paired_ratio([1.0, 2.0], [1.0])
 
 
 def test_step_flops_counts_forward_and_backward_matmuls():
@@ -118,6 +129,8 @@ def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_pat
     assert all(v["min_s"] > 0 and v["median_s"] >= v["min_s"] for v in variants.values())
     assert workload["logged_values"] > 0 and workload["store"] == "existing"
     assert workload["ratios"]["harness_over_bare"] == pytest.approx(variants["execute_on"]["min_s"] / variants["bare"]["min_s"])
+    on, off = variants["execute_on"]["per_round_s"], variants["execute_off"]["per_round_s"]
+    assert workload["ratios"]["tracking_on_over_off_paired"] == pytest.approx(statistics.median(a / b for a, b in zip(on, off)))
     assert set(written["harness"]["verdict"]) == {"harness_over_bare", "tracking_on_over_off"}
     clocked = workload["in_tracking_s"]
     assert 0 < clocked["min_s"] <= clocked["median_s"] <= clocked["max_s"]

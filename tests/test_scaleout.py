@@ -36,6 +36,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
+from test_cli import cli_env
 
 from nnresearch import experiment
 from nnresearch.config import config_hash, validate
@@ -51,18 +52,16 @@ COMPARED = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test
 # Helpers: the command line as a subprocess or in this process, and the store read back
 
 
-def cli_env() -> dict[str, str]:
-    """This environment without MLflow/Hydra settings, with tests/ importable (for RecordJobs)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    return env
+def scaleout_env() -> dict[str, str]:
+    """`test_cli.cli_env()` with tests/ importable (for RecordJobs)."""
+    return cli_env(PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
 
 
 def popen(*args: str, cwd: Path, log: Path, new_session: bool = False) -> subprocess.Popen:
     """`python -m nnresearch.run *args`, output to `log` (a pipe would keep orphaned workers' output waiting)."""
     with open(log, "w") as out:
         return subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, text=True, env=cli_env(), start_new_session=new_session)
+                                stderr=subprocess.STDOUT, text=True, env=scaleout_env(), start_new_session=new_session)
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 240) -> tuple[int, str]:

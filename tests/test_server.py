@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
+from test_cli import cli_env
 
 from nnresearch import results
 
@@ -49,7 +50,8 @@ def free_port() -> int:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_", "PG"))} | {"LC_ALL": "C"}
+    """`test_cli.cli_env()` without PostgreSQL's PG* settings, in the C locale (for initdb)."""
+    return {k: v for k, v in cli_env().items() if not k.startswith("PG")} | {"LC_ALL": "C"}
 
 
 class Postgres:
@@ -172,12 +174,11 @@ def sweep(server, tmp_path_factory):
     """Four jobs on two joblib workers, logging to the server."""
     uri, _, _ = server
     folder = tmp_path_factory.mktemp("server_sweep")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
     result = subprocess.run([sys.executable, "-m", "nnresearch.run", "-m", "trainer.seed=0,1", "model.width=4,8",
                              "trainer.epochs=2", "data.n_samples=120", "trainer.progress=false", f"study={STUDY}",
                              f"tracking.uri={uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                              f"hydra.sweep.dir={folder / 'sweep'}"],
-                            cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+                            cwd=folder, capture_output=True, text=True, timeout=300, env=cli_env())
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return uri, folder
 
