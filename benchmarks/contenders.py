@@ -16,11 +16,13 @@ returns how many training steps it did; `info` says what exactly was run.
 | matmul_peak | one square `np.matmul` at the peak's side (`flops.square_matmul`)              |
 
 The `gpu` part runs `nnresearch_step(device="gpu")` (the same core on CuPy) against
-`torch_step(device="gpu")` (CUDA); both wait for the device at the end of every step.
+`torch_step(device="gpu")` (CUDA), and both GEMM-only contenders on the device (CuPy's cuBLAS
+against torch's); every GPU contender waits for the device at the end of every step.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,13 +48,11 @@ def batch(sizes: list[int], m: int, seed: int = 1) -> tuple[np.ndarray, np.ndarr
 
 def nnresearch_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
     """The core's step on NumPy (`device="cpu"`) or CuPy (`"gpu"`, waiting for the device each step)."""
-    from nnresearch.backend import gpu_available, make_rng, select
+    from nnresearch.backend import make_rng
     from nnresearch.nn.architectures import Builder, Init, mlp
     from nnresearch.nn.optim import make_optimizer
 
-    if device == "gpu" and not gpu_available():
-        raise Unavailable("CuPy with a CUDA device is not available")
-    xp = select(device)
+    xp = _namespace(device)
     network = mlp(Builder(xp, xp.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
     optimizer = make_optimizer("sgd")
     rows, labels = batch(sizes, m)
@@ -69,6 +69,15 @@ def nnresearch_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step
     step()
     dtypes = sorted({str(p.dtype) for p in network.params().values()} | {str(g.dtype) for g in network.grads().values()})
     return step, {"dtype": "/".join(dtypes), "layout": "W (n_l, n_prev), A (n_l, m)", "backend": xp.__name__}
+
+
+def _namespace(device: str) -> Any:
+    """NumPy for "cpu", CuPy for "gpu" (Unavailable without CuPy and a CUDA device)."""
+    from nnresearch.backend import gpu_available, select
+
+    if device == "gpu" and not gpu_available():
+        raise Unavailable("CuPy with a CUDA device is not available")
+    return select(device)
 
 
 def _device_wait(device: str) -> Callable[[], None]:
@@ -143,9 +152,20 @@ def sklearn_step(sizes: list[int], m: int, n_batches: int) -> tuple[Step, dict[s
                   "output": f"{classifier.out_activation_} x {classifier.coefs_[-1].shape[1]}"}
 
 
-def gemm_step(sizes: list[int], m: int) -> tuple[Step, dict[str, Any]]:
-    """The step's products alone (`flops.gemm_only`); a call returning None is one unit."""
-    return gemm_only(sizes, m), {"dtype": "float32"}
+def gemm_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
+    """The step's products alone (`flops.gemm_only`) on NumPy, or on CuPy waiting for the device;
+    a call returning None is one unit."""
+    products = gemm_only(sizes, m, xp=_namespace(device))
+    if device == "cpu":
+        return products, {"dtype": "float32"}
+    wait = _device_wait(device)
+
+    def step() -> int:
+        products()
+        wait()
+        return 1
+
+    return step, {"dtype": "float32", "backend": "cupy", "cupy_tf32": os.environ.get("CUPY_TF32", "0")}
 
 
 def peak_step(side: int) -> tuple[Step, dict[str, Any]]:
@@ -154,15 +174,20 @@ def peak_step(side: int) -> tuple[Step, dict[str, Any]]:
     return square_matmul(side), {"dtype": "float32", "side": side, "flops": 2 * side**3}
 
 
-def torch_gemm_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[str, Any]]:
-    """`gemm_step` with torch tensors in torch's own layout (X rows), the products autograd runs."""
+def torch_gemm_step(sizes: list[int], m: int, threads: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
+    """`gemm_step` with torch tensors in torch's own layout (X rows), the products autograd runs;
+    on CUDA (`device="gpu"`) synchronizing each step."""
     torch = import_torch()
+    if device == "gpu" and not torch.cuda.is_available():
+        raise Unavailable("torch sees no CUDA device")
+    target = "cuda" if device == "gpu" else "cpu"
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
     pairs = list(zip(sizes[:-1], sizes[1:]))
-    Ws = [torch.randn(n_out, n_in, generator=generator) for n_in, n_out in pairs]
-    As = [torch.randn(m, n_in, generator=generator) for n_in, _ in pairs]
-    deltas = [torch.randn(m, n_out, generator=generator) for _, n_out in pairs]
+    Ws = [torch.randn(n_out, n_in, generator=generator).to(target) for n_in, n_out in pairs]
+    As = [torch.randn(m, n_in, generator=generator).to(target) for n_in, _ in pairs]
+    deltas = [torch.randn(m, n_out, generator=generator).to(target) for _, n_out in pairs]
+    wait = torch.cuda.synchronize if device == "gpu" else (lambda: None)
 
     def step() -> int:
         with torch.no_grad():
@@ -172,6 +197,7 @@ def torch_gemm_step(sizes: list[int], m: int, threads: int) -> tuple[Step, dict[
                 delta.T @ A  # dW
                 if index > 0:
                     delta @ W  # dA_prev
+        wait()
         return 1
 
-    return step, {"dtype": "float32"}
+    return step, {"dtype": "float32", "device": target}

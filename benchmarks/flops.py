@@ -9,6 +9,8 @@ Counting only the matrix products (elementwise work is O(m n) against O(m n_in n
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from benchmarks.timing import best_of
@@ -41,16 +43,16 @@ def matmul_peak(sides: tuple[int, ...], repeats: int, seed: int = 0) -> dict[str
     return out
 
 
-def gemm_only(sizes: list[int], m: int, seed: int = 0):
-    """A step's matrix products and nothing else (the floor for any NumPy implementation).
+def gemm_only(sizes: list[int], m: int, seed: int = 0, xp: Any = np):
+    """A step's matrix products and nothing else (the floor for any implementation on `xp`).
 
     Returns a callable performing exactly the products counted by `step_flops`, on preallocated
-    float32 arrays of the step's shapes.
+    float32 arrays of the step's shapes in the namespace `xp` (NumPy, or CuPy for the GPU part).
     """
     rng = np.random.default_rng(seed)
-    Ws = [rng.standard_normal((n_out, n_in), dtype=np.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-    As = [rng.standard_normal((n, m), dtype=np.float32) for n in sizes[:-1]]
-    deltas = [rng.standard_normal((n, m), dtype=np.float32) for n in sizes[1:]]
+    Ws = [xp.asarray(rng.standard_normal((n_out, n_in), dtype=np.float32)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    As = [xp.asarray(rng.standard_normal((n, m), dtype=np.float32)) for n in sizes[:-1]]
+    deltas = [xp.asarray(rng.standard_normal((n, m), dtype=np.float32)) for n in sizes[1:]]
 
     def products() -> None:
         for W, A in zip(Ws, As):

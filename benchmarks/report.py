@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 CONTENDERS = ("nnresearch", "torch", "sklearn", "gemm_only", "torch_gemm_only")
+GPU_CONTENDERS = ("nnresearch_cupy", "torch_cuda", "gemm_only_cupy", "torch_gemm_only_cuda")
 
 
 def _s(value: float | None) -> str:
@@ -71,7 +72,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# nnresearch benchmark{' (smoke)' if meta['smoke'] else ''}", "",
              f"`{meta['command']}` — {meta['started']}, {meta['duration_s']:.0f} s; {env['processor']}, "
              f"{env['cpu_count']} cores, BLAS threads {env['blas_threads']} ({env['blas_threads_source']}); "
-             f"numpy {env['numpy']}, torch {env['torch']}, scikit-learn {env['sklearn']}; load average "
+             f"numpy {env['numpy']}, torch {env['torch']}, scikit-learn {env['sklearn']}"
+             f"{', cupy ' + env['cupy'] if env.get('cupy') else ''}; load average "
              f"{env['load_average_start']} -> {env.get('load_average_end')}.", ""]
     if "step" in results:
         lines += ["## Training step (float32, relu, softmax + cross-entropy, SGD)", "",
@@ -112,10 +114,14 @@ def markdown(results: dict[str, Any]) -> str:
     if "gpu" in results:
         g = results["gpu"]
         lines += [f"## Training step on the GPU ({g.get('device')}): CuPy against PyTorch CUDA", "",
-                  "Median seconds per step, each step waited for on the device; ratio = nnresearch (CuPy) / PyTorch.", ""]
-        rows = [[f"`{s['name']}`", str(s["batch"]), _s(s["contenders"]["nnresearch_cupy"]["median_s"]),
-                 _s(s["contenders"]["torch_cuda"]["median_s"]), _x(s["ratio_to_torch"])] for s in g["shapes"]]
-        lines += _table(["shape", "batch", "nnresearch (CuPy)", "PyTorch CUDA", "ratio"], rows)
+                  "Median seconds per step, each step waited for on the device; vs torch = nnresearch (CuPy) / PyTorch, "
+                  "of the medians and of the best rounds. GEMM floor = CuPy's GEMMs alone / the nnresearch step.", ""]
+        rows = [[f"`{s['name']}`", str(s["batch"]), *(_s(s["contenders"][name]["median_s"]) for name in GPU_CONTENDERS),
+                 _x(s["ratio_to_torch"]), _x(s.get("ratio_to_torch_best")), _x(s.get("gemm_floor_fraction")),
+                 _x(s.get("blas_ratio")), _x(s.get("flops_per_s", {}).get("nnresearch_cupy", math.nan) / 1e12, 1)]
+                for s in g["shapes"]]
+        lines += _table(["shape", "batch", "nnresearch (CuPy)", "PyTorch CUDA", "CuPy GEMMs", "torch GEMMs", "vs torch",
+                         "vs torch, best / best", "GEMM floor", "CuPy BLAS / torch BLAS", "nnresearch TFLOP/s"], rows)
     if "harness" in results:
         lines += _harness(results["harness"])
     if "sweep" in results:

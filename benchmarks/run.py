@@ -145,18 +145,25 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
 
 
 def measure_gpu(plan: Plan, skipped: dict[str, str]) -> dict[str, Any] | None:
-    """The step on CuPy against PyTorch CUDA at the three largest shapes; None (and a reason) without a GPU."""
+    """The step on CuPy against PyTorch CUDA at the three largest shapes, and each library's GEMMs
+    alone on the device (where the time goes); None (and a reason) without a GPU."""
     shapes = []
     for sizes, m in plan.shapes[-3:]:
         try:
             built = {"nnresearch_cupy": contenders.nnresearch_step(sizes, m, device="gpu"),
-                     "torch_cuda": contenders.torch_step(sizes, m, 1, device="gpu")}
+                     "torch_cuda": contenders.torch_step(sizes, m, 1, device="gpu"),
+                     "gemm_only_cupy": contenders.gemm_step(sizes, m, device="gpu"),
+                     "torch_gemm_only_cuda": contenders.torch_gemm_step(sizes, m, 1, device="gpu")}
         except contenders.Unavailable as why:
             skipped["gpu"] = str(why)
             return None
         entry = _timed_shape(sizes, m, built, plan.repeats_small, plan.block_s)
         c = entry["contenders"]
         entry["ratio_to_torch"] = c["nnresearch_cupy"]["median_s"] / c["torch_cuda"]["median_s"]
+        entry["ratio_to_torch_best"] = c["nnresearch_cupy"]["min_s"] / c["torch_cuda"]["min_s"]
+        entry["flops_per_s"] = {name: entry["flops"] / timing["median_s"] for name, timing in c.items()}
+        entry["gemm_floor_fraction"] = c["gemm_only_cupy"]["median_s"] / c["nnresearch_cupy"]["median_s"]
+        entry["blas_ratio"] = c["gemm_only_cupy"]["median_s"] / c["torch_gemm_only_cuda"]["median_s"]
         shapes.append(entry)
         del built
         gc.collect()
@@ -169,10 +176,12 @@ def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
            "carryover-balanced orders (timing.balanced_orders): the machine is shared, so absolute times drift "
            "between runs, ratios much less.",
            "FLOPs count the matmuls only: 2 m n_in n_out per layer forward, twice that backward "
-           "(dW and dA_prev), no dA_prev for the first layer. Peak = the median of a square float32 np.matmul "
-           "(the best side of the isolated measurement) timed in every shape's rounds beside the step; the isolated "
-           "peak = best np.matmul of square matrices before and after the step part, with nothing else running."]
+           "(dW and dA_prev), no dA_prev for the first layer."]
     step = results.get("step", {}).get("shapes", [])
+    if step:
+        out.append("Peak = the median of a square float32 np.matmul (the best side of the isolated measurement) timed "
+                   "in every shape's rounds beside the step; the isolated peak = best np.matmul of square matrices "
+                   "before and after the step part, with nothing else running.")
     sk = next((s["contenders"]["sklearn"]["info"] for s in step if "sklearn" in s["contenders"]), None)
     if sk:
         out.append(f"scikit-learn's MLPClassifier computes in the dtype of X: given float32 it keeps float32 "
@@ -190,6 +199,14 @@ def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
                    "preallocated arrays: the floor for any NumPy implementation of the step; 'torch GEMMs' runs the "
                    "same products with torch tensors, so 'NumPy BLAS / torch BLAS' > 1 is a gap no change to the core "
                    "can close.")
+    gpu = results.get("gpu", {}).get("shapes", [])
+    if gpu:
+        torch_info = gpu[0]["contenders"]["torch_cuda"]["info"]
+        out.append(f"GPU: float32 everywhere; torch's TF32 matmuls {'on' if torch_info.get('tf32') else 'off'}, "
+                   f"CUPY_TF32={gpu[0]['contenders']['gemm_only_cupy']['info'].get('cupy_tf32')}. Every GPU contender "
+                   "synchronizes the device at the end of each step, so its time is the longer of the host's dispatch "
+                   "and the device's work; torch's host side on 1 intra-op thread. 'GEMMs alone' are the step's products only, in each library: CuPy's / "
+                   "torch's > 1 is a gap in the products, the rest of 'vs torch' is the elementwise work and launches.")
     if "harness" in results:
         out.append("Harness: every variant loads the data and builds the network from the same composed config and "
                    "draws the same batches from the same generator as train(), so equal final val losses show equal "

@@ -137,7 +137,7 @@ def environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "load_average_start": load_average(),
     }
-    for module in ("torch", "sklearn"):
+    for module in ("torch", "sklearn", "cupy"):
         try:
             env[module] = __import__(module).__version__
         except ImportError:

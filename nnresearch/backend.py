@@ -20,17 +20,30 @@ DEVICES = ("cpu", "gpu", "auto")
 DTYPES = ("float32", "float64")
 
 
+_NAMESPACE_OF_TYPE: dict[type, types.ModuleType] = {}
+
+
 def namespace(*arrays: Any) -> types.ModuleType:
     """The array namespace shared by `arrays`.
 
     NumPy >= 2 is array-API compatible in its main namespace, so NumPy arrays get `numpy` itself
-    (no wrapper overhead on every call); everything else goes through `array_api_compat`.
+    (no wrapper overhead on every call); everything else goes through `array_api_compat`, whose
+    answer for arrays of one type is remembered per type. The core asks on every operation, and
+    the lookup cost ~3 us for CuPy arrays (beside a ~12 us kernel launch) and tens of us for
+    array_api_strict's, the test backend.
     """
     if all(isinstance(a, np.ndarray) for a in arrays):
         return np
+    kind = type(arrays[0])
+    single_type = all(type(a) is kind for a in arrays)
+    if single_type and kind in _NAMESPACE_OF_TYPE:
+        return _NAMESPACE_OF_TYPE[kind]
     import array_api_compat
 
-    return array_api_compat.array_namespace(*arrays)
+    xp = array_api_compat.array_namespace(*arrays)
+    if single_type:
+        _NAMESPACE_OF_TYPE[kind] = xp
+    return xp
 
 
 def gpu_available() -> bool:

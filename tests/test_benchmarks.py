@@ -206,5 +206,10 @@ def test_gpu_part_measures_cupy_against_torch_cuda_or_says_why_not(tmp_path):
         assert results["skipped"]["gpu"]
         return
     for shape in results["gpu"]["shapes"]:
-        assert shape["ratio_to_torch"] > 0
-        assert shape["contenders"]["nnresearch_cupy"]["info"]["dtype"] == "float32"
+        c = shape["contenders"]
+        assert set(c) == {"nnresearch_cupy", "torch_cuda", "gemm_only_cupy", "torch_gemm_only_cuda"}
+        assert shape["ratio_to_torch"] == pytest.approx(c["nnresearch_cupy"]["median_s"] / c["torch_cuda"]["median_s"])
+        assert shape["blas_ratio"] == pytest.approx(c["gemm_only_cupy"]["median_s"] / c["torch_gemm_only_cuda"]["median_s"])
+        assert shape["gemm_floor_fraction"] > 0
+        assert c["nnresearch_cupy"]["info"]["dtype"] == "float32"
+    assert "GPU" in (tmp_path / "results.md").read_text()
