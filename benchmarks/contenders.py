@@ -98,12 +98,17 @@ def import_torch() -> Any:
     return torch
 
 
+def _torch_device(torch: Any, device: str) -> tuple[str, Callable[[], None]]:
+    """torch's device for "cpu" / "gpu", and what waits for its queued kernels (nothing on the CPU)."""
+    if device == "gpu" and not torch.cuda.is_available():
+        raise Unavailable("torch sees no CUDA device")
+    return ("cuda", torch.cuda.synchronize) if device == "gpu" else ("cpu", lambda: None)
+
+
 def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
     """PyTorch eager on the CPU, or on CUDA (`device="gpu"`, synchronizing each step)."""
     torch = import_torch()
-    if device == "gpu" and not torch.cuda.is_available():
-        raise Unavailable("torch sees no CUDA device")
-    target = "cuda" if device == "gpu" else "cpu"
+    target, wait = _torch_device(torch, device)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers: list[Any] = []
@@ -114,7 +119,6 @@ def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu") -> t
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     rows, labels = batch(sizes, m)
     X, y = torch.from_numpy(rows).to(target), torch.from_numpy(labels).to(target)
-    wait = torch.cuda.synchronize if device == "gpu" else (lambda: None)
 
     def step() -> int:
         optimizer.zero_grad(set_to_none=True)
@@ -178,16 +182,13 @@ def torch_gemm_step(sizes: list[int], m: int, threads: int, device: str = "cpu")
     """`gemm_step` with torch tensors in torch's own layout (X rows), the products autograd runs;
     on CUDA (`device="gpu"`) synchronizing each step."""
     torch = import_torch()
-    if device == "gpu" and not torch.cuda.is_available():
-        raise Unavailable("torch sees no CUDA device")
-    target = "cuda" if device == "gpu" else "cpu"
+    target, wait = _torch_device(torch, device)
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
     pairs = list(zip(sizes[:-1], sizes[1:]))
     Ws = [torch.randn(n_out, n_in, generator=generator).to(target) for n_in, n_out in pairs]
     As = [torch.randn(m, n_in, generator=generator).to(target) for n_in, _ in pairs]
     deltas = [torch.randn(m, n_out, generator=generator).to(target) for _, n_out in pairs]
-    wait = torch.cuda.synchronize if device == "gpu" else (lambda: None)
 
     def step() -> int:
         with torch.no_grad():

@@ -70,7 +70,8 @@ def _harness(h: dict[str, Any]) -> list[str]:
 def markdown(results: dict[str, Any]) -> str:
     meta, env = results["meta"], results["meta"]["environment"]
     lines = [f"# nnresearch benchmark{' (smoke)' if meta['smoke'] else ''}", "",
-             f"`{meta['command']}` — {meta['started']}, {meta['duration_s']:.0f} s; {env['processor']}, "
+             f"`{meta['command']}` — {meta['started']}, {meta['duration_s']:.0f} s; {env['processor']}"
+             f"{' (' + env['cpu_model'] + ')' if env.get('cpu_model') else ''}, "
              f"{env['cpu_count']} cores, BLAS threads {env['blas_threads']} ({env['blas_threads_source']}); "
              f"numpy {env['numpy']}, torch {env['torch']}, scikit-learn {env['sklearn']}"
              f"{', cupy ' + env['cupy'] if env.get('cupy') else ''}; load average "

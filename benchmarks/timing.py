@@ -109,10 +109,22 @@ def blas_threads() -> tuple[int, str]:
 
         blas = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
         if blas:
-            return int(blas[0]["num_threads"]), f"threadpoolctl ({blas[0].get('internal_api')} {blas[0].get('version')})"
+            pool = blas[0]
+            kernels = f", {pool['architecture']} kernels" if pool.get("architecture") else ""
+            return int(pool["num_threads"]), f"threadpoolctl ({pool.get('internal_api')} {pool.get('version')}{kernels})"
     except Exception:  # threadpoolctl missing or unable to inspect this BLAS
         pass
     return os.cpu_count() or 1, "os.cpu_count()"
+
+
+def cpu_model() -> str | None:
+    """The processor's model name (Linux's /proc/cpuinfo): the same VM size can land on other hardware,
+    with other BLAS kernels, other speeds and other float32 rounding."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def load_average() -> list[float] | None:
@@ -131,6 +143,7 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "blas_threads": threads,
         "blas_threads_source": source,
