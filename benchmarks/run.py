@@ -205,8 +205,9 @@ def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
         out.append(f"GPU: float32 everywhere; torch's TF32 matmuls {'on' if torch_info.get('tf32') else 'off'}, "
                    f"CUPY_TF32={gpu[0]['contenders']['gemm_only_cupy']['info'].get('cupy_tf32')}. Every GPU contender "
                    "synchronizes the device at the end of each step, so its time is the longer of the host's dispatch "
-                   "and the device's work; torch's host side on 1 intra-op thread. 'GEMMs alone' are the step's products only, in each library: CuPy's / "
-                   "torch's > 1 is a gap in the products, the rest of 'vs torch' is the elementwise work and launches.")
+                   "and the device's work; torch's host side on 1 intra-op thread. 'GEMMs alone' are the step's "
+                   "products only, in each library: CuPy's / torch's > 1 is a gap in the products, the rest of "
+                   "'vs torch' is the elementwise work and launches.")
     if "harness" in results:
         out.append("Harness: every variant loads the data and builds the network from the same composed config and "
                    "draws the same batches from the same generator as train(), so equal final val losses show equal "
