@@ -52,13 +52,12 @@ def nnresearch_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step
     from nnresearch.nn.architectures import Builder, Init, mlp
     from nnresearch.nn.optim import make_optimizer
 
-    xp = _namespace(device)
+    xp, wait = _array_device(device)
     network = mlp(Builder(xp, xp.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
     optimizer = make_optimizer("sgd")
     rows, labels = batch(sizes, m)
     X = xp.asarray(np.ascontiguousarray(rows.T))  # the chapter's layout: examples in columns
     Y = xp.asarray(np.eye(sizes[-1], dtype=np.float32)[:, labels])
-    wait = _device_wait(device)
 
     def step() -> int:
         network.loss_and_gradients(X, Y)
@@ -71,22 +70,18 @@ def nnresearch_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step
     return step, {"dtype": "/".join(dtypes), "layout": "W (n_l, n_prev), A (n_l, m)", "backend": xp.__name__}
 
 
-def _namespace(device: str) -> Any:
-    """NumPy for "cpu", CuPy for "gpu" (Unavailable without CuPy and a CUDA device)."""
+def _array_device(device: str) -> tuple[Any, Callable[[], None]]:
+    """NumPy for "cpu", CuPy for "gpu" (Unavailable without CuPy and a CUDA device), and what makes
+    a step's time include the kernels it queued: a device synchronize (nothing on the CPU)."""
     from nnresearch.backend import gpu_available, select
 
     if device == "gpu" and not gpu_available():
         raise Unavailable("CuPy with a CUDA device is not available")
-    return select(device)
-
-
-def _device_wait(device: str) -> Callable[[], None]:
-    """What makes a GPU step's time include the kernels it queued: a device synchronize."""
     if device != "gpu":
-        return lambda: None
+        return select(device), lambda: None
     import cupy
 
-    return cupy.cuda.Device().synchronize
+    return select(device), cupy.cuda.Device().synchronize
 
 
 def import_torch() -> Any:
@@ -159,10 +154,10 @@ def sklearn_step(sizes: list[int], m: int, n_batches: int) -> tuple[Step, dict[s
 def gemm_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
     """The step's products alone (`flops.gemm_only`) on NumPy, or on CuPy waiting for the device;
     a call returning None is one unit."""
-    products = gemm_only(sizes, m, xp=_namespace(device))
-    if device == "cpu":
+    xp, wait = _array_device(device)
+    products = gemm_only(sizes, m, xp=xp)
+    if device == "cpu":  # no wrapper: the CPU contender stays the bare products
         return products, {"dtype": "float32"}
-    wait = _device_wait(device)
 
     def step() -> int:
         products()
