@@ -9,6 +9,7 @@ import math
 import subprocess
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -95,8 +96,10 @@ def run_name(cfg: Config, extra: list[str] | None = None) -> str:
     return "-".join(parts)
 
 
+@cache
 def git_commit() -> str:
-    """The repository's HEAD commit, or 'unknown' outside a git checkout."""
+    """The repository's HEAD commit when this process first asks (the code it runs: a sweep's jobs
+    in one process ask once, not once per run), or 'unknown' outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
