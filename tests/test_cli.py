@@ -38,10 +38,18 @@ def cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None 
                           timeout=timeout, env=env or cli_env())
 
 
+def interruptible() -> None:
+    """In a child before it starts: SIGINT acts as for a command typed at a terminal, also when the tests
+    themselves run in the background (a shell starts background jobs with SIGINT ignored, and children
+    inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen(*args: str, cwd: Path) -> subprocess.Popen:
     # PYTHONFAULTHANDLER: a SIGABRT makes a stuck process print every thread's stack before it dies.
     return subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env(PYTHONFAULTHANDLER="1"))
+                            stderr=subprocess.PIPE, text=True, env=cli_env(PYTHONFAULTHANDLER="1"),
+                            preexec_fn=interruptible)
 
 
 def store_uri(folder: Path) -> str:

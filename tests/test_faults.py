@@ -46,8 +46,9 @@ def summary(request):
 
 
 def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = None) -> None:
-    """Count the fault and check its store: no run RUNNING; runs in `expected_steps` (run id -> last
-    epoch logged before the fault) still hold train/loss at every step 0..that epoch."""
+    """Count the fault and check its store, failing the test if a run was lost: none may be left
+    RUNNING, and runs in `expected_steps` (run id -> last epoch logged before the fault) must still
+    hold train/loss at every step 0..that epoch."""
     runs, lost = [], 0
     if uri is not None and tracking.sqlite_path(tracking.resolve_uri(uri)).exists():
         client = MlflowClient(uri)
@@ -58,6 +59,7 @@ def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = 
             logged = sorted(m.step for m in client.get_metric_history(run_id, "train/loss"))
             lost += logged != list(range(last + 1))
     LEDGER.append((fault, len(runs), lost))
+    assert lost == 0, f"{fault}: {lost} of {len(runs)} runs lost (left RUNNING, or missing metrics logged before the fault)"
 
 
 
@@ -298,9 +300,13 @@ def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_pa
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(KeyboardInterrupt):  # the interrupt is not lost, only held until the run is ended
-        main_in_process(*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
-                        f"hydra.run.dir={tmp_path / 'run'}")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also in a background job
+    try:
+        with pytest.raises(KeyboardInterrupt):  # the interrupt is not lost, only held until the run is ended
+            main_in_process(*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
+                            f"hydra.run.dir={tmp_path / 'run'}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sent
     (run,) = all_runs(mlflow_uri)
     record("interrupt during the final write", mlflow_uri, {run.info.run_id: 3})

@@ -1,7 +1,14 @@
-"""The README's Python example runs as written."""
+"""The README as written: its Python example runs, its commands compose and validate, its list of
+config groups is the one in conf/."""
 
 import re
 from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from nnresearch.config import validate
+from nnresearch.paths import CONFIG_DIR
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -22,3 +29,44 @@ def test_readme_gives_the_two_setup_commands():
     assert "python -m pytest" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install ".[test]" && python -m nnresearch.run' in ci and "python -m pytest" in ci
+
+
+def readme_commands() -> list[list[str]]:
+    """The arguments of every `python -m nnresearch.run` command in the README's bash blocks."""
+    bash = "\n".join(re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)).replace("\\\n", " ")
+    return [args.split("#")[0].split() for line in bash.splitlines()
+            for _, found, args in [line.partition("python -m nnresearch.run")] if found]
+
+
+def job_configs(args: list[str]) -> list[list[str]]:
+    """The job overrides a command's arguments stand for: each value of a swept key in turn, the other
+    keys at their first value (Hydra's own overrides and flags such as `-m` left out)."""
+    parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith(("-", "hydra"))])
+    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+              for o in parsed]
+    firsts = [f"{o.get_key_element()}={v[0]}" for o, v in zip(parsed, values)]
+    jobs = [firsts]
+    for i, (o, swept) in enumerate(zip(parsed, values)):
+        jobs += [firsts[:i] + [f"{o.get_key_element()}={value}"] + firsts[i + 1:] for value in swept[1:]]
+    return jobs
+
+
+def test_the_readme_shows_its_commands():
+    assert len(readme_commands()) >= 10, "the README's commands were not found; check readme_commands()"
+
+
+@pytest.mark.parametrize("args", readme_commands(), ids=" ".join)
+def test_every_readme_command_composes_and_validates(compose, args):
+    for overrides in job_configs(args):
+        validate(compose(overrides))
+
+
+def test_readme_lists_every_config_group_and_option():
+    paragraph = README.read_text().split("Config groups:")[1].split("`python -m nnresearch.run --help`")[0]
+    listed = {group: [option.strip() for option in options.replace("\n", " ").split(",")]
+              for group, options in re.findall(r"`(\w+)` \(([^)]*)\)", paragraph)}
+    groups = {path.name: sorted(p.stem for p in path.glob("*.yaml")) for path in CONFIG_DIR.iterdir()
+              if path.is_dir() and path.name != "hydra"}
+    assert sorted(listed) == sorted(groups)
+    for group in set(groups) - {"trainer", "experiment"}:  # those two are described in words
+        assert sorted(listed[group]) == groups[group], group

@@ -36,7 +36,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
-from test_cli import cli_env
+from test_cli import cli_env, interruptible
 
 from nnresearch import experiment
 from nnresearch.config import config_hash, validate
@@ -61,7 +61,8 @@ def popen(*args: str, cwd: Path, log: Path, new_session: bool = False) -> subpro
     """`python -m nnresearch.run *args`, output to `log` (a pipe would keep orphaned workers' output waiting)."""
     with open(log, "w") as out:
         return subprocess.Popen([sys.executable, "-m", "nnresearch.run", *args], cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, text=True, env=scaleout_env(), start_new_session=new_session)
+                                stderr=subprocess.STDOUT, text=True, env=scaleout_env(), start_new_session=new_session,
+                                preexec_fn=interruptible)
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 240) -> tuple[int, str]:

@@ -11,11 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from analysis.common import Verdict
 from analysis.report import STUDIES, available_studies
+from nnresearch.callbacks import sweep_size
+from nnresearch.config import register
+from nnresearch.paths import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +30,14 @@ def run_quick_sweep(name: str, workdir: Path, uri: str) -> None:
                "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def planned_jobs(name: str) -> int:
+    """How many jobs `-m experiment=<name> profile=quick` makes: its grid with one seed."""
+    register()
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra.compose("config", overrides=[f"experiment={name}", "profile=quick"], return_hydra_config=True)
+    return sweep_size([], OmegaConf.to_container(cfg.hydra.sweeper.params))
 
 
 def test_every_experiment_has_an_analysis():
@@ -48,6 +61,11 @@ def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert f"figures/{name}.png" in artifacts
     assert parent.data.tags["verdict"] in ("held", "not held")
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)
+    assert len(children) == planned_jobs(name)  # the whole grid, one seed
+    assert {(r.info.status, r.data.params["trainer.epochs"], r.data.params["trainer.seed"]) for r in children} == {
+        ("FINISHED", "2", "0")}
 
 
 def test_report_collects_verdicts_and_lists_studies_not_run(tmp_path):

@@ -353,12 +353,16 @@ def test_flatten_joins_nested_keys_and_stringifies():
         tracking.flatten([1, 2])
 
 
-def test_null_sink_records_nothing(tmp_path):
+def test_null_sink_records_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a default store (./mlflow.db) or artifacts would appear
     sink = tracking.NullSink()
     sink.log_metrics({"loss": 1.0}, 0)
     sink.log_params({"a": {"b": 1}})
     sink.set_tags({"t": 1})
     sink.log_arrays({"w": np.ones(2)}, "w.npz")
+    sink.log_dict({"a": 1}, "config.yaml")
+    sink.log_text("hello", "notes.txt")
+    sink.log_table([{"a": 1}], "table.csv")
     sink.flush()
     assert (sink.run_id, sink.run_name, sink.experiment_id) == (None, None, None)
     assert list(tmp_path.iterdir()) == []
