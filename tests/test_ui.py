@@ -136,6 +136,31 @@ def test_prepare_dashboard_sets_tags_once(mlflow_uri):
     assert "optim.lr" in tags[dashboards.VIEW_TAG], "the view, still ours, follows the new sweep"
 
 
+def test_description_links_the_latest_verdict_and_figure_once_the_analysis_logged_them(mlflow_uri):
+    from mlflow import MlflowClient
+
+    from nnresearch import tracking
+
+    parent_id = tracking.open_parent_run(mlflow_uri, "vanishing_gradients", "sweep1", "vanishing_gradients-sweep-1")
+    client = MlflowClient(mlflow_uri)
+    commands = ["python -m nnresearch.run -m experiment=vanishing_gradients", "python -m analysis.vanishing_gradients"]
+
+    def description(figure: str | None = None) -> str:
+        parent = client.get_run(parent_id)
+        return dashboards.description_markdown("vanishing_gradients", parent.info.experiment_id, claim="Gradients vanish.",
+                                               commands=commands, swept_params=["model.depth"], parent=parent,
+                                               figure=figure)
+
+    before = description()
+    assert "verdict" in before and "once the analysis has run" in before and "**held**" not in before
+    client.set_tag(parent_id, "verdict", "not held")
+    after = description("figures/vanishing_gradients.png")
+    page = f"#/experiments/{client.get_run(parent_id).info.experiment_id}/runs/{parent_id}"
+    assert f"verdict **not held** ([verdict.json]({page}/artifacts/verdict.json))" in after
+    assert f"[figure]({page}/artifacts/figures/vanishing_gradients.png)" in after
+    assert f"run_uuid={parent_id}" in after and "once the analysis has run" not in after
+
+
 def test_sweep_dashboard_never_fails_a_job_and_the_next_job_tries_again(mlflow_uri, capsys):
     for _ in range(2):
         assert dashboards.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32,
