@@ -50,14 +50,13 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 
     mean = fine.groupby([*keys, "params.optim.lr"])[["dead", "frozen"]].mean()
     relu, leaky = mean.loc["relu"], mean.loc["leaky_relu"]
-    lrs = sorted(fine["params.optim.lr"].unique())
     by_bias = relu["dead"].groupby(level=0).mean()
-    by_lr = relu.loc[0.0, "dead"]  # zero bias: the learning rate's own effect
-    held = bool(by_bias.loc[by_bias.index.min()] > by_bias.loc[0.0] and by_lr.loc[lrs[-1]] > by_lr.loc[lrs[0]]
+    by_lr = relu.loc[0.0, "dead"].sort_index()  # zero bias: the learning rate's own effect, at the lrs relu survived
+    held = bool(by_bias.loc[by_bias.index.min()] > by_bias.loc[0.0] and by_lr.iloc[-1] > by_lr.iloc[0]
                 and relu["frozen"].max() > 0 and leaky["frozen"].max() == 0)
     evidence = (f"relu dead fraction (mean over lr): bias 0 {by_bias.loc[0.0]:.2f}, bias {by_bias.index.min():g} "
                 f"{by_bias.loc[by_bias.index.min()]:.2f}; relu with bias 0 by lr: "
-                + ", ".join(f"lr {lr:g} {by_lr.loc[lr]:.2f}" for lr in lrs)
+                + ", ".join(f"lr {lr:g} {dead:.2f}" for lr, dead in by_lr.items())
                 + f"; frozen units: relu up to {relu['frozen'].max():.2f}, leaky_relu max {leaky['frozen'].max():.2f} "
                 f"(leaky_relu's z <= 0 fraction up to {leaky['dead'].max():.2f}, but such units still get alpha-scaled "
                 f"gradients); {int(diverged.sum())} of {len(runs)} runs diverged")

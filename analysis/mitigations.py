@@ -36,7 +36,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs["case"] = np.where(runs["params.model.activation"] == "relu", "exploding", "vanishing")
     runs["variant"] = runs.apply(variant, axis=1)
     runs["diverged"] = runs.get("tags.diverged", pd.Series(index=runs.index, dtype=object)).eq("true")
-    chance = 1.0 / runs["params.dataset.n_outputs"].astype(float)
+    chance = 1.0 / np.maximum(2.0, runs["params.dataset.n_outputs"].astype(float))  # one sigmoid output: 2 classes
     runs["acc"] = np.where(runs["diverged"], chance, runs["metrics.val/acc"])
     depth = int(runs["params.model.depth"].max())
     history = study.histories([f"delta_norm/layer{l}" for l in range(1, depth + 2)], [])

@@ -1,0 +1,604 @@
+"""Each study's decision logic, on synthetic evidence: a verdict must follow the numbers.
+
+tests/test_studies.py runs every study for two epochs and only checks that *a* verdict comes out.
+Here each study gets a small sweep logged into a temporary MLflow store the way real jobs log it
+(params flattened from the composed config, metric histories by step, the sweep parent's tags,
+`config.yaml` and `params/{init,final}.npz` artifacts where the analysis rebuilds networks), with
+numbers chosen so the chapter's claim clearly holds, or clearly does not. Then the study's
+`analyse` reads them back through `analysis.common.Study` (what its `main` does, less saving and
+logging the figure), and the verdict must say `held` / `not held` and carry the numbers that
+decided it. To see a test fail, flip one number of its HELD table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from analysis.common import Study, Verdict  # noqa: E402
+from nnresearch import backend, tracking  # noqa: E402
+from nnresearch.config import Config, compose, config_hash, validate  # noqa: E402
+from nnresearch.data import permute_features  # noqa: E402
+from nnresearch.experiment import PERMUTATION_SEED, build_network, load_data  # noqa: E402
+
+HELD, NOT_HELD = "held", "not held"
+CASES = [HELD, NOT_HELD]
+
+
+# --------------------------------------------------------------------------------------------
+# A sweep logged like `python -m nnresearch.run -m experiment=<study>` logs one.
+
+@cache
+def _composed(study: str, groups: tuple[str, ...]) -> Any:
+    return compose([f"experiment={study}", *groups])
+
+
+def job_config(study: str, *groups: str, **values: Any) -> Config:
+    """The validated config of one job: `experiment=<study>` plus config-group choices (`+mitigation=residual`)
+    and dotted values (`model__depth=4` for `model.depth=4`)."""
+    cfg = _composed(study, groups).copy()
+    for key, value in values.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    return validate(cfg)
+
+
+_DATA: dict[str, Any] = {}
+
+
+def _cached_data(cfg: Config) -> Any:
+    """`load_data(cfg)`, loaded once per data config (the permuted variant from the ordered one, as load_data does)."""
+    key = repr(replace(cfg.data, permute_features=False))
+    if key not in _DATA:
+        _DATA[key] = load_data(replace(cfg, data=replace(cfg.data, permute_features=False)))
+    return permute_features(_DATA[key], PERMUTATION_SEED) if cfg.data.permute_features else _DATA[key]
+
+
+def network_of(cfg: Config) -> Any:
+    """The job's network at initialization, built as the harness builds it (NumPy, the job's seed)."""
+    return build_network(cfg, _cached_data(cfg), np, backend.make_rng(cfg.trainer.seed))
+
+
+def state_of(network: Any) -> dict[str, np.ndarray]:
+    """A copy of the network's parameters and buffers, as `params/*.npz` holds them."""
+    return {name: np.asarray(value).copy() for name, value in network.state().items()}
+
+
+class Sweep:
+    """One sweep of `study` in the store at `uri`: a parent run and its FINISHED jobs."""
+
+    def __init__(self, uri: str, study: str, root: Path) -> None:
+        self.uri, self.study, self.root = uri, study, root
+        self.client = MlflowClient(uri)
+        self.experiment_id = self.client.create_experiment(study, artifact_location=(root / "mlruns").as_uri())
+        sweep_id = uuid.uuid4().hex
+        self.parent = self.client.create_run(
+            self.experiment_id, run_name=f"{study}-sweep",
+            tags={tracking.SWEEP_ID_TAG: sweep_id, tracking.ROLE_TAG: "parent", "study": study}).info.run_id
+
+    def job(self, cfg: Config, metrics: Mapping[str, Sequence[float]], *, diverged: bool = False,
+            init: Mapping[str, np.ndarray] | None = None, final: Mapping[str, np.ndarray] | None = None) -> str:
+        """Log one FINISHED job: `metrics` maps a name to its values at steps 0, 1, ...; `init` (default: the
+        network the config builds) and `final` become `params/init.npz` and `params/final.npz` (no final
+        parameters for a diverged job, as in the harness)."""
+        data = _cached_data(cfg)
+        network = network_of(cfg)
+        tags = {tracking.PARENT_RUN_TAG: self.parent, tracking.CONFIG_HASH_TAG: config_hash(cfg), "study": self.study,
+                "dataset": data.name, "model": cfg.model.name}
+        if diverged:
+            tags |= {"diverged": "true", "diverged_at_step": "1", "diverged_layer": "1", "diverged_quantity": "Z"}
+        run_id = self.client.create_run(self.experiment_id, run_name=f"job-s{cfg.trainer.seed}", tags=tags).info.run_id
+        params = tracking.flatten(tracking.flatten(asdict(cfg)) | {f"dataset.{k}": v for k, v in data.describe().items()}
+                                  | {"model.parameters": network.parameter_count()})  # as experiment.execute logs them
+        logged = [Metric(name, float(value), 0, step) for name, values in metrics.items() for step, value in enumerate(values)]
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+        for start in range(0, len(logged), 1000):
+            self.client.log_batch(run_id, metrics=logged[start:start + 1000])
+        self.client.log_dict(run_id, asdict(cfg), "config.yaml")
+        self._log_npz(run_id, "init", init if init is not None else state_of(network))
+        if final is not None and not diverged:
+            self._log_npz(run_id, "final", final)
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def _log_npz(self, run_id: str, which: str, arrays: Mapping[str, np.ndarray]) -> None:
+        folder = self.root / "npz" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f"{which}.npz", **arrays)
+        self.client.log_artifact(run_id, str(folder / f"{which}.npz"), artifact_path="params")
+
+    def analyse(self) -> Verdict:
+        """The study's verdict from `analysis.<study>.analyse` on the store's `Study`, as its `main` computes it
+        (saving and logging the figure, which tests/test_studies.py checks, is left out: it doubles the runtime)."""
+        self.client.set_terminated(self.parent, "FINISHED")
+        figure, verdict = importlib.import_module(f"analysis.{self.study}").analyse(Study(self.study, self.uri))
+        plt.close(figure)
+        print(verdict.line())
+        return verdict
+
+
+@pytest.fixture
+def sweep(mlflow_uri, tmp_path):
+    return lambda study: Sweep(mlflow_uri, study, tmp_path)
+
+
+def check(verdict: Verdict, case: str, *numbers: str) -> None:
+    assert ("held" if verdict.held else "not held") == case, verdict.line()
+    for number in numbers:
+        assert number in verdict.evidence, f"{number!r} not in evidence: {verdict.evidence}"
+
+
+def per_layer(first: float, last: float, layers: int) -> list[float]:
+    """A value per layer 1..layers, geometric from `first` (layer 1) to `last` (the last layer)."""
+    return list(np.geomspace(first, last, layers))
+
+
+# --------------------------------------------------------------------------------------------
+# vanishing_gradients: at the largest depth, sigmoid's layer-1 / output-layer gradient at
+# initialization is below 1% of ReLU's.
+
+VANISHING = {  # layer-1 / output-layer gradient ratio at init, deepest nets
+    HELD: {"sigmoid": 1e-5, "tanh": 1e-2, "relu": 0.5},
+    NOT_HELD: {"sigmoid": 0.5, "tanh": 0.5, "relu": 0.5},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_vanishing_gradients(sweep, case):
+    s = sweep("vanishing_gradients")
+    output_gradient = 0.1
+    for activation, ratio in VANISHING[case].items():
+        for depth in (1, 4):
+            cfg = job_config("vanishing_gradients", model__activation=activation, model__depth=depth, trainer__epochs=2)
+            first = output_gradient * (ratio if depth == 4 else 1.0)
+            gradients = per_layer(first, output_gradient, depth + 1)
+            metrics = {f"grad_norm/layer{l}": [g, g * 2, g * 3] for l, g in enumerate(gradients, start=1)}
+            metrics["val/acc"] = [0.5, 0.7, 0.9 if activation == "relu" else 0.5]
+            s.job(cfg, metrics)
+    verdict = s.analyse()
+    ratios = VANISHING[case]
+    check(verdict, case, "depth 4", f"sigmoid: layer-1 / output-layer gradient {ratios['sigmoid']:.2e}",
+          f"relu: layer-1 / output-layer gradient {ratios['relu']:.2e}")
+
+
+# --------------------------------------------------------------------------------------------
+# initialization: at the largest depth, N(0,1)+relu's activation std grows >100x from layer 1 to
+# the last hidden layer, N(0,1)+tanh saturates >30% of its units and Xavier+tanh <5%, the matched
+# inits keep every layer's std within 3x, and zero init keeps a layer's units identical although its
+# weights move.
+
+INIT_DEPTH = 4
+# (init, activation): act_std at init of hidden layer 1 and of the last, fraction of tanh units saturated
+INIT_AT_BIRTH = {
+    HELD: {("normal", "relu"): (1.0, 500.0, None), ("normal", "tanh"): (0.9, 0.95, 0.60),
+           ("xavier_normal", "relu"): (0.8, 0.3, None), ("xavier_normal", "tanh"): (0.6, 0.4, 0.01),
+           ("he_normal", "relu"): (1.0, 1.2, None), ("he_normal", "tanh"): (0.9, 0.9, 0.20)},
+    # N(0,1)+relu does not explode: the std merely doubles
+    NOT_HELD: {("normal", "relu"): (1.0, 2.0, None), ("normal", "tanh"): (0.9, 0.95, 0.60),
+               ("xavier_normal", "relu"): (0.8, 0.3, None), ("xavier_normal", "tanh"): (0.6, 0.4, 0.01),
+               ("he_normal", "relu"): (1.0, 1.2, None), ("he_normal", "tanh"): (0.9, 0.9, 0.20)},
+}
+ZERO_INIT_FINAL = {"unit_spread": 0.0, "weight_norm": 0.8}  # after training: identical units, moved weights
+
+
+def init_job_metrics(init: str, activation: str, profile: tuple[float, float, float | None]) -> dict[str, list[float]]:
+    hidden = range(1, INIT_DEPTH + 1)
+    if init == "zeros":
+        metrics = {f"act_std/layer{l}": [0.0, 0.0] for l in hidden}
+        metrics |= {f"unit_spread/layer{l}": [0.0, ZERO_INIT_FINAL["unit_spread"]] for l in hidden}
+        metrics |= {f"weight_norm/layer{l}": [0.0, ZERO_INIT_FINAL["weight_norm"]] for l in hidden}
+        saturated = 0.0
+    else:
+        first, last, saturated = profile
+        metrics = {f"act_std/layer{l}": [s, s] for l, s in zip(hidden, per_layer(first, last, INIT_DEPTH))}
+        metrics |= {f"unit_spread/layer{l}": [0.9, 0.9] for l in hidden}
+        metrics |= {f"weight_norm/layer{l}": [5.0, 5.5] for l in hidden}
+    if activation == "tanh":
+        metrics |= {f"saturated/layer{l}": [saturated or 0.0, saturated or 0.0] for l in hidden}
+    return metrics | {"train/loss": [0.7, 0.4]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_initialization(sweep, case):
+    s = sweep("initialization")
+    for init in ("zeros", "normal", "xavier_normal", "he_normal"):
+        for activation in ("tanh", "relu"):
+            cfg = job_config("initialization", model__init=init, model__activation=activation, model__depth=INIT_DEPTH,
+                             trainer__epochs=1)
+            s.job(cfg, init_job_metrics(init, activation, INIT_AT_BIRTH[case].get((init, activation))))
+    verdict = s.analyse()
+    growth = INIT_AT_BIRTH[case][("normal", "relu")][1] / INIT_AT_BIRTH[case][("normal", "relu")][0]
+    check(verdict, case, f"depth {INIT_DEPTH} at init", f"N(0,1)+relu std grows x{growth:.3g}",
+          "tanh units saturated: N(0,1) 60%, Xavier 1%", "Xavier+tanh 1.50, He+relu 1.20",
+          "max hidden unit_spread 0.0e+00 though hidden weights grew to norm 0.8")
+
+
+# --------------------------------------------------------------------------------------------
+# dying_relu: relu's dead units (z <= 0 on the whole training split, from the final parameters)
+# grow with a negative initial bias and with the learning rate; a relu unit can be frozen (never
+# updated), a leaky_relu unit never is.
+
+LRS = (0.01, 2.0)
+# hidden units (of 3 x 32) killed in layer 1, per (activation, initial bias, lr)
+DEAD_UNITS = {
+    HELD: {("relu", 0.0, 0.01): 0, ("relu", 0.0, 2.0): 24, ("relu", -1.0, 0.01): 24, ("relu", -1.0, 2.0): 32,
+           ("leaky_relu", 0.0, 0.01): 0, ("leaky_relu", 0.0, 2.0): 8, ("leaky_relu", -1.0, 0.01): 8,
+           ("leaky_relu", -1.0, 2.0): 8},
+    # relu dies as often with bias 0 as with bias -1, at every learning rate
+    NOT_HELD: {("relu", 0.0, 0.01): 24, ("relu", 0.0, 2.0): 24, ("relu", -1.0, 0.01): 24, ("relu", -1.0, 2.0): 24,
+               ("leaky_relu", 0.0, 0.01): 0, ("leaky_relu", 0.0, 2.0): 8, ("leaky_relu", -1.0, 0.01): 8,
+               ("leaky_relu", -1.0, 2.0): 8},
+}
+
+
+def dying_params(cfg: Config, dead: int, frozen: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(init, final) of a 3-layer net whose first `dead` layer-1 units end with z = -1 on every input
+    (frozen, i.e. bit-identical to their init, if `frozen`); every other unit ends alive and moved: layer 1
+    with bias +10 (the inputs are standardized), deeper layers with non-negative weights and bias +0.1."""
+    init = state_of(network_of(cfg))
+    final = {name: np.abs(value) + np.asarray(0.01, value.dtype) for name, value in init.items()}
+    final["W1"] = init["W1"] + np.asarray(0.01, init["W1"].dtype)
+    final["b1"][:] = 10.0
+    for l in range(2, cfg.model.depth + 1):
+        final[f"b{l}"][:] = 0.1
+    final["W1"][:dead], final["b1"][:dead] = 0.0, -1.0
+    if frozen:
+        init["W1"][:dead], init["b1"][:dead] = final["W1"][:dead], final["b1"][:dead]
+    return init, final
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dying_relu(sweep, case):
+    s = sweep("dying_relu")
+    for (activation, bias, lr), dead in DEAD_UNITS[case].items():
+        cfg = job_config("dying_relu", model__activation=activation, model__bias_value=bias, optim__lr=lr,
+                         trainer__seed=0, trainer__epochs=1)
+        init, final = dying_params(cfg, dead, frozen=activation == "relu")
+        s.job(cfg, {"val/acc": [0.5, 0.8]}, init=init, final=final)
+    verdict = s.analyse()
+    units = 3 * 32
+    table = DEAD_UNITS[case]
+    by_bias = {b: np.mean([table[("relu", b, lr)] for lr in LRS]) / units for b in (0.0, -1.0)}
+    check(verdict, case, f"bias 0 {by_bias[0.0]:.2f}, bias -1 {by_bias[-1.0]:.2f}",
+          f"lr 0.01 {table[('relu', 0.0, 0.01)] / units:.2f}, lr 2 {table[('relu', 0.0, 2.0)] / units:.2f}",
+          f"frozen units: relu up to {max(v for k, v in table.items() if k[0] == 'relu') / units:.2f}, leaky_relu max 0.00")
+
+
+def test_dying_relu_decides_when_relu_diverged_at_the_largest_lr(sweep):
+    """Every relu run with bias 0 at lr 2 diverged (the regime this study probes): the lr effect is read
+    at the learning rates relu survived, here only 0.01, so it cannot rise: not held, and no crash."""
+    s = sweep("dying_relu")
+    for (activation, bias, lr), dead in DEAD_UNITS[HELD].items():
+        cfg = job_config("dying_relu", model__activation=activation, model__bias_value=bias, optim__lr=lr,
+                         trainer__seed=0, trainer__epochs=1)
+        init, final = dying_params(cfg, dead, frozen=activation == "relu")
+        s.job(cfg, {"val/acc": [0.5, 0.8]}, init=init, final=final, diverged=(activation, bias, lr) == ("relu", 0.0, 2.0))
+    verdict = s.analyse()
+    check(verdict, NOT_HELD, "relu with bias 0 by lr: lr 0.01 0.00;", "1 of 8 runs diverged")
+
+
+# --------------------------------------------------------------------------------------------
+# batch_size: the median gradient noise E||g_B - g||^2 / ||g||^2 falls strictly as the batch grows
+# (full batch: none).
+
+GRADIENT_NOISE = {  # batch size (None = full batch) -> grad_noise logged at every epoch
+    HELD: {1: 2.0, 32: 0.06, None: 0.0},
+    NOT_HELD: {1: 0.06, 32: 0.06, None: 0.0},  # batch 1 no noisier than batch 32
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_batch_size(sweep, case):
+    s = sweep("batch_size")
+    for batch, noise in GRADIENT_NOISE[case].items():
+        cfg = job_config("batch_size", trainer__batch_size=batch, trainer__epochs=2)
+        metrics = {"train/loss": [0.7, 0.5, 0.4], "time_s": [0.0, 1.0, 2.0], "grad_noise": [noise] * 3}
+        s.job(cfg, metrics, final=state_of(network_of(cfg)))
+    verdict = s.analyse()
+    noise = GRADIENT_NOISE[case]
+    check(verdict, case, f"batch 1: noise {noise[1]:.3g}", f"batch 32: noise {noise[32]:.3g}", "full batch: noise 0,")
+
+
+# --------------------------------------------------------------------------------------------
+# width_vs_depth: on the sawtooth, the deepest net's final val MSE band lies below the one-wide-layer
+# net's band (equal parameter budget).
+
+SAWTOOTH_VAL_MSE = {  # widths -> final val MSE of seeds 0 and 1 on the sawtooth
+    HELD: {"[80]": (0.080, 0.082), "[8,8,8,8]": (0.004, 0.006)},
+    NOT_HELD: {"[80]": (0.080, 0.082), "[8,8,8,8]": (0.079, 0.083)},  # depth no better than width
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_width_vs_depth(sweep, case):
+    s = sweep("width_vs_depth")
+    for target in ("sawtooth", "sine"):
+        for widths, losses in SAWTOOTH_VAL_MSE[case].items():
+            for seed, loss in enumerate(losses):
+                cfg = job_config("width_vs_depth", f"data={target}", model__widths=OmegaConf.create(widths),
+                                 trainer__seed=seed, trainer__epochs=1)
+                loss = loss if target == "sawtooth" else 0.001
+                s.job(cfg, {"val/loss": [0.3, loss]}, final=state_of(network_of(cfg)))
+    verdict = s.analyse()
+    mse = {widths: np.mean(losses) for widths, losses in SAWTOOTH_VAL_MSE[case].items()}
+    best = {widths: min(losses) for widths, losses in SAWTOOTH_VAL_MSE[case].items()}
+    check(verdict, case, f"sawtooth 1 layer(s) (", f"val MSE {mse['[80]']:.4f}", f"val MSE {mse['[8,8,8,8]']:.4f}",
+          f"sawtooth best seed: {best['[80]']:.4f} (1 layer) vs {best['[8,8,8,8]']:.4f} (4 layers)")
+
+
+# --------------------------------------------------------------------------------------------
+# mitigations: every mitigation's mean final val accuracy beats its case's baseline, with no more
+# diverged runs (a diverged run counts at chance).
+
+MITIGATION_ACC = {  # conf/mitigation variant -> final val acc of seeds 0 and 1 (None: diverged)
+    HELD: {"vanishing_baseline": (0.40, 0.42), "residual": (0.90, 0.92), "batchnorm": (0.85, 0.87),
+           "exploding_baseline": (None, None), "clip_norm": (0.80, 0.82), "weight_decay": (0.75, 0.77)},
+    NOT_HELD: {"vanishing_baseline": (0.40, 0.42), "residual": (0.90, 0.92), "batchnorm": (0.38, 0.40),
+               "exploding_baseline": (None, None), "clip_norm": (0.80, 0.82), "weight_decay": (0.75, 0.77)},
+}
+VANISHING_SIGNAL = 1e-6  # the vanishing baseline's delta[1] / delta[L] at init
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_mitigations(sweep, case):
+    s = sweep("mitigations")
+    for name, accuracies in MITIGATION_ACC[case].items():
+        for seed, acc in enumerate(accuracies):
+            cfg = job_config("mitigations", f"+mitigation={name}", trainer__seed=seed, trainer__epochs=1)
+            layers = cfg.model.depth + 1
+            first = VANISHING_SIGNAL if name == "vanishing_baseline" else 1.0
+            metrics = {f"delta_norm/layer{l}": [d] for l, d in enumerate(per_layer(first, 1.0, layers), start=1)}
+            metrics["val/acc"] = [0.3, float("nan") if acc is None else acc]
+            s.job(cfg, metrics, diverged=acc is None)
+    verdict = s.analyse()
+    mean = {name: np.mean(accs) for name, accs in MITIGATION_ACC[case].items() if None not in accs}
+    check(verdict, case, f"vanishing (n=2 seeds, baseline delta[1]/delta[L] at init {VANISHING_SIGNAL:.2g})",
+          f"baseline {mean['vanishing_baseline']:.3f} (0 diverged)", f"batchnorm {mean['batchnorm']:.3f} [",
+          "baseline 0.333 (2 diverged)", f"clip_norm {mean['clip_norm']:.3f} [")
+
+
+# --------------------------------------------------------------------------------------------
+# bce_vs_mse: BCE's output-layer gradient at init is larger than MSE's at every init std, and BCE
+# reaches val acc 0.9 in no more epochs (strictly fewer at the largest std).
+
+BCE_EPOCHS = 4
+# head -> init std -> (||dJ/dW|| at init, first epoch with val acc >= 0.9, None = never)
+SIGMOID_HEADS = {
+    HELD: {"sigmoid_bce": {0.01: (0.5, 1), 3.0: (0.5, 2)}, "sigmoid_mse": {0.01: (0.05, 3), 3.0: (0.001, None)}},
+    NOT_HELD: {"sigmoid_bce": {0.01: (0.5, 1), 3.0: (0.5, 2)}, "sigmoid_mse": {0.01: (0.5, 1), 3.0: (0.5, 2)}},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bce_vs_mse(sweep, case):
+    s = sweep("bce_vs_mse")
+    for head, by_std in SIGMOID_HEADS[case].items():
+        for std, (gradient, reached) in by_std.items():
+            cfg = job_config("bce_vs_mse", model__head=head, model__init_std=std, trainer__epochs=BCE_EPOCHS)
+            accuracy = [0.95 if reached is not None and step >= reached else 0.6 for step in range(BCE_EPOCHS + 1)]
+            s.job(cfg, {"grad_norm/layer1": [gradient] + [gradient / 2] * BCE_EPOCHS, "val/acc": accuracy})
+    verdict = s.analyse()
+    bce, mse = SIGMOID_HEADS[case]["sigmoid_bce"], SIGMOID_HEADS[case]["sigmoid_mse"]
+    epochs = {head: {std: float(BCE_EPOCHS + 1 if r is None else r) for std, (_, r) in by_std.items()}
+              for head, by_std in SIGMOID_HEADS[case].items()}
+    check(verdict, case, *(f"std {std:g}: gradient at init BCE/MSE = {bce[std][0] / mse[std][0]:.3g}, epochs to 0.9: "
+                           f"BCE {epochs['sigmoid_bce'][std]:.1f}, MSE {epochs['sigmoid_mse'][std]:.1f}" for std in bce))
+
+
+# --------------------------------------------------------------------------------------------
+# dead_at_birth: more seeds are born with a fully dead hidden layer the deeper the net (at every
+# width), at least half at the narrowest width and largest depth, and those never recover.
+
+BIRTH_SEEDS = 2
+BORN_DEAD = {(2, 3): 0, (2, 10): 2, (3, 3): 0, (3, 10): 1}  # (width, depth) -> seeds with a dead layer at init
+RECOVERS = {HELD: False, NOT_HELD: True}  # does a born-dead net come alive in training?
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dead_at_birth(sweep, case):
+    s = sweep("dead_at_birth")
+    for (width, depth), dead_seeds in BORN_DEAD.items():
+        for seed in range(BIRTH_SEEDS):
+            cfg = job_config("dead_at_birth", model__width=width, model__depth=depth, trainer__seed=seed, trainer__epochs=1)
+            born_dead = seed < dead_seeds
+            metrics = {f"dead/layer{l}": [0.3, 0.2] for l in range(1, depth + 1)}
+            if born_dead:  # layer 2 has z <= 0 for all its units on every example
+                metrics["dead/layer2"] = [1.0, 0.2 if RECOVERS[case] else 1.0]
+            metrics["val/acc"] = [0.5, 0.5 if born_dead and not RECOVERS[case] else 0.85]
+            s.job(cfg, metrics)
+    verdict = s.analyse()
+    born = sum(BORN_DEAD.values())
+    check(verdict, case, "width 2 depth 3: 0%", "width 2 depth 10: 100%", "width 3 depth 10: 50%",
+          f"{born} born-dead runs, {0 if RECOVERS[case] else born} still dead after training")
+
+
+# --------------------------------------------------------------------------------------------
+# inductive_bias: the CNN beats the MLP beyond both seed bands on ordered MNIST-1D, loses most of
+# that advantage on permuted inputs, and the MLP's permuted accuracy stays within its ordered band.
+
+INPUT_ORDER_ACC = {  # (model, permuted) -> final val acc of seeds 0 and 1
+    HELD: {("mlp", False): (0.61, 0.63), ("mlp", True): (0.62, 0.62),
+           ("cnn1d", False): (0.87, 0.88), ("cnn1d", True): (0.64, 0.66)},
+    NOT_HELD: {("mlp", False): (0.61, 0.63), ("mlp", True): (0.62, 0.62),  # the CNN keeps its lead when permuted
+               ("cnn1d", False): (0.87, 0.88), ("cnn1d", True): (0.87, 0.88)},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_inductive_bias(sweep, case):
+    s = sweep("inductive_bias")
+    for (model, permuted), accuracies in INPUT_ORDER_ACC[case].items():
+        for seed, acc in enumerate(accuracies):
+            cfg = job_config("inductive_bias", f"model={model}", data__permute_features=permuted, trainer__seed=seed,
+                             trainer__epochs=1)
+            s.job(cfg, {"val/acc": [0.1, acc]})
+    verdict = s.analyse()
+    acc = {key: np.mean(values) for key, values in INPUT_ORDER_ACC[case].items()}
+    check(verdict, case, f"cnn1d ordered {acc[('cnn1d', False)]:.3f} [", f"mlp ordered {acc[('mlp', False)]:.3f} [",
+          f"CNN - MLP: ordered {acc[('cnn1d', False)] - acc[('mlp', False)]:+.3f}, "
+          f"permuted {acc[('cnn1d', True)] - acc[('mlp', True)]:+.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# softmax_stability: the naive softmax diverges at the largest init std and not at the smallest,
+# the max-shifted softmax never does.
+
+DIVERGES = {  # (head, init std) -> the job diverged
+    HELD: {("softmax_ce", 0.01): False, ("softmax_ce", 100.0): False,
+           ("naive_softmax_ce", 0.01): False, ("naive_softmax_ce", 100.0): True},
+    NOT_HELD: {("softmax_ce", 0.01): False, ("softmax_ce", 100.0): True,  # the shifted softmax diverges too
+               ("naive_softmax_ce", 0.01): False, ("naive_softmax_ce", 100.0): True},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_softmax_stability(sweep, case):
+    s = sweep("softmax_stability")
+    for (head, std), diverged in DIVERGES[case].items():
+        cfg = job_config("softmax_stability", model__head=head, model__init_std=std, trainer__epochs=1)
+        s.job(cfg, {"val/loss": [2.3, float("nan") if diverged else 0.3], "val/acc": [0.1, 0.9]}, diverged=diverged,
+              final=state_of(network_of(cfg)))
+    verdict = s.analyse()
+    table = DIVERGES[case]
+    check(verdict, case, *(f"std {std:g} (max |z| " for std in (0.01, 100)),
+          *(f") {table[('naive_softmax_ce', std)]:.0%} / {table[('softmax_ce', std)]:.0%}" for std in (0.01, 100.0)),
+          "val loss differs by 0.0e+00")
+
+
+# --------------------------------------------------------------------------------------------
+# representation: trained first-layer weights (no weight decay) have a neighbouring-pixel
+# correlation whose seed band lies above that of the initial (i.i.d.) weights.
+
+def ramp_rows(units: int) -> np.ndarray:
+    """W1 rows that are the 8x8 image r + c, of alternating sign: every neighbouring pair differs by the same
+    step, so the neighbour correlation is exactly 1."""
+    ramp = np.add.outer(np.arange(8.0), np.arange(8.0)).ravel()
+    return np.array([ramp * (1 if u % 2 else -1) for u in range(units)], dtype=np.float32)
+
+
+TRAINED_W1 = {HELD: "ramp", NOT_HELD: "unchanged"}  # trained first-layer weights: spatially structured, or as at init
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_representation(sweep, case):
+    s = sweep("representation")
+    for decay in (0.0, 0.01):
+        for seed in (0, 1):
+            cfg = job_config("representation", optim__weight_decay=decay, trainer__seed=seed, trainer__epochs=1)
+            final = state_of(network_of(cfg))
+            if TRAINED_W1[case] == "ramp":
+                final["W1"] = ramp_rows(len(final["W1"]))
+            s.job(cfg, {"val/acc": [0.1, 0.95]}, final=final)
+    verdict = s.analyse()
+    check(verdict, case, "weight decay 0: init ",
+          "-> trained 1.000 [1.000, 1.000]" if case == HELD else "-> trained -0.0", "(n=2 seeds)")
+
+
+# --------------------------------------------------------------------------------------------
+# linear_collapse: deep linear nets equal W_eff x + b_eff (to 1e-4) and score no better than logistic
+# regression (+0.1); one relu hidden layer beats every linear model by 0.2.
+
+COLLAPSE_ACC = {  # (activation, depth) -> final val acc (depth 0 = logistic regression, logged once per activation)
+    HELD: {("linear", 0): 0.50, ("relu", 0): 0.50, ("linear", 1): 0.52, ("linear", 3): 0.51,
+           ("relu", 1): 0.95, ("relu", 3): 0.97},
+    NOT_HELD: {("linear", 0): 0.50, ("relu", 0): 0.50, ("linear", 1): 0.52, ("linear", 3): 0.51,
+               ("relu", 1): 0.60, ("relu", 3): 0.97},  # one relu layer barely beats the linear models
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_linear_collapse(sweep, case):
+    s = sweep("linear_collapse")
+    for (activation, depth), acc in COLLAPSE_ACC[case].items():
+        cfg = job_config("linear_collapse", model__activation=activation, model__depth=depth, trainer__epochs=1)
+        s.job(cfg, {"val/acc": [0.5, acc]}, final=state_of(network_of(cfg)))  # the initial nets: relu does not collapse
+    verdict = s.analyse()
+    acc = COLLAPSE_ACC[case]
+    check(verdict, case, f"val acc: logistic {acc[('linear', 0)]:.3f}",
+          f"linear depth 1 {acc[('linear', 1)]:.3f}, depth 3 {acc[('linear', 3)]:.3f}",
+          f"relu depth 1 {acc[('relu', 1)]:.3f}", "linear nets match W_eff x + b_eff to max abs ")
+    assert float(verdict.evidence.split("to max abs ")[1].split(" ")[0]) < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# one_neuron_images: on each data set the lower end of the val-accuracy seed band is above chance.
+
+ONE_NEURON_ACC = {  # data -> final val acc of seeds 0 and 1
+    HELD: {"images64": (0.71, 0.73), "digits": (0.90, 0.92)},
+    NOT_HELD: {"images64": (0.48, 0.54), "digits": (0.90, 0.92)},  # images: the band reaches below chance (0.5)
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_neuron_images(sweep, case):
+    s = sweep("one_neuron_images")
+    for data, accuracies in ONE_NEURON_ACC[case].items():
+        for seed, acc in enumerate(accuracies):
+            cfg = job_config("one_neuron_images", f"data={data}", trainer__seed=seed, trainer__epochs=1)
+            final = {name: value + np.asarray(0.01, value.dtype) for name, value in state_of(network_of(cfg)).items()}
+            s.job(cfg, {"train/acc": [0.5, 1.0], "val/acc": [0.5, acc]}, final=final)
+    verdict = s.analyse()
+    acc = {data: np.mean(values) for data, values in ONE_NEURON_ACC[case].items()}
+    check(verdict, case, f"images64 (12288 features): val acc {acc['images64']:.3f} [", "vs chance 0.50",
+          f"digits (64 features): val acc {acc['digits']:.3f} [", "vs chance 0.10")
+
+
+# --------------------------------------------------------------------------------------------
+# multilabel_vs_multiclass: on multi-label data the sigmoid head's per-label accuracy (rebuilt from the
+# final parameters) is above the softmax head's band; on multi-class data softmax is at least as good.
+
+def linear_readout(cfg: Config, fitted: bool) -> dict[str, np.ndarray]:
+    """Final parameters of the 1-hidden-layer relu net that pass the inputs through (h = x + 10, so relu is the
+    identity) to a least-squares linear read-out of the targets (+-1), or, if not `fitted`, that output -10 for
+    every class whatever the input (no label predicted)."""
+    data, params = _cached_data(cfg), state_of(network_of(cfg))
+    n_in = data.n_features
+    params["W1"][:] = 0.0
+    params["W1"][:n_in, :n_in] = np.eye(n_in)
+    params["b1"][:] = 0.0
+    params["b1"][:n_in] = 10.0
+    params["W2"][:] = 0.0
+    params["b2"][:] = -10.0
+    if fitted:
+        X = np.vstack([data.X_train + 10.0, np.ones((1, data.X_train.shape[1]))])
+        solution = np.linalg.lstsq(X.T, (2.0 * data.Y_train - 1.0).T, rcond=None)[0].T
+        params["W2"][:, :n_in], params["b2"][:, 0] = solution[:, :n_in], solution[:, n_in]
+    return {name: value.astype(np.float32) for name, value in params.items()}
+
+
+FITTED_HEADS = {  # (data, head) -> the net reads the targets out of its inputs (else predicts nothing)
+    HELD: {("multilabel", "sigmoid_bce"): True, ("multilabel", "softmax_ce"): True,
+           ("digits", "sigmoid_bce"): True, ("digits", "softmax_ce"): True},
+    NOT_HELD: {("multilabel", "sigmoid_bce"): False, ("multilabel", "softmax_ce"): False,  # sigmoid no better
+               ("digits", "sigmoid_bce"): True, ("digits", "softmax_ce"): True},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_multilabel_vs_multiclass(sweep, case):
+    s = sweep("multilabel_vs_multiclass")
+    for (data, head), fitted in FITTED_HEADS[case].items():
+        cfg = job_config("multilabel_vs_multiclass", f"data={data}", model__head=head, trainer__epochs=1)
+        s.job(cfg, {"val/acc": [0.5, 0.8]}, final=linear_readout(cfg, fitted))
+    verdict = s.analyse()
+    no_label = 1.0 - float(_cached_data(job_config("multilabel_vs_multiclass")).Y_val.mean())
+    check(verdict, case, "multilabel: sigmoid_bce ", "digits: sigmoid_bce ", f"predicting no label scores {no_label:.3f}")
+    if case == NOT_HELD:
+        assert f"multilabel: sigmoid_bce {no_label:.3f} [{no_label:.3f}, {no_label:.3f}], softmax_ce {no_label:.3f}" \
+            in verdict.evidence
