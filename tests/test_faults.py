@@ -6,7 +6,8 @@ Faults: an unreachable tracking server, an unusable store location, a damaged or
 given to `trainer.resume`, an artifact upload that breaks mid-run, a checkpoint write that breaks
 mid-file, a metrics write that fails mid-run. (No data set reads a user-given file, so there is no
 missing-data-file fault; `test_no_data_option_is_a_file_path` keeps it that way or asks for one.)
-The module prints one line at the end: faults injected, runs checked, runs lost.
+Each fault's test fails if a run is lost; the module also writes one line at its end (faults injected,
+runs checked, runs lost), shown with `pytest -s` or in a failure's captured output.
 """
 
 from __future__ import annotations
