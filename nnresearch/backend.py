@@ -110,6 +110,34 @@ def permutation(rng: np.random.Generator, n: int, xp: types.ModuleType) -> Any:
     return xp.asarray(rng.permutation(n))
 
 
+AXPY_CHUNK = 1 << 16  # elements: 256 KiB of float32, a temporary that stays in a core's L2 cache
+
+
+def axpy(alpha: float, x: Any, y: Any) -> None:
+    """y := alpha x + y, in place; `x` and `y` of one shape and dtype.
+
+    The plain `y += alpha * x` writes alpha x to a temporary the size of y and reads it back: for
+    a large NumPy array that temporary goes through main memory. Here a contiguous NumPy array is
+    updated in chunks of `AXPY_CHUNK` elements through one small buffer, so memory sees one pass
+    (read x and y, write y). On the benchmark's widest network (3072-2048-2048-2048-10) SGD's
+    update then takes about 60% of the time and the whole step about 4% less. OpenBLAS's axpy
+    would do it in one call, but it wakes its threads even for mid-sized arrays and made the
+    784-256-256-10 step 3x slower. Every other array (CuPy, array_api_strict, a strided view,
+    one no larger than a chunk) takes `y += alpha * x`.
+    """
+    if not (isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.size > AXPY_CHUNK
+            and x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype):
+        y += alpha * x
+        return
+    x_flat, y_flat = x.reshape(-1), y.reshape(-1)
+    buffer = np.empty(AXPY_CHUNK, dtype=y.dtype)
+    for start in range(0, y.size, AXPY_CHUNK):
+        stop = min(start + AXPY_CHUNK, y.size)
+        scaled = buffer[: stop - start]
+        np.multiply(x_flat[start:stop], alpha, out=scaled)
+        y_flat[start:stop] += scaled
+
+
 def erf(x: Any) -> Any:
     """The error function, elementwise, keeping the dtype (the array API has no erf).
 

@@ -1,5 +1,5 @@
 """`backend.namespace`: the array namespace of the inputs, NumPy itself for NumPy arrays; `backend.select`:
-the namespace of a device choice."""
+the namespace of a device choice; `backend.axpy`: the in-place update y += alpha x."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import array_api_compat
 import numpy as np
 import pytest
 
-from nnresearch.backend import backend_name, gpu_available, namespace, select
+from nnresearch.backend import AXPY_CHUNK, axpy, backend_name, gpu_available, namespace, select
 
 
 def test_numpy_arrays_get_numpy_itself():
@@ -43,3 +43,31 @@ def test_device_gpu_without_one_and_unknown_devices_are_refused():
             select("gpu")
     with pytest.raises(ValueError, match="cpu, gpu, auto"):
         select("tpu")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4), (AXPY_CHUNK + 1,), (2 * AXPY_CHUNK + 7, 3), (512, 3 * AXPY_CHUNK // 512)])
+def test_axpy_updates_in_place_exactly_like_the_plain_expression_and_keeps_the_dtype(dtype, shape):
+    """Below, at and across chunk boundaries (a partial last chunk, a whole number of chunks)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = rng.standard_normal(shape).astype(dtype)
+    expected = y.copy()
+    expected += -0.37 * x
+    y_before = y
+    axpy(-0.37, x, y)
+    assert y is y_before and y.dtype == dtype
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_axpy_on_strided_views_and_other_namespaces_takes_the_plain_expression():
+    base = np.zeros((2 * AXPY_CHUNK, 2), dtype=np.float32)
+    column = base[:, 0]  # not contiguous: a chunked reshape(-1) would update a copy
+    axpy(2.0, np.ones_like(column), column)
+    assert (base[:, 0] == 2.0).all() and (base[:, 1] == 0.0).all()
+
+    import array_api_strict as xp
+
+    y = xp.ones((AXPY_CHUNK + 3,), dtype=xp.float32)
+    axpy(0.5, xp.ones_like(y), y)
+    assert y.dtype == xp.float32 and bool(xp.all(y == 1.5))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nnresearch.backend import namespace, to_numpy
+from nnresearch.backend import axpy, namespace, to_numpy
 
 Params = dict[str, Any]
 
@@ -189,7 +189,7 @@ class GradientDescent(_Optimizer):
         if self.weight_decay and decays(name):
             g = g + self.weight_decay * p
         if not self.slots:
-            p -= lr * g
+            axpy(-lr, g, p)  # p -= lr * g, without a full-size lr * g temporary
             return
         v = self.momentum * self._slot("v", name, p) - lr * g
         self.state["v"][name] = v
