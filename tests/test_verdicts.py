@@ -373,6 +373,20 @@ def test_mitigations(sweep, case):
           "baseline 0.333 (2 diverged)", f"clip_norm {mean['clip_norm']:.3f} [")
 
 
+def test_mitigations_counts_a_diverged_binary_run_at_one_half_not_one(sweep):
+    """With one sigmoid output (n_outputs 1) chance is 1/2: a diverged baseline must not count as
+    perfect accuracy (1 / n_outputs), which would beat every mitigation and turn the verdict."""
+    s = sweep("mitigations")
+    for name, accuracies in MITIGATION_ACC[HELD].items():
+        for seed, acc in enumerate(accuracies):
+            cfg = job_config("mitigations", f"+mitigation={name}", "data=moons", model__head="sigmoid_bce",
+                             trainer__seed=seed, trainer__epochs=1)
+            metrics = {f"delta_norm/layer{l}": [1.0] for l in range(1, cfg.model.depth + 2)}
+            metrics["val/acc"] = [0.3, float("nan") if acc is None else acc]
+            s.job(cfg, metrics, diverged=acc is None)
+    check(s.analyse(), HELD, "baseline 0.500 (2 diverged)")
+
+
 # --------------------------------------------------------------------------------------------
 # bce_vs_mse: BCE's output-layer gradient at init is larger than MSE's at every init std, and BCE
 # reaches val acc 0.9 in no more epochs (strictly fewer at the largest std).
