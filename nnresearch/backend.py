@@ -119,10 +119,9 @@ def axpy(alpha: float, x: Any, y: Any) -> None:
     The plain `y += alpha * x` writes alpha x to a temporary the size of y and reads it back: for
     a large NumPy array that temporary goes through main memory. Here a contiguous NumPy array is
     updated in chunks of `AXPY_CHUNK` elements through one small buffer, so memory sees one pass
-    (read x and y, write y). On the benchmark's widest network (3072-2048-2048-2048-10) SGD's
-    update then takes about 60% of the time and the whole step about 4% less. OpenBLAS's axpy
-    would do it in one call, but it wakes its threads even for mid-sized arrays and made the
-    784-256-256-10 step 3x slower. Every other array (CuPy, array_api_strict, a strided view,
+    (read x and y, write y) instead of three. SciPy's BLAS axpy would do it in one call, but its
+    OpenBLAS is a second thread pool beside NumPy's, and the two contend for the cores right
+    after the backward pass's GEMMs. Every other array (CuPy, array_api_strict, a strided view,
     one no larger than a chunk) takes `y += alpha * x`.
     """
     if not (isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.size > AXPY_CHUNK
