@@ -119,10 +119,10 @@ def axpy(alpha: float, x: Any, y: Any) -> None:
     The plain `y += alpha * x` writes alpha x to a temporary the size of y and reads it back: for
     a large NumPy array that temporary goes through main memory. Here a contiguous NumPy array is
     updated in chunks of `AXPY_CHUNK` elements through one small buffer that stays in the cache,
-    so main memory sees only x and y read and y written, once. SciPy's BLAS axpy would do it in one call, but its
-    OpenBLAS is a second thread pool beside NumPy's, and the two contend for the cores right
-    after the backward pass's GEMMs. Every other array (CuPy, array_api_strict, a strided view,
-    one no larger than a chunk) takes `y += alpha * x`.
+    so main memory sees only x and y read and y written, once. SciPy's BLAS axpy would do it in
+    one call, but its OpenBLAS is a second thread pool beside NumPy's, and the two contend for
+    the cores right after the backward pass's GEMMs. Every other array (CuPy, array_api_strict,
+    a strided view, a broadcast x, one no larger than a chunk) takes `y += alpha * x`.
     """
     if not (isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.size > AXPY_CHUNK
             and x.shape == y.shape and x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype):

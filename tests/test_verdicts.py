@@ -355,17 +355,23 @@ MITIGATION_ACC = {  # conf/mitigation variant -> final val acc of seeds 0 and 1 
 VANISHING_SIGNAL = 1e-6  # the vanishing baseline's delta[1] / delta[L] at init
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_mitigations(sweep, case):
-    s = sweep("mitigations")
-    for name, accuracies in MITIGATION_ACC[case].items():
-        for seed, acc in enumerate(accuracies):
-            cfg = job_config("mitigations", f"+mitigation={name}", trainer__seed=seed, trainer__epochs=1)
+def log_mitigations(s: Sweep, accuracies: Mapping[str, Sequence[float | None]], *groups: str, **values: Any) -> None:
+    """One job per variant and seed: the vanishing baseline's error signal fades to VANISHING_SIGNAL at
+    layer 1 (flat elsewhere), final val acc as given (None: the job diverged)."""
+    for name, per_seed in accuracies.items():
+        for seed, acc in enumerate(per_seed):
+            cfg = job_config("mitigations", f"+mitigation={name}", *groups, trainer__seed=seed, trainer__epochs=1, **values)
             layers = cfg.model.depth + 1
             first = VANISHING_SIGNAL if name == "vanishing_baseline" else 1.0
             metrics = {f"delta_norm/layer{l}": [d] for l, d in enumerate(per_layer(first, 1.0, layers), start=1)}
             metrics["val/acc"] = [0.3, float("nan") if acc is None else acc]
             s.job(cfg, metrics, diverged=acc is None)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_mitigations(sweep, case):
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[case])
     verdict = s.analyse()
     mean = {name: np.mean(accs) for name, accs in MITIGATION_ACC[case].items() if None not in accs}
     check(verdict, case, f"vanishing (n=2 seeds, baseline delta[1]/delta[L] at init {VANISHING_SIGNAL:.2g})",
@@ -377,13 +383,7 @@ def test_mitigations_counts_a_diverged_binary_run_at_one_half_not_one(sweep):
     """With one sigmoid output (n_outputs 1) chance is 1/2: a diverged baseline must not count as
     perfect accuracy (1 / n_outputs), which would beat every mitigation and turn the verdict."""
     s = sweep("mitigations")
-    for name, accuracies in MITIGATION_ACC[HELD].items():
-        for seed, acc in enumerate(accuracies):
-            cfg = job_config("mitigations", f"+mitigation={name}", "data=moons", model__head="sigmoid_bce",
-                             trainer__seed=seed, trainer__epochs=1)
-            metrics = {f"delta_norm/layer{l}": [1.0] for l in range(1, cfg.model.depth + 2)}
-            metrics["val/acc"] = [0.3, float("nan") if acc is None else acc]
-            s.job(cfg, metrics, diverged=acc is None)
+    log_mitigations(s, MITIGATION_ACC[HELD], "data=moons", model__head="sigmoid_bce")
     check(s.analyse(), HELD, "baseline 0.500 (2 diverged)")
 
 
