@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from nnresearch import blas
+
 DEVICES = ("cpu", "gpu", "auto")
 DTYPES = ("float32", "float64")
 
@@ -116,17 +118,23 @@ AXPY_CHUNK = 1 << 16  # elements: 256 KiB of float32, a temporary that stays in 
 def axpy(alpha: float, x: Any, y: Any) -> None:
     """y := alpha x + y, in place; `x` and `y` of one shape and dtype.
 
-    The plain `y += alpha * x` writes alpha x to a temporary the size of y and reads it back: for
-    a large NumPy array that temporary goes through main memory. Here a contiguous NumPy array is
-    updated in chunks of `AXPY_CHUNK` elements through one small buffer that stays in the cache,
-    so main memory sees only x and y read and y written, once. SciPy's BLAS axpy would do it in
-    one call, but its OpenBLAS is a second thread pool beside NumPy's, and the two contend for
-    the cores right after the backward pass's GEMMs. Every other array (CuPy, array_api_strict,
-    a strided view, a broadcast x, one no larger than a chunk) takes `y += alpha * x`.
+    The plain `y += alpha * x` writes alpha x to a temporary the size of y and reads it back, on
+    one core: for a large NumPy array that temporary goes through main memory. A contiguous NumPy
+    array larger than `AXPY_CHUNK` elements is instead updated by NumPy's own BLAS
+    (`nnresearch.blas`: one pass, on BLAS's threads; its fused multiply-add can differ from the
+    plain expression in the last bit) or, where that BLAS has no axpy, in chunks of `AXPY_CHUNK`
+    elements through one small buffer that stays in the cache, so main memory sees x and y read and
+    y written once. Every other array (CuPy, array_api_strict, a strided, read-only or overlapping
+    view, a broadcast x, a small one) takes `y += alpha * x`.
     """
     if not (isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.size > AXPY_CHUNK
-            and x.shape == y.shape and x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype):
+            and x.shape == y.shape and x.dtype == y.dtype and x.flags.c_contiguous and y.flags.c_contiguous
+            and y.flags.writeable and (x is y or not np.may_share_memory(x, y))):
         y += alpha * x
+        return
+    routine = blas.axpy_routine(y.dtype)
+    if routine is not None:
+        routine(alpha, x, y)
         return
     x_flat, y_flat = x.reshape(-1), y.reshape(-1)
     buffer = np.empty(AXPY_CHUNK, dtype=y.dtype)
