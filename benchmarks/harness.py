@@ -164,13 +164,12 @@ class TrackingClock:
     A direct reading of the cost that `execute_on - execute_off` estimates as a difference of two
     noisy totals; `installed()` patches `experiment.open_tracking` and the sink's methods, so the run
     itself is the product's own. Nested calls (the final flush inside ending the run) count once.
-    The sink's background writes (metrics, params, artifacts) count as the time the run waits for
-    them: the hand-over at the call (a copy, for arrays) and the wait before the final status.
-    Whatever their thread takes from training shows only end to end, one more reason the verdict
-    takes the larger of the two readings.
+    The sink's background uploads (`log_arrays`) count as the time the run waits for them: the copy
+    at the call and the wait before the final status. Whatever their thread takes from training
+    shows only end to end, one more reason the verdict takes the larger of the two readings.
     """
 
-    SINK_METHODS = ("log_metrics", "flush", "close", "set_tags", "log_params", "log_dict", "log_text",
+    SINK_METHODS = ("log_metrics", "flush", "wait_for_uploads", "set_tags", "log_params", "log_dict", "log_text",
                     "log_arrays", "log_table", "log_artifact")
 
     def __init__(self) -> None:

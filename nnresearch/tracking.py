@@ -14,8 +14,7 @@ Choices that matter for multirun sweeps:
 - Runs are created with `MlflowClient`, never the fluent `mlflow.start_run`, so no "active run"
   survives from one job to the next in a reused worker process.
 - Metrics are buffered and sent with `log_batch`, one store write per ~1000 numbers or per
-  `flush_every_s` seconds, instead of one blocking write per number; the run's writes go to the
-  store from one background thread, so training does not wait for them.
+  `flush_every_s` seconds, instead of one blocking write per number.
 - The run always ends FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt, SystemExit),
   with every metric logged before the end flushed first.
 
@@ -26,7 +25,6 @@ sidecars. Artifacts of experiments created here go to `<db dir>/mlruns/<experime
 from __future__ import annotations
 
 import os
-import copy
 import posixpath
 import re
 import signal
@@ -68,7 +66,6 @@ ROLE_TAG = "nnresearch.role"
 CONFIG_HASH_TAG = "nnresearch.config_hash"
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
-FLUSH_EVERY_S = 0.5  # how old the metric buffer may get before the writer thread sends it
 HTTP_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 300.0
 
@@ -315,23 +312,17 @@ def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple
 
 
 class MLflowSink:
-    """The Sink of one MLflow run. Its writes go to the store from one background thread, in call
-    order, so training goes on while MLflow's store works.
+    """The Sink of one MLflow run; metrics are buffered and sent with `MlflowClient.log_batch`.
 
-    Metrics are buffered and sent with `MlflowClient.log_batch`: a `log_metrics` call that finds
-    the buffer `flush_every_s` seconds old hands it to the writer thread (its own numbers start the
-    next buffer), and so does one that fills a batch of MLflow's limit (1000 metrics). Params, tags,
-    `log_dict` and `log_text` are handed over at the call; `log_arrays` snapshots its arrays at the
-    call, `log_table` its table; `log_artifact` writes its file at once. `flush()` (which
-    `open_run` calls at the end, before the final status) waits for the writer and sends the rest
-    of the buffer from the calling thread.
-
-    A write that fails in the background raises its error at the next `log_metrics` or `flush()`
-    call, so the run ends FAILED; the metrics it carried go back into the buffer, and the final
-    flush sends them.
+    Each full batch of MLflow's limit (1000 metrics) is sent as soon as it fills; the whole buffer
+    is sent when a `log_metrics` call finds it `flush_every_s` seconds old, and on `flush()` (which
+    `open_run` calls at the end). Arrays (`log_arrays`) are snapshotted at the call and written by
+    a background thread while training goes on; `wait_for_uploads()` (which `open_run` calls at the
+    end, before the final status) waits for them. Everything else (params, tags, other artifacts)
+    is sent at once.
     """
 
-    def __init__(self, client: MlflowClient, run: Run, *, flush_every_s: float = FLUSH_EVERY_S) -> None:
+    def __init__(self, client: MlflowClient, run: Run, *, flush_every_s: float = 2.0) -> None:
         _check_flush_every(flush_every_s)
         self._client = client
         self._info = run.info
@@ -339,8 +330,8 @@ class MLflowSink:
         self._buffer: list[Metric] = []
         self._oldest = 0.0
         self._known_names: set[str] = set()
-        self._writer: ThreadPoolExecutor | None = None
-        self._writes: list[tuple[Future[None], list[Metric]]] = []  # each write, and the metrics it carries
+        self._uploader: ThreadPoolExecutor | None = None
+        self._uploads: list[Future[None]] = []
 
     @property
     def run_id(self) -> str:
@@ -355,90 +346,64 @@ class MLflowSink:
         return self._info.experiment_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer `metrics` (name -> number) at `step`; hand an old buffer or full batches to the writer."""
+        """Buffer `metrics` (name -> number) at `step`; send full batches, or all if it is old."""
         timestamp, step = int(time.time() * 1000), int(step)
         entries = [
             Metric(self._metric_name(name), _as_float(name, value), timestamp, step)
             for name, value in metrics.items()
         ]
-        if self._buffer and time.monotonic() - self._oldest >= self._flush_every_s:
-            self._hand_over(self._buffer)
-            self._buffer = []
         if not self._buffer:
             self._oldest = time.monotonic()
         self._buffer.extend(entries)
-        if len(self._buffer) >= MAX_METRICS_PER_BATCH:
-            full = len(self._buffer) - len(self._buffer) % MAX_METRICS_PER_BATCH
-            self._hand_over(self._buffer[:full])
-            self._buffer = self._buffer[full:]
-            self._oldest = time.monotonic()
-        self._raise_failed_write()
+        if time.monotonic() - self._oldest >= self._flush_every_s:
+            self.flush()
+        elif len(self._buffer) >= MAX_METRICS_PER_BATCH:
+            self._send_full_batches()
 
     def _metric_name(self, name: str) -> str:
-        """`name`, checked once per sink so a bad name fails here and not in the writer."""
+        """`name`, checked once per sink so a bad name fails here and not at the next flush."""
         if name not in self._known_names:
             self._known_names.add(_check_key(name, "metric"))
         return name
 
-    def _hand_over(self, metrics: list[Metric]) -> None:
-        """Give `metrics` to the writer thread, one `log_batch` per MLflow batch limit."""
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self._in_background(self._write_metrics, chunk, carrying=list(chunk))
-
-    def _write_metrics(self, metrics: list[Metric]) -> None:
-        with _signals_held():
-            self._client.log_batch(self.run_id, metrics=metrics, synchronous=True)
-
-    def _in_background(self, work: Callable[..., None], *args: Any, carrying: list[Metric] | None = None) -> None:
-        """Queue `work(*args)` on the writer thread (after every write queued before it)."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnresearch-writer")
-        self._writes.append((self._writer.submit(work, *args), carrying or []))
-
-    def _raise_failed_write(self) -> None:
-        """Forget the writes that have ended well; if one failed, put its metrics back at the front
-        of the buffer and raise its error (another failed write raises at the next call)."""
-        running, failed = [], None
-        for future, metrics in self._writes:
-            if not future.done() or (failed is not None and future.exception() is not None):
-                running.append((future, metrics))
-            elif future.exception() is not None:
-                failed = (future, metrics)
-        self._writes = running
-        if failed is not None:
-            self._buffer = failed[1] + self._buffer
-            failed[0].result()
-
-    def flush(self) -> None:
-        """Wait for every background write, then send the buffer from this thread; raise the error
-        of a write that failed (the metrics of failed background writes are sent here first)."""
-        writes, self._writes = self._writes, []
-        errors = [future.exception() for future, _ in writes]  # waits for each
-        retried = [metric for (_, metrics), error in zip(writes, errors) if error is not None for metric in metrics]
-        pending, self._buffer = retried + self._buffer, []
+    def _send_full_batches(self) -> None:
+        """Send whole batches of MLflow's size limit and keep the rest (now the oldest) buffered."""
+        full = len(self._buffer) - len(self._buffer) % MAX_METRICS_PER_BATCH
+        pending, self._buffer = self._buffer[:full], self._buffer[full:]
+        self._oldest = time.monotonic()
         self._send(pending)
-        for error in errors:
-            if error is not None:
-                raise error
 
     def _send(self, metrics: list[Metric]) -> None:
-        """Write `metrics` from this thread, one `log_batch` per MLflow batch limit. If a write
-        fails, the metrics not yet written go back to the front of the buffer."""
+        """Write `metrics` to the store, one `log_batch` per MLflow batch limit. If a write fails,
+        the metrics not yet written go back to the front of the buffer (the final flush retries them)."""
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             try:
-                self._write_metrics(metrics[start : start + MAX_METRICS_PER_BATCH])
+                with _signals_held():
+                    self._client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
             except BaseException:
                 self._buffer = list(metrics[start:]) + self._buffer
                 raise
 
-    def close(self) -> None:
-        """`flush()`, then stop the writer thread (`open_run` calls this at the end of the run)."""
-        try:
-            self.flush()
-        finally:
-            if self._writer is not None:
-                self._writer.shutdown()
-                self._writer = None
+    def flush(self) -> None:
+        """Send every buffered metric, in chunks of MLflow's batch limit; raise the error of a
+        background upload that has failed meanwhile (see `log_arrays`)."""
+        pending, self._buffer = self._buffer, []
+        self._send(pending)
+        failed = [upload for upload in self._uploads if upload.done() and upload.exception() is not None]
+        if failed:
+            self._uploads.remove(failed[0])
+            failed[0].result()
+
+    def wait_for_uploads(self) -> None:
+        """Wait until every background upload has ended; raise the first one's error, if any failed."""
+        uploads, self._uploads = self._uploads, []
+        errors = [upload.exception() for upload in uploads]  # waits for each
+        if self._uploader is not None:
+            self._uploader.shutdown()
+            self._uploader = None
+        for error in errors:
+            if error is not None:
+                raise error
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags (values stringified, cut to MLflow's tag length limit)."""
@@ -447,7 +412,8 @@ class MLflowSink:
             for key, value in tags.items()
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._in_background(self._client.log_batch, self.run_id, (), (), chunk)
+            with _signals_held():
+                self._client.log_batch(self.run_id, tags=chunk, synchronous=True)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a (possibly nested) mapping as params: flattened with ".", values stringified and
@@ -457,27 +423,38 @@ class MLflowSink:
             for key, value in flatten(params).items()
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._in_background(self._client.log_batch, self.run_id, (), chunk)
+            with _signals_held():
+                self._client.log_batch(self.run_id, params=chunk, synchronous=True)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
-        """Save `obj` (as it is at the call) as the artifact `artifact_file` (`.json`, `.yaml` or `.yml`)."""
+        """Save `obj` as the artifact `artifact_file` (`.json`, `.yaml` or `.yml`)."""
         _artifact_parts(artifact_file, (".json", ".yaml", ".yml"))
-        self._in_background(self._client.log_dict, self.run_id, copy.deepcopy(dict(obj)), artifact_file)
+        with _signals_held():
+            self._client.log_dict(self.run_id, dict(obj), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Save `text` as the artifact `artifact_file` (any extension, e.g. `.txt`, `.md`)."""
         _artifact_parts(artifact_file)
-        self._in_background(self._client.log_text, self.run_id, text, artifact_file)
+        with _signals_held():
+            self._client.log_text(self.run_id, text, artifact_file)
 
     def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
         """Save host arrays as one `.npz` artifact (`np.savez`, no pickled objects), in the background.
 
         The arrays are copied before this returns, so the caller may change them at once (training
-        updates its weights in place). Read the file back with `np.load(path, allow_pickle=False)`.
+        updates its weights in place); one background thread writes and uploads the copies, in call
+        order, so the caller goes on training instead of waiting for the disk and the store.
+        Its errors surface at the next `flush()` or at `wait_for_uploads()`, so the run ends FAILED.
+        Read the file back with `np.load(path, allow_pickle=False)`.
         """
         directory, name = _artifact_parts(artifact_file, (".npz",))
         snapshot = {key: np.array(_plain_array(key, value), copy=True) for key, value in arrays.items()}
         self._in_background(self._upload_npz, snapshot, directory, name)
+
+    def _in_background(self, work: Callable[..., None], *args: Any) -> None:
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnresearch-upload")
+        self._uploads.append(self._uploader.submit(work, *args))
 
     def _upload_npz(self, arrays: Mapping[str, np.ndarray], directory: str | None, name: str) -> None:
         """Write `arrays` under a temporary name, rename, upload: a crash never uploads half an archive."""
@@ -489,24 +466,21 @@ class MLflowSink:
             self._client.log_artifact(self.run_id, str(final), artifact_path=directory)
 
     def log_table(self, table: Any, artifact_file: str) -> None:
-        """Save a DataFrame or a list of dicts (as they are at the call) as `.csv` (plain) or `.json`
-        (MLflow's table format, shown in the UI, read back by `mlflow.load_table`; logging again
-        appends rows)."""
+        """Save a DataFrame or a list of dicts as `.csv` (plain) or `.json` (MLflow's table format,
+        shown in the UI, read back by `mlflow.load_table`; logging again appends rows)."""
         import pandas as pd
 
-        _artifact_parts(artifact_file, (".csv", ".json"))
-        frame = table.copy() if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
-        self._in_background(self._upload_table, frame, artifact_file)
-
-    def _upload_table(self, frame: Any, artifact_file: str) -> None:
-        if artifact_file.endswith(".json"):
-            self._client.log_table(self.run_id, frame, artifact_file)
+        directory, name = _artifact_parts(artifact_file, (".csv", ".json"))
+        frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
+        if name.endswith(".json"):
+            with _signals_held():
+                self._client.log_table(self.run_id, frame, artifact_file)
             return
-        directory, name = _artifact_parts(artifact_file)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, name)
             frame.to_csv(path, index=False)
-            self._client.log_artifact(self.run_id, str(path), artifact_path=directory)
+            with _signals_held():
+                self._client.log_artifact(self.run_id, str(path), artifact_path=directory)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload a local file or directory, under `artifact_path` in the run if given."""
@@ -635,7 +609,7 @@ def open_run(
     tags: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
     description: str | None = None,
-    flush_every_s: float = FLUSH_EVERY_S,
+    flush_every_s: float = 2.0,
 ) -> Iterator[MLflowSink]:
     """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING.
 
@@ -676,11 +650,14 @@ def open_run(
 
 
 def _end_run(client: MlflowClient, sink: MLflowSink, status: str) -> None:
-    """Wait for the background writes and send what is buffered, then set the final status (FAILED
-    if a write fails); a Ctrl-C or SIGTERM arriving meanwhile acts once the status is set."""
+    """Send what is buffered and wait for the background uploads, then set the final status (FAILED
+    if either fails); a Ctrl-C or SIGTERM arriving meanwhile acts once the status is set."""
     with _signals_held():
         try:
-            sink.close()
+            try:
+                sink.flush()
+            finally:
+                sink.wait_for_uploads()
         except Exception:
             client.set_terminated(sink.run_id, "FAILED" if status == "FINISHED" else status)
             raise

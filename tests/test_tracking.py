@@ -274,14 +274,13 @@ def test_a_failed_upload_fails_a_run_that_ends_first(uri, monkeypatch):
 
 
 @pytest.fixture
-def log_batch_calls(monkeypatch) -> list[tuple[int, bool]]:
-    """One entry per `MlflowClient.log_batch` call: (number of metrics, whether the sink's writer
-    thread made it)."""
-    calls: list[tuple[int, bool]] = []
+def log_batch_calls(monkeypatch) -> list[int]:
+    """Counts `MlflowClient.log_batch` calls: one entry (number of metrics) per call."""
+    calls: list[int] = []
     original = MlflowClient.log_batch
 
     def counting(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
-        calls.append((len(metrics), threading.current_thread().name.startswith("nnresearch-writer")))
+        calls.append(len(metrics))
         return original(self, run_id, metrics, params, tags, synchronous=synchronous)
 
     monkeypatch.setattr(MlflowClient, "log_batch", counting)
@@ -292,62 +291,17 @@ def test_metrics_are_sent_in_few_batches(uri, log_batch_calls):
     with tracking.open_run(uri, "demo", "batched", flush_every_s=3600) as sink:
         for epoch in range(100):
             sink.log_metrics({f"layer{i}/grad_norm": epoch + i / 100 for i in range(30)}, epoch)
-    assert log_batch_calls == [(1000, True)] * 3  # full batches go to the writer thread
+    assert log_batch_calls == [1000, 1000, 1000]
     for i in (0, 17, 29):
         steps = history(uri, sink.run_id, f"layer{i}/grad_norm")
         assert steps == [(epoch, epoch + i / 100) for epoch in range(100)]
 
 
-def test_an_old_buffer_goes_to_the_writer_at_the_next_call(uri, log_batch_calls):
+def test_old_buffer_is_sent_on_the_next_call(uri, log_batch_calls):
     with tracking.open_run(uri, "demo", "timed", flush_every_s=0.0) as sink:
         for epoch in range(5):
             sink.log_metrics({"a": 1.0, "b": 2.0}, epoch)
-    # each call hands the previous call's numbers to the writer; the last ones go in the final flush
-    assert log_batch_calls == [(2, True)] * 4 + [(2, False)]
-    assert history(uri, sink.run_id, "b") == [(epoch, 2.0) for epoch in range(5)]
-
-
-def test_training_goes_on_while_the_writer_writes(uri, monkeypatch):
-    release = threading.Event()
-    original = MlflowClient.log_batch
-
-    def slow(self, *args, **kwargs):
-        release.wait(timeout=10)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(MlflowClient, "log_batch", slow)
-    with tracking.open_run(uri, "demo", "busy store", flush_every_s=0.0) as sink:
-        sink.log_params({"lr": 0.1})
-        for epoch in range(3):
-            sink.log_metrics({"loss": 1.0 / (epoch + 1)}, epoch)  # returns while the store is held
-        assert get_run(uri, sink.run_id).data.params == {}
-        release.set()
-    run = get_run(uri, sink.run_id)
-    assert (run.info.status, run.data.params) == ("FINISHED", {"lr": "0.1"})
-    assert [step for step, _ in history(uri, sink.run_id, "loss")] == [0, 1, 2]
-
-
-def test_a_failed_background_write_fails_the_run_at_the_next_call_and_keeps_its_metrics(uri, monkeypatch):
-    original = MlflowClient.log_batch
-    failures = []
-
-    def failing_once(self, run_id, metrics=(), params=(), tags=(), **kwargs):
-        if metrics and not failures:
-            failures.append(threading.current_thread().name)
-            raise ConnectionError("the store did not answer")
-        return original(self, run_id, metrics, params, tags, **kwargs)
-
-    monkeypatch.setattr(MlflowClient, "log_batch", failing_once)
-    with pytest.raises(ConnectionError, match="did not answer"):
-        with tracking.open_run(uri, "demo", "hiccup", flush_every_s=0.0) as sink:
-            for epoch in range(100):
-                sink.log_metrics({"loss": float(epoch)}, epoch)
-                time.sleep(0.01)
-            pytest.fail("log_metrics never raised the failed write's error")
-    assert failures[0].startswith("nnresearch-writer")
-    assert get_run(uri, sink.run_id).info.status == "FAILED"
-    steps = [step for step, _ in history(uri, sink.run_id, "loss")]
-    assert steps == list(range(len(steps))) and len(steps) >= 2  # the failed batch was sent at the end
+        assert log_batch_calls == [2] * 5
 
 
 # --- nesting ------------------------------------------------------------------------------------
