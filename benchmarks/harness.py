@@ -12,19 +12,16 @@ so all of them compute the same numbers (equal final validation losses show it):
 | train_memory  | `nnresearch.train.train` into a `MemorySink`, then the test cost: adds per-layer |
 |               | diagnostics, per-batch loss and accuracy, finiteness checks                      |
 | execute_off   | `nnresearch.experiment.execute(cfg)` with `tracking.enabled=false`               |
-| execute_on    | the same, logging to MLflow (a copy of an existing SQLite store), as a run does: |
-|               | its store writes go through the writer process (`tracking.writer=auto`)          |
-| execute_inline| execute_on with its store writes on the training thread (`tracking.writer=inline`)|
+| execute_on    | the same, logging to MLflow (a copy of an existing SQLite store)                 |
 
 Issue 5's targets, on the reference workload: execute_on / bare <= 1.10 (the harness within 10% of
 the bare loop) and execute_on / execute_off <= 1.05 (tracking within 5% of none), the latter both
-end to end and as clocked inside the tracked runs (`TrackingClock`). execute_inline is not judged:
-it shows what the writer process saves (`writer_process_over_inline_paired`). Two smaller workloads show how
+end to end and as clocked inside the tracked runs (`TrackingClock`). Two smaller workloads show how
 the fixed cost of a run (MLflow's run creation, params, artifacts, final status) and the cost per
 logged metric value weigh as runs get shorter.
 
-Timing: the variants run in interleaved rounds (`timing.interleave`), in whole cycles of the six
-variants' balanced orders (6), 24 for the reference (its targets are margins of 5-10%). The judged
+Timing: the variants run in interleaved rounds (`timing.interleave`), in whole cycles of the five
+variants' balanced orders (10), 20 for the reference (its targets are margins of 5-10%). The judged
 end-to-end ratio is paired: in every round, variant a's time over variant b's time in the same
 round, and the median of those. The machine's speed drifts between rounds (its two cores run
 other tenants' work), and a pair shares its round's speed, so the drift cancels in each ratio.
@@ -75,11 +72,11 @@ class Workload:
 
 _DIGITS = ("data=digits", "model=mlp", "model.depth=3", "model.activation=relu", "optim=sgd", "optim.lr=0.1",
            "trainer.batch_size=32")
-REFERENCE = Workload("reference", (*_DIGITS, "model.width=1024", "trainer.epochs=5"), 24,
+REFERENCE = Workload("reference", (*_DIGITS, "model.width=1024", "trainer.epochs=5"), 20,
                      "a mid-sized run: digits, MLP 64-1024-1024-1024-10, batch 32, 5 epochs (about 1.5 s)")
-SHORT = Workload("short", (*_DIGITS, "model.width=512", "trainer.epochs=10"), 12,
+SHORT = Workload("short", (*_DIGITS, "model.width=512", "trainer.epochs=10"), 10,
                  "digits, MLP 64-512-512-512-10, batch 32, 10 epochs (about 0.7 s)")
-DEFAULT_RUN = Workload("default_run", (), 24,
+DEFAULT_RUN = Workload("default_run", (), 20,
                        "the default run: moons, MLP 2-64-64-2, batch 32, 20 epochs (tens of milliseconds)")
 SMOKE = Workload("smoke", ("data=digits", "model.depth=1", "model.width=32", "trainer.epochs=2"), 1,
                  "tiny, to check the benchmark itself")
@@ -172,8 +169,8 @@ class TrackingClock:
     shows only end to end, one more reason the verdict takes the larger of the two readings.
     """
 
-    SINK_METHODS = ("log_metrics", "flush", "close", "wait_for_uploads", "set_tags", "log_params", "log_dict",
-                    "log_text", "log_arrays", "log_table", "log_artifact")
+    SINK_METHODS = ("log_metrics", "flush", "wait_for_uploads", "set_tags", "log_params", "log_dict", "log_text",
+                    "log_arrays", "log_table", "log_artifact")
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -240,7 +237,6 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
     overrides = w.all_overrides()
     cfg_off = compose([*overrides, "tracking.enabled=false"])
     cfg_on = compose([*overrides, "tracking.enabled=true", f"tracking.uri={uri}"])
-    cfg_inline = compose([*overrides, "tracking.enabled=true", f"tracking.uri={uri}", "tracking.writer=inline"])
     last_run: dict[str, str] = {}
     in_tracking_s: list[float] = []  # per tracked run, from the TrackingClock
 
@@ -255,10 +251,6 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
         outcome = execute(cfg_off, overrides=overrides)
         return lambda: outcome.metrics["val/loss"]
 
-    def execute_inline() -> Callable[[], float]:
-        outcome = execute(cfg_inline, overrides=overrides)
-        return lambda: outcome.metrics["val/loss"]
-
     # each variant does its work and returns how to read its final val loss, which stays out of the timing
     variants: dict[str, Callable[[], Callable[[], float]]] = {
         "bare_steps": lambda: bare(cfg_off, evaluations=False),
@@ -266,7 +258,6 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
         "train_memory": lambda: train_memory(cfg_off),
         "execute_off": execute_off,
         "execute_on": execute_on,
-        "execute_inline": execute_inline,
     }
     result: dict[str, Any] = {"label": w.label, "about": w.about, "overrides": overrides, "variants": {}, "errors": {}}
     runnable: dict[str, Callable[[], None]] = {}
@@ -299,8 +290,6 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
         "tracking_on_over_off_paired": paired("execute_on", "execute_off"),
         "tracking_on_over_off": ratio("execute_on", "execute_off", "min_s"),
         "tracking_on_over_off_median": ratio("execute_on", "execute_off", "median_s"),
-        "tracking_inline_over_off_paired": paired("execute_inline", "execute_off"),
-        "writer_process_over_inline_paired": paired("execute_on", "execute_inline"),
     }
     for entry in v.values():
         if "min_s" in entry:

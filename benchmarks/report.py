@@ -59,9 +59,7 @@ def _harness(h: dict[str, Any]) -> list[str]:
                   f"{values if values is not None else '–'} logged metric values. Clocked inside the tracked runs "
                   f"(MLflow run open/end and every sink call): {_s(clocked.get('median_s'))} per run (median; "
                   f"{_s(clocked.get('min_s'))} to {_s(clocked.get('max_s'))}), which makes tracking on / off "
-                  f"**{_x(r.get('tracking_clocked'), 3)}**. With the store writes on the training thread "
-                  f"(execute_inline): tracking on / off {_x(r.get('tracking_inline_over_off_paired'), 3)} paired; "
-                  f"writer process / inline {_x(r.get('writer_process_over_inline_paired'), 3)} paired.", ""]
+                  f"**{_x(r.get('tracking_clocked'), 3)}**.", ""]
         lines += [f"- **{name} failed**: `{error.splitlines()[-1]}`" for name, error in w.get("errors", {}).items()]
         lines += [""] if w.get("errors") else []
     verdict = h.get("verdict", {})

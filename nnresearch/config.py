@@ -16,7 +16,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from nnresearch.backend import DEVICES, DTYPES
-from nnresearch.writers import WRITERS
 
 SKIP_FINISHED = ("sweeps", "always", "never")
 MODELS = ("logistic", "softmax_regression", "mlp", "residual_mlp", "cnn1d")
@@ -107,10 +106,6 @@ class TrackingConfig:
     `skip_finished`: a job whose identical config (same `config_hash` tag) already FINISHED in the
     experiment is skipped in `sweeps` (the default: re-running a sweep resumes it), `always`, or
     `never` (force a full re-run). Failed and killed runs are always run again.
-
-    `writer`: how the run's writes reach the store (nnresearch.writers): `auto` (a forked writer
-    process for SQLite stores on Linux, so MLflow's work runs beside the training; else inline),
-    `process`, or `inline` (on the training thread).
     """
 
     enabled: bool = True
@@ -118,7 +113,6 @@ class TrackingConfig:
     experiment: str | None = None
     run_name: str | None = None
     skip_finished: str = "sweeps"
-    writer: str = "auto"
 
 
 @dataclass
@@ -211,7 +205,6 @@ def validate(cfg: DictConfig | Config) -> Config:
     _one_of("trainer.dtype", t.dtype, DTYPES)
     _one_of("objective", c.objective, OBJECTIVES)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
-    _one_of("tracking.writer", c.tracking.writer, WRITERS)
     return c
 
 

@@ -223,8 +223,7 @@ def open_tracking(cfg: Config, name: str, tags: dict[str, str], parent_run_id: s
     """The MLflow run's context (ends FINISHED / FAILED / KILLED), or a do-nothing sink when tracking is off."""
     if not cfg.tracking.enabled:
         return nullcontext(tracking.NullSink())
-    return tracking.open_run(cfg.tracking.uri, experiment_name(cfg), name, tags=tags, parent_run_id=parent_run_id,
-                             writer=cfg.tracking.writer)
+    return tracking.open_run(cfg.tracking.uri, experiment_name(cfg), name, tags=tags, parent_run_id=parent_run_id)
 
 
 def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:

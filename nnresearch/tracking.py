@@ -15,8 +15,6 @@ Choices that matter for multirun sweeps:
   survives from one job to the next in a reused worker process.
 - Metrics are buffered and sent with `log_batch`, one store write per ~1000 numbers or per
   `flush_every_s` seconds, instead of one blocking write per number.
-- The store writes of a SQLite-backed run go through a forked writer process on Linux
-  (`nnresearch.writers`), so MLflow's SQLAlchemy work runs beside the training, not inside it.
 - The run always ends FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt, SystemExit),
   with every metric logged before the end flushed first.
 
@@ -29,7 +27,9 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import signal
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -57,8 +57,6 @@ from mlflow.utils.validation import (  # noqa: E402
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
-
-from nnresearch.writers import InlineWriter, Writer, choose_writer, make_writer, signals_held  # noqa: E402
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -251,6 +249,42 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Let a store write finish before SIGINT / SIGTERM act on it, then let them act.
+
+    A write cut in half can leave the run RUNNING (an interrupted final flush skips the final
+    status) or a SQLite transaction open that keeps the database locked for the rest of the
+    process. A second signal during the write is not held: pressing Ctrl-C twice stops at once.
+    Main thread only (signal handlers live there); elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+        for other, handler in previous.items():
+            signal.signal(other, handler)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not None:  # None: a handler not set from Python, leave it alone
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
+
+
 def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple[str | None, str]:
     """Split a run-relative `dir/name.ext` into (`dir` or None, `name.ext`).
 
@@ -278,25 +312,21 @@ def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple
 
 
 class MLflowSink:
-    """The Sink of one MLflow run; its writes go to the store through a `Writer` (nnresearch.writers).
+    """The Sink of one MLflow run; metrics are buffered and sent with `MlflowClient.log_batch`.
 
-    Metrics are buffered and sent with `MlflowClient.log_batch`: each full batch of MLflow's limit
-    (1000 metrics) as soon as it fills, the whole buffer when a `log_metrics` call finds it
-    `flush_every_s` seconds old (by default the writer's: 2 s inline, 0.25 s through the writer
-    process), and on `flush()`. Params, tags, dicts, texts and tables go to the writer at the call.
-    Arrays (`log_arrays`) are snapshotted at the call and written by a background thread while
-    training goes on. Files (`log_artifact`) are uploaded at the call, as the caller may delete them
-    next. `close()` (which `open_run` calls at the end, before the final status) sends the buffer
-    and waits for the uploads and the writer.
+    Each full batch of MLflow's limit (1000 metrics) is sent as soon as it fills; the whole buffer
+    is sent when a `log_metrics` call finds it `flush_every_s` seconds old, and on `flush()` (which
+    `open_run` calls at the end). Arrays (`log_arrays`) are snapshotted at the call and written by
+    a background thread while training goes on; `wait_for_uploads()` (which `open_run` calls at the
+    end, before the final status) waits for them. Everything else (params, tags, other artifacts)
+    is sent at once.
     """
 
-    def __init__(self, client: MlflowClient, run: Run, *, writer: Writer | None = None,
-                 flush_every_s: float | None = None) -> None:
+    def __init__(self, client: MlflowClient, run: Run, *, flush_every_s: float = 2.0) -> None:
+        _check_flush_every(flush_every_s)
         self._client = client
-        self._writer = writer if writer is not None else InlineWriter(client)
         self._info = run.info
-        self._flush_every_s = self._writer.flush_every_s if flush_every_s is None else flush_every_s
-        _check_flush_every(self._flush_every_s)
+        self._flush_every_s = flush_every_s
         self._buffer: list[Metric] = []
         self._oldest = 0.0
         self._known_names: set[str] = set()
@@ -316,8 +346,7 @@ class MLflowSink:
         return self._info.experiment_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer `metrics` (name -> number) at `step`; send full batches, or all if it is old; raise
-        the error of an earlier write that failed meanwhile (through the writer process)."""
+        """Buffer `metrics` (name -> number) at `step`; send full batches, or all if it is old."""
         timestamp, step = int(time.time() * 1000), int(step)
         entries = [
             Metric(self._metric_name(name), _as_float(name, value), timestamp, step)
@@ -326,7 +355,6 @@ class MLflowSink:
         if not self._buffer:
             self._oldest = time.monotonic()
         self._buffer.extend(entries)
-        self._writer.check()
         if time.monotonic() - self._oldest >= self._flush_every_s:
             self.flush()
         elif len(self._buffer) >= MAX_METRICS_PER_BATCH:
@@ -346,15 +374,14 @@ class MLflowSink:
         self._send(pending)
 
     def _send(self, metrics: list[Metric]) -> None:
-        """Hand `metrics` to the writer, one `log_batch` per MLflow batch limit. If a write raises,
-        the writer keeps the failed batch for its retry at the end and the batches not yet handed
-        over go back to the front of the buffer (the final flush sends them)."""
+        """Write `metrics` to the store, one `log_batch` per MLflow batch limit. If a write fails,
+        the metrics not yet written go back to the front of the buffer (the final flush retries them)."""
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             try:
-                self._writer.write("log_batch", self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH],
-                                   synchronous=True)
+                with _signals_held():
+                    self._client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
             except BaseException:
-                self._buffer = list(metrics[start + MAX_METRICS_PER_BATCH :]) + self._buffer
+                self._buffer = list(metrics[start:]) + self._buffer
                 raise
 
     def flush(self) -> None:
@@ -366,18 +393,6 @@ class MLflowSink:
         if failed:
             self._uploads.remove(failed[0])
             failed[0].result()
-
-    def close(self) -> None:
-        """Send what is buffered, wait for the uploads, then for the writer to have everything in the
-        store (retrying what failed once); raise the first error of the three steps, after all three."""
-        errors = []
-        for step in (self.flush, self.wait_for_uploads, self._writer.finish):
-            try:
-                step()
-            except Exception as error:
-                errors.append(error)
-        if errors:
-            raise errors[0]
 
     def wait_for_uploads(self) -> None:
         """Wait until every background upload has ended; raise the first one's error, if any failed."""
@@ -397,7 +412,8 @@ class MLflowSink:
             for key, value in tags.items()
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._writer.write("log_batch", self.run_id, tags=list(chunk), synchronous=True)
+            with _signals_held():
+                self._client.log_batch(self.run_id, tags=chunk, synchronous=True)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a (possibly nested) mapping as params: flattened with ".", values stringified and
@@ -407,17 +423,20 @@ class MLflowSink:
             for key, value in flatten(params).items()
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._writer.write("log_batch", self.run_id, params=list(chunk), synchronous=True)
+            with _signals_held():
+                self._client.log_batch(self.run_id, params=chunk, synchronous=True)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
         """Save `obj` as the artifact `artifact_file` (`.json`, `.yaml` or `.yml`)."""
         _artifact_parts(artifact_file, (".json", ".yaml", ".yml"))
-        self._writer.write("log_dict", self.run_id, dict(obj), artifact_file)
+        with _signals_held():
+            self._client.log_dict(self.run_id, dict(obj), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Save `text` as the artifact `artifact_file` (any extension, e.g. `.txt`, `.md`)."""
         _artifact_parts(artifact_file)
-        self._writer.write("log_text", self.run_id, text, artifact_file)
+        with _signals_held():
+            self._client.log_text(self.run_id, text, artifact_file)
 
     def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
         """Save host arrays as one `.npz` artifact (`np.savez`, no pickled objects), in the background.
@@ -451,12 +470,17 @@ class MLflowSink:
         shown in the UI, read back by `mlflow.load_table`; logging again appends rows)."""
         import pandas as pd
 
-        _artifact_parts(artifact_file, (".csv", ".json"))
+        directory, name = _artifact_parts(artifact_file, (".csv", ".json"))
         frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
-        if artifact_file.endswith(".json"):
-            self._writer.write("log_table", self.run_id, frame, artifact_file)
-        else:
-            self._writer.write("log_text", self.run_id, frame.to_csv(index=False), artifact_file)
+        if name.endswith(".json"):
+            with _signals_held():
+                self._client.log_table(self.run_id, frame, artifact_file)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, name)
+            frame.to_csv(path, index=False)
+            with _signals_held():
+                self._client.log_artifact(self.run_id, str(path), artifact_path=directory)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload a local file or directory, under `artifact_path` in the run if given."""
@@ -464,7 +488,7 @@ class MLflowSink:
             raise FileNotFoundError(
                 f"cannot log artifact {os.fspath(path)!r}: no such file or directory"
             )
-        with signals_held():
+        with _signals_held():
             self._client.log_artifact(self.run_id, os.fspath(path), artifact_path=artifact_path)
 
 
@@ -585,14 +609,9 @@ def open_run(
     tags: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
     description: str | None = None,
-    writer: str = "auto",
-    flush_every_s: float | None = None,
+    flush_every_s: float = 2.0,
 ) -> Iterator[MLflowSink]:
     """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING.
-
-    `writer` says how the sink's writes reach the store (nnresearch.writers): `auto` (a writer
-    process for SQLite stores on Linux, else inline), `process` or `inline`; `flush_every_s` None
-    is the writer's own buffering time for metrics.
 
     The experiment is created if absent. `parent_run_id` nests the run under that run (same
     experiment) in the UI and, when this run ends, marks the parent FINISHED with the current end
@@ -602,10 +621,8 @@ def open_run(
     SIGTERM handler) KILLED; the exception propagates either way, after the buffered metrics are
     sent. Tags also get MLflow's usual context (user, source, git commit).
     """
-    if flush_every_s is not None:
-        _check_flush_every(flush_every_s)
+    _check_flush_every(flush_every_s)
     uri = ensure_store(uri)
-    writer = choose_writer(writer, uri)
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, experiment_name, uri)
     run_tags = {key: str(value) for key, value in (tags or {}).items()}
@@ -614,13 +631,9 @@ def open_run(
         run_tags[PARENT_RUN_TAG] = parent_run_id
     if description is not None:
         run_tags[DESCRIPTION_TAG] = description
-    with signals_held():
+    with _signals_held():
         run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
-    try:
-        sink = MLflowSink(client, run, writer=make_writer(writer, client), flush_every_s=flush_every_s)
-    except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
+    sink = MLflowSink(client, run, flush_every_s=flush_every_s)
     status = "FINISHED"
     try:
         yield sink
@@ -637,12 +650,14 @@ def open_run(
 
 
 def _end_run(client: MlflowClient, sink: MLflowSink, status: str) -> None:
-    """Close the sink (send what is buffered, wait for the uploads and the writer), then set the
-    final status (FAILED if closing fails); a Ctrl-C or SIGTERM arriving meanwhile acts once the
-    status is set."""
-    with signals_held():
+    """Send what is buffered and wait for the background uploads, then set the final status (FAILED
+    if either fails); a Ctrl-C or SIGTERM arriving meanwhile acts once the status is set."""
+    with _signals_held():
         try:
-            sink.close()
+            try:
+                sink.flush()
+            finally:
+                sink.wait_for_uploads()
         except Exception:
             client.set_terminated(sink.run_id, "FAILED" if status == "FINISHED" else status)
             raise

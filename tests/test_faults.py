@@ -259,58 +259,44 @@ def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable
         assert resumed[0].data.metrics[key] == straight.metrics[key], key
 
 
-@pytest.mark.parametrize("writer", ["process", "inline"])
-def test_metrics_write_failing_mid_run_loses_no_logged_metric(writer, mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
+def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """The first batch of metrics sent mid-run fails (a locked database, a server hiccup after MLflow's
-    retries): the run ends FAILED, and every metric logged before the failure is still in the store.
-    The failure is injected in whichever process writes (the file `failed` records it)."""
+    retries): the run ends FAILED, and every metric logged before the failure is still in the store."""
     real_log_batch = MlflowClient.log_batch
-    failed = tmp_path / "failed"
+    failed = []
 
     def log_batch_failing_once(self, run_id, metrics=(), params=(), tags=(), **kwargs):
-        if metrics and not failed.exists():
-            failed.write_text(str(max(m.step for m in metrics if m.key == "train/loss")))
+        if metrics and not failed:
+            failed.append(max(m.step for m in metrics if m.key == "train/loss"))
             raise ConnectionError("the tracking store did not answer (injected)")
         return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch_failing_once)
     monkeypatch.chdir(tmp_path)
-    # ~30 numbers per epoch: a batch is sent during training (inline: the first full batch of 1000,
-    # around epoch 33; through the writer process: every 0.25 s)
-    code, out, err = main_in_process(*SMALL, "trainer.epochs=60", f"tracking.writer={writer}",
-                                     f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert failed.exists(), "no metrics batch was sent; raise trainer.epochs"
-    failed_at = int(failed.read_text())
+    # ~30 numbers per epoch: the first full batch (1000) is sent during training, around epoch 33
+    code, out, err = main_in_process(*SMALL, "trainer.epochs=60", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert failed, "no metrics batch was sent mid-run; raise trainer.epochs"
     assert code != 0 and "injected" in err, err
     (run,) = all_runs(mlflow_uri)
     assert run.info.status == "FAILED"
     logged = sorted(m.step for m in MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "train/loss"))
-    # inline, training stops at the failed write; through the process, a few steps later, when it hears of it
-    record("metrics write failure", mlflow_uri, {run.info.run_id: failed_at if writer == "inline" else max(logged)})
-    assert logged[: failed_at + 1] == list(range(failed_at + 1)), (
-        f"the write failed with train/loss logged up to step {failed_at}, but the store has steps {logged}: "
-        "the batch that failed was dropped instead of kept for the final retry")
+    record("metrics write failure", mlflow_uri, {run.info.run_id: failed[0]})
+    assert logged[: failed[0] + 1] == list(range(failed[0] + 1)), (
+        f"the write failed with train/loss logged up to step {failed[0]}, but the store has steps {logged}: "
+        "the batch that failed was dropped instead of kept for the final flush")
 
 
-def _ending(frames: list[traceback.FrameSummary]) -> bool:
-    return "_end_run" in [frame.name for frame in frames]
-
-
-@pytest.mark.parametrize("writer", ["process", "inline"])
-def test_interrupt_while_the_run_is_being_ended_still_ends_it(writer, mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
+def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """Ctrl-C (or SIGTERM) arriving while the run writes its last metrics and status, e.g. a second
-    Ctrl-C after the first started the clean-up: the run still gets its final status and metrics.
-    Inline, the interrupt arrives during the final metrics write; through the writer process, while
-    that process writes the last metrics (test/*) and the training process ends the run."""
+    Ctrl-C after the first started the clean-up: the run still gets its final status and metrics."""
     real_log_batch = MlflowClient.log_batch
-    sent, training_process = tmp_path / "sent", os.getpid()
+    sent = []
 
     def log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
-        final = any(m.key.startswith("test/") for m in metrics) if writer == "process" else (
-            metrics and _ending(traceback.extract_stack()))
-        if final and not sent.exists():
-            sent.touch()
-            os.kill(training_process, signal.SIGINT)  # delivered while this write is in progress
+        if metrics and not sent and "_end_run" in [frame.name for frame in traceback.extract_stack()]:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # delivered while this write is in progress
         return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
@@ -318,15 +304,13 @@ def test_interrupt_while_the_run_is_being_ended_still_ends_it(writer, mlflow_uri
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also in a background job
     try:
         with pytest.raises(KeyboardInterrupt):  # the interrupt is not lost, only held until the run is ended
-            main_in_process(*SMALL, "trainer.epochs=3", f"tracking.writer={writer}", f"tracking.uri={mlflow_uri}",
+            main_in_process(*SMALL, "trainer.epochs=3", f"tracking.uri={mlflow_uri}",
                             f"hydra.run.dir={tmp_path / 'run'}")
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert sent.exists()
+    assert sent
     (run,) = all_runs(mlflow_uri)
     record("interrupt during the final write", mlflow_uri, {run.info.run_id: 3})
     assert run.info.status != "RUNNING", "an interrupt during the final flush left the run RUNNING"
-    client = MlflowClient(mlflow_uri)
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+    steps = sorted(m.step for m in MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "train/loss"))
     assert steps == [0, 1, 2, 3]
-    assert "test/loss" in client.get_run(run.info.run_id).data.metrics

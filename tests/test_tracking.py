@@ -274,39 +274,34 @@ def test_a_failed_upload_fails_a_run_that_ends_first(uri, monkeypatch):
 
 
 @pytest.fixture
-def log_batch_calls(monkeypatch, tmp_path):
-    """Counts `MlflowClient.log_batch` calls in this process and in the writer process: a function
-    returning one entry (number of metrics) per call so far."""
-    record = tmp_path / "log_batch_calls.txt"
-    record.touch()
+def log_batch_calls(monkeypatch) -> list[int]:
+    """Counts `MlflowClient.log_batch` calls: one entry (number of metrics) per call."""
+    calls: list[int] = []
     original = MlflowClient.log_batch
 
     def counting(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
-        with open(record, "a") as file:
-            file.write(f"{len(metrics)}\n")
+        calls.append(len(metrics))
         return original(self, run_id, metrics, params, tags, synchronous=synchronous)
 
     monkeypatch.setattr(MlflowClient, "log_batch", counting)
-    return lambda: [int(line) for line in record.read_text().split()]
+    return calls
 
 
-@pytest.mark.parametrize("writer", ["process", "inline"])
-def test_metrics_are_sent_in_few_batches(uri, log_batch_calls, writer):
-    with tracking.open_run(uri, "demo", "batched", writer=writer, flush_every_s=3600) as sink:
+def test_metrics_are_sent_in_few_batches(uri, log_batch_calls):
+    with tracking.open_run(uri, "demo", "batched", flush_every_s=3600) as sink:
         for epoch in range(100):
             sink.log_metrics({f"layer{i}/grad_norm": epoch + i / 100 for i in range(30)}, epoch)
-    assert log_batch_calls() == [1000, 1000, 1000]
+    assert log_batch_calls == [1000, 1000, 1000]
     for i in (0, 17, 29):
         steps = history(uri, sink.run_id, f"layer{i}/grad_norm")
         assert steps == [(epoch, epoch + i / 100) for epoch in range(100)]
 
 
-@pytest.mark.parametrize("writer", ["process", "inline"])
-def test_old_buffer_is_sent_on_the_next_call(uri, log_batch_calls, writer):
-    with tracking.open_run(uri, "demo", "timed", writer=writer, flush_every_s=0.0) as sink:
+def test_old_buffer_is_sent_on_the_next_call(uri, log_batch_calls):
+    with tracking.open_run(uri, "demo", "timed", flush_every_s=0.0) as sink:
         for epoch in range(5):
             sink.log_metrics({"a": 1.0, "b": 2.0}, epoch)
-    assert log_batch_calls() == [2] * 5
+        assert log_batch_calls == [2] * 5
 
 
 # --- nesting ------------------------------------------------------------------------------------
