@@ -94,11 +94,15 @@ def _terminate(signum: int, frame: object) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> float:
     # Imported here, not at the top: MLflow and scikit-learn take seconds to import and --help needs neither.
+    # validate() imports the data sets (scikit-learn), and MLflow imports its SQLAlchemy store (~1 s) when
+    # the store is first opened: both belong in the block too.
     with frozen_imports():
+        cfg = validate(dict_cfg)
         from nnresearch import tracking
         from nnresearch.experiment import already_finished, execute
 
-    cfg = validate(dict_cfg)
+        if cfg.tracking.enabled:
+            tracking.ensure_store(cfg.tracking.uri)
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     finished = already_finished(cfg, in_sweep)
