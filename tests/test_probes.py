@@ -8,6 +8,7 @@ import pytest
 from nnresearch.backend import to_numpy
 from nnresearch.nn.architectures import Builder, Init, mlp
 from nnresearch.nn.optim import make_optimizer
+from nnresearch import probes
 from nnresearch.probes import gradient_noise, layer_diagnostics
 
 SIZES = [5, 7, 6, 3]
@@ -65,6 +66,22 @@ def test_identical_units_have_no_spread_and_a_negative_bias_kills_relu_units(xp)
     assert got["unit_spread/layer1"] < 1e-6 and got["unit_spread/layer2"] < 1e-6  # float32 rounding of the row mean
     assert got["dead/layer1"] == 1.0  # z = 0.3 * sum(x) - 100 < 0 for every example and unit
     assert "update_ratio/layer1" not in got  # needs the weights before an update
+
+
+@pytest.mark.parametrize("spread", [1e-4, 0.3, 0.69, 0.71, 0.99])
+def test_unit_spread_matches_its_definition_on_both_sides_of_the_identity_s_threshold(xp, spread):
+    """Units spread by `spread` (the metric's value, up to sampling) around one shared weight vector:
+    below the threshold the difference is taken explicitly, above it the one-pass identity is used."""
+    rng = np.random.default_rng(3)
+    shared, noise = rng.normal(size=(1, 300)), rng.normal(size=(200, 300))
+    noise -= noise.mean(axis=0)
+    W = shared / np.linalg.norm(shared) * np.sqrt(1 - spread**2) + noise / np.linalg.norm(noise) * spread * np.sqrt(200)
+    W = W.astype(np.float32)
+    W64 = W.astype(np.float64)
+    expected = np.linalg.norm(W64 - W64.mean(axis=0)) / np.linalg.norm(W64)
+    assert expected == pytest.approx(spread, rel=0.01)
+    got = probes._unit_spread(xp, xp.asarray(W), float(np.linalg.norm(W64)))
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_zero_weights_give_zero_spread_instead_of_nan(xp):
