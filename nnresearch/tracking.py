@@ -13,6 +13,8 @@ Choices that matter for multirun sweeps:
   race when several processes create the same database at once.
 - Runs are created with `MlflowClient`, never the fluent `mlflow.start_run`, so no "active run"
   survives from one job to the next in a reused worker process.
+- A process looks up an experiment's id, a sweep's parent run and a parent's experiment once, not
+  once per job: a sweep's jobs in one process (Hydra's basic launcher) skip those queries.
 - Metrics are buffered and sent with `log_batch`, one store write per ~1000 numbers or per
   `flush_every_s` seconds, instead of one blocking write per number.
 - The run always ends FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt, SystemExit),
@@ -37,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -69,8 +71,17 @@ RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 HTTP_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 300.0
 
+T = TypeVar("T")
+
 _KEY_CHARS = re.compile(r"^[/\w.\- :]+$")
 _READY_STORES: set[str] = set()
+# What this process has looked up in a store, so that the jobs of a sweep run by one process (Hydra's
+# basic launcher) ask once instead of once per job: (uri, experiment name) -> the id of the active
+# experiment, forgotten when a run cannot be created in it (`_in_experiment`); (uri, run id) -> its
+# experiment id, which MLflow never changes; (uri, experiment name, sweep id) -> the sweep's parent run.
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}
+_RUN_EXPERIMENTS: dict[tuple[str, str], str] = {}
+_SWEEP_PARENTS: dict[tuple[str, str, str], str] = {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,24 +570,53 @@ class NullSink:
 
 
 def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of the active experiment `name`, created if absent (safe if created in parallel)."""
+    """The id of the active experiment `name`, created if absent (safe if created in parallel);
+    looked up once per process (see `_in_experiment` for when it changes)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"experiment name must be a non-empty string, got {name!r}")
+    if (uri, name) in _EXPERIMENT_IDS:
+        return _EXPERIMENT_IDS[(uri, name)]
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+            experiment_id = client.create_experiment(name, artifact_location=_artifact_location(uri, name))
         except MlflowException:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
+        else:
+            _EXPERIMENT_IDS[(uri, name)] = experiment_id
+            return experiment_id
     if experiment.lifecycle_stage != "active":
         raise ValueError(
             f"experiment {name!r} is deleted in {uri}; restore it "
             f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
             "or choose another experiment name"
         )
+    _EXPERIMENT_IDS[(uri, name)] = experiment.experiment_id
     return experiment.experiment_id
+
+
+def _in_experiment(client: MlflowClient, uri: str, name: str, create: Callable[[str], T]) -> T:
+    """`create(experiment id)` for experiment `name`. If it fails with an id remembered from earlier
+    in this process (the experiment was deleted since, or the store replaced), the id is looked up
+    afresh and `create` tried once more: a deleted experiment then fails naming how to restore it."""
+    remembered = (uri, name) in _EXPERIMENT_IDS
+    try:
+        return create(_experiment_id(client, name, uri))
+    except MlflowException:
+        if not remembered:
+            raise
+        del _EXPERIMENT_IDS[(uri, name)]
+        return create(_experiment_id(client, name, uri))
+
+
+def _known_experiment_id(client: MlflowClient, uri: str, name: str) -> str | None:
+    """The id of experiment `name` if it exists (creates nothing)."""
+    if (uri, name) in _EXPERIMENT_IDS:
+        return _EXPERIMENT_IDS[(uri, name)]
+    experiment = client.get_experiment_by_name(name)
+    return None if experiment is None else experiment.experiment_id
 
 
 def _artifact_location(uri: str, experiment_name: str) -> str | None:
@@ -587,15 +627,17 @@ def _artifact_location(uri: str, experiment_name: str) -> str | None:
     return (db.parent / "mlruns" / re.sub(r"[^\w.-]+", "_", experiment_name)).as_uri()
 
 
-def _check_run_in(client: MlflowClient, run_id: str, experiment_id: str) -> None:
+def _check_run_in(client: MlflowClient, uri: str, run_id: str, experiment_id: str) -> None:
     """Raise ValueError unless run `run_id` exists in experiment `experiment_id`."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as err:
-        raise ValueError(f"parent run {run_id!r} does not exist in this store") from err
-    if run.info.experiment_id != experiment_id:
+    if (uri, run_id) not in _RUN_EXPERIMENTS:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as err:
+            raise ValueError(f"parent run {run_id!r} does not exist in this store") from err
+        _RUN_EXPERIMENTS[(uri, run_id)] = run.info.experiment_id
+    if _RUN_EXPERIMENTS[(uri, run_id)] != experiment_id:
         raise ValueError(
-            f"parent run {run_id!r} is in experiment {run.info.experiment_id}, not "
+            f"parent run {run_id!r} is in experiment {_RUN_EXPERIMENTS[(uri, run_id)]}, not "
             f"{experiment_id}; MLflow nests runs only within one experiment"
         )
 
@@ -624,15 +666,19 @@ def open_run(
     _check_flush_every(flush_every_s)
     uri = ensure_store(uri)
     client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, experiment_name, uri)
     run_tags = {key: str(value) for key, value in (tags or {}).items()}
     if parent_run_id is not None:
-        _check_run_in(client, parent_run_id, experiment_id)
         run_tags[PARENT_RUN_TAG] = parent_run_id
     if description is not None:
         run_tags[DESCRIPTION_TAG] = description
-    with _signals_held():
-        run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+
+    def create(experiment_id: str) -> Run:
+        if parent_run_id is not None:
+            _check_run_in(client, uri, parent_run_id, experiment_id)
+        with _signals_held():
+            return client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+
+    run = _in_experiment(client, uri, experiment_name, create)
     sink = MLflowSink(client, run, flush_every_s=flush_every_s)
     status = "FINISHED"
     try:
@@ -678,25 +724,34 @@ def open_parent_run(
     `nnresearch.role = parent`. For SQLite the look-up-or-create holds `<db>-lock`; for other
     stores, parallel creators all keep the oldest parent and delete their own duplicate. The
     parent is RUNNING until its first child ends; each child that ends marks it FINISHED at that
-    time (see `open_run`). `finish_parent_run` sets another status explicitly.
+    time (see `open_run`). `finish_parent_run` sets another status explicitly. A process asks the
+    store once per sweep: its later jobs get the same id without a query.
     """
     if not isinstance(sweep_id, str) or not sweep_id or "'" in sweep_id or '"' in sweep_id:
         raise ValueError(f"sweep_id must be a non-empty string without quotes, got {sweep_id!r}")
     uri = ensure_store(uri)
+    if (uri, experiment_name, sweep_id) in _SWEEP_PARENTS:
+        return _SWEEP_PARENTS[(uri, experiment_name, sweep_id)]
     client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, experiment_name, uri)
-    with _store_lock(uri):
-        existing = _parent_runs(client, experiment_id, sweep_id)
-        if existing:
-            return existing[0].info.run_id
-        run_tags = {key: str(value) for key, value in (tags or {}).items()}
-        run_tags |= {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent"}
-        own = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
-        own_id = own.info.run_id
-        oldest = _parent_runs(client, experiment_id, sweep_id)[0].info.run_id
-        if oldest != own_id:
-            client.delete_run(own_id)
-        return oldest
+
+    def find_or_create(experiment_id: str) -> str:
+        with _store_lock(uri):
+            existing = _parent_runs(client, experiment_id, sweep_id)
+            if existing:
+                return existing[0].info.run_id
+            run_tags = {key: str(value) for key, value in (tags or {}).items()}
+            run_tags |= {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent"}
+            own = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+            own_id = own.info.run_id
+            oldest = _parent_runs(client, experiment_id, sweep_id)[0].info.run_id
+            if oldest != own_id:
+                client.delete_run(own_id)
+            return oldest
+
+    parent = _in_experiment(client, uri, experiment_name, find_or_create)
+    _SWEEP_PARENTS[(uri, experiment_name, sweep_id)] = parent
+    _RUN_EXPERIMENTS[(uri, parent)] = _EXPERIMENT_IDS[(uri, experiment_name)]
+    return parent
 
 
 def _parent_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> list[Run]:
@@ -710,11 +765,14 @@ def _parent_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> lis
 
 def find_parent_run(uri: str | None, experiment_name: str, sweep_id: str) -> str | None:
     """The id of the parent run of sweep `sweep_id`, or None if no job of it has started (creates nothing)."""
-    client = MlflowClient(ensure_store(uri))
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
+    uri = ensure_store(uri)
+    if (uri, experiment_name, sweep_id) in _SWEEP_PARENTS:
+        return _SWEEP_PARENTS[(uri, experiment_name, sweep_id)]
+    client = MlflowClient(uri)
+    experiment_id = _known_experiment_id(client, uri, experiment_name)
+    if experiment_id is None:
         return None
-    found = _parent_runs(client, experiment.experiment_id, sweep_id)
+    found = _parent_runs(client, experiment_id, sweep_id)
     return found[0].info.run_id if found else None
 
 
@@ -751,10 +809,10 @@ def finished_run_with_config(uri: str | None, experiment_name: str, config_hash:
     """(run id, run name, last metrics) of a FINISHED run of `experiment_name` tagged with `config_hash`, if any."""
     uri = ensure_store(uri)
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
+    experiment_id = _known_experiment_id(client, uri, experiment_name)
+    if experiment_id is None:
         return None
-    found = client.search_runs([experiment.experiment_id], max_results=1,
+    found = client.search_runs([experiment_id], max_results=1,
                                filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'FINISHED'")
     return (found[0].info.run_id, found[0].info.run_name, dict(found[0].data.metrics)) if found else None
 

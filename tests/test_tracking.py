@@ -336,6 +336,39 @@ def test_parent_must_be_in_the_same_experiment(uri):
             pass
 
 
+def test_a_sweep_s_later_jobs_in_one_process_look_nothing_up(uri, monkeypatch):
+    """The experiment's id, the sweep's parent and the parent's experiment are read once per process:
+    the second job of a sweep opens its run without a lookup query."""
+    def first_job() -> str:
+        parent = tracking.open_parent_run(uri, "sweep-c", "s1", "parent")
+        with tracking.open_run(uri, "sweep-c", "job", parent_run_id=parent):
+            pass
+        return parent
+
+    parent = first_job()
+    lookups: list[str] = []
+    for name in ("get_experiment_by_name", "search_runs", "get_run"):
+        original = getattr(MlflowClient, name)
+        monkeypatch.setattr(MlflowClient, name, lambda self, *a, _name=name, _original=original, **k:
+                            lookups.append(_name) or _original(self, *a, **k))
+    with tracking.open_run(uri, "sweep-c", "job2", parent_run_id=tracking.open_parent_run(uri, "sweep-c", "s1")) as job:
+        pass
+    assert lookups == []
+    assert tracking.find_parent_run(uri, "sweep-c", "s1") == parent
+    assert get_run(uri, job.run_id).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_an_experiment_deleted_after_this_process_used_it_fails_naming_how_to_restore(uri):
+    with tracking.open_run(uri, "short-lived", "first") as first:
+        pass
+    MlflowClient(tracking.resolve_uri(uri)).delete_experiment(first.experiment_id)
+    with pytest.raises(ValueError, match="restore"):
+        with tracking.open_run(uri, "short-lived", "second"):
+            pass
+    with pytest.raises(ValueError, match="restore"):
+        tracking.open_parent_run(uri, "short-lived", "s2")
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
