@@ -478,7 +478,9 @@ class MLflowSink:
 
     def log_table(self, table: Any, artifact_file: str) -> None:
         """Save a DataFrame or a list of dicts as `.csv` (plain) or `.json` (MLflow's table format,
-        shown in the UI, read back by `mlflow.load_table`; logging again appends rows)."""
+        shown in the UI; logging again appends rows; read back with `MlflowClient(uri).load_table(
+        experiment_id, artifact_file, run_ids=[run_id])` with `MLFLOW_TRACKING_URI=uri`: MLflow looks
+        the runs up in the store of the process's tracking URI, not the client's)."""
         import pandas as pd
 
         directory, name = _artifact_parts(artifact_file, (".csv", ".json"))

@@ -155,6 +155,18 @@ def test_open_run_finishes_with_everything_readable(uri, tmp_path):
     assert (local / "notes" / "readme.md").read_text() == "hello"
 
 
+def test_a_json_table_is_mlflow_s_table_appended_per_call_and_read_back_by_load_table(uri, monkeypatch):
+    with tracking.open_run(uri, "tables", "t") as sink:
+        sink.log_table([{"layer": 1, "norm": 0.5}], "tables/norms.json")
+        sink.log_table([{"layer": 2, "norm": 0.75}], "tables/norms.json")
+    # MLflow 3.17's MlflowClient.load_table finds the runs through the fluent mlflow.search_runs, in the
+    # store of the process's tracking URI, not the client's
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.resolve_uri(uri))
+    client = MlflowClient(tracking.resolve_uri(uri))
+    table = client.load_table(sink.experiment_id, "tables/norms.json", run_ids=[sink.run_id])
+    assert table[["layer", "norm"]].to_dict("records") == [{"layer": 1, "norm": 0.5}, {"layer": 2, "norm": 0.75}]
+
+
 def test_exception_fails_the_run_after_flushing_its_metrics(uri):
     with pytest.raises(RuntimeError, match="boom"):
         with tracking.open_run(uri, "demo", "crash", flush_every_s=3600) as sink:
