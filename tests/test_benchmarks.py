@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from benchmarks import contenders, flops, run
+from benchmarks import contenders, flops, report, run
 
 
 def test_balanced_orders_let_every_contender_follow_every_other_equally_often():
@@ -135,6 +135,10 @@ def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_pat
     clocked = workload["in_tracking_s"]
     assert 0 < clocked["min_s"] <= clocked["median_s"] <= clocked["max_s"]
     assert clocked["median_s"] < variants["execute_on"]["median_s"]  # a part of the run, never all of it
+    by_call = workload["in_tracking_by_call_s"]
+    assert {"open_run", "end_run", "log_params", "log_dict", "log_arrays"} <= set(by_call)
+    assert all(seconds >= 0 for seconds in by_call.values()) and list(by_call.values()) == sorted(by_call.values(), reverse=True)
+    assert f"end_run {report._s(by_call['end_run'])}" in markdown
 
     basic = written["sweep"]["basic"]
     assert "error" not in basic and basic["runs_per_minute"] > 0
@@ -178,6 +182,8 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
     assert outcome.run_id and len(store_writes) >= 2 and all(store_writes)  # params, then the metrics
     assert in_clock == [False]
     assert 0.05 * len(store_writes) <= clock.seconds < total - 0.3
+    assert sum(clock.by_call.values()) == pytest.approx(clock.seconds)
+    assert clock.by_call["log_params"] >= 0.05 and clock.by_call["end_run"] >= 0.05  # the params, the final metrics
     assert (experiment.open_tracking, MLflowSink.flush) == untouched
 
 
@@ -185,11 +191,12 @@ def test_tracking_clock_counts_nested_calls_once():
     from benchmarks.harness import TrackingClock
 
     clock = TrackingClock()
-    with clock.timing():
+    with clock.timing("end_run"):
         time.sleep(0.01)
-        with clock.timing():  # the final flush inside ending the run
+        with clock.timing("flush"):  # the final flush inside ending the run
             time.sleep(0.2)
     assert 0.21 <= clock.seconds < 0.4  # counted twice it would be >= 0.41
+    assert clock.by_call == {"end_run": clock.seconds}
 
 
 def test_tracking_clock_times_every_public_method_of_the_sink():
