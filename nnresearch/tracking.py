@@ -572,30 +572,30 @@ class NullSink:
 
 
 def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of the active experiment `name`, created if absent (safe if created in parallel);
-    looked up once per process (see `_in_experiment` for when it changes)."""
+    """`_active_or_new_experiment`, looked up once per process (see `_in_experiment` for when it changes)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"experiment name must be a non-empty string, got {name!r}")
-    if (uri, name) in _EXPERIMENT_IDS:
-        return _EXPERIMENT_IDS[(uri, name)]
+    if (uri, name) not in _EXPERIMENT_IDS:
+        _EXPERIMENT_IDS[(uri, name)] = _active_or_new_experiment(client, name, uri)
+    return _EXPERIMENT_IDS[(uri, name)]
+
+
+def _active_or_new_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of the active experiment `name`, created if absent (safe if created in parallel)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            experiment_id = client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+            return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
         except MlflowException:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
-        else:
-            _EXPERIMENT_IDS[(uri, name)] = experiment_id
-            return experiment_id
     if experiment.lifecycle_stage != "active":
         raise ValueError(
             f"experiment {name!r} is deleted in {uri}; restore it "
             f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
             "or choose another experiment name"
         )
-    _EXPERIMENT_IDS[(uri, name)] = experiment.experiment_id
     return experiment.experiment_id
 
 
@@ -740,19 +740,19 @@ def open_parent_run(
         with _store_lock(uri):
             existing = _parent_runs(client, experiment_id, sweep_id)
             if existing:
-                return existing[0].info.run_id
-            run_tags = {key: str(value) for key, value in (tags or {}).items()}
-            run_tags |= {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent"}
-            own = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
-            own_id = own.info.run_id
-            oldest = _parent_runs(client, experiment_id, sweep_id)[0].info.run_id
-            if oldest != own_id:
-                client.delete_run(own_id)
-            return oldest
+                parent = existing[0].info.run_id
+            else:
+                run_tags = {key: str(value) for key, value in (tags or {}).items()}
+                run_tags |= {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent"}
+                own = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(run_tags))
+                parent = _parent_runs(client, experiment_id, sweep_id)[0].info.run_id
+                if parent != own.info.run_id:
+                    client.delete_run(own.info.run_id)
+        _RUN_EXPERIMENTS[(uri, parent)] = experiment_id
+        return parent
 
     parent = _in_experiment(client, uri, experiment_name, find_or_create)
     _SWEEP_PARENTS[(uri, experiment_name, sweep_id)] = parent
-    _RUN_EXPERIMENTS[(uri, parent)] = _EXPERIMENT_IDS[(uri, experiment_name)]
     return parent
 
 

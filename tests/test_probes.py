@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnresearch import probes
 from nnresearch.backend import to_numpy
 from nnresearch.nn.architectures import Builder, Init, mlp
 from nnresearch.nn.optim import make_optimizer
-from nnresearch import probes
 from nnresearch.probes import gradient_noise, layer_diagnostics
 
 SIZES = [5, 7, 6, 3]
