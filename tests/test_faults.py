@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from nnresearch import experiment, tracking
 from nnresearch.config import DataConfig, compose, validate
@@ -185,14 +186,14 @@ def test_no_data_option_is_a_file_path():
 
 def test_artifact_upload_failing_mid_run_keeps_metrics_and_leaves_no_partial_file(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """The upload of params/final.npz breaks (connection reset): the run ends FAILED with every metric."""
-    real_log_artifact = MlflowClient.log_artifact
+    real_log_artifact = LocalArtifactRepository.log_artifact
 
-    def broken_upload(self, run_id, local_path, artifact_path=None):
-        if str(local_path).endswith("final.npz"):
+    def broken_upload(self, local_file, artifact_path=None):
+        if str(local_file).endswith("final.npz"):
             raise ConnectionResetError(errno.ECONNRESET, "connection reset while uploading final.npz")
-        return real_log_artifact(self, run_id, local_path, artifact_path)
+        return real_log_artifact(self, local_file, artifact_path)
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", broken_upload)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", broken_upload)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))

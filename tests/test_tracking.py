@@ -6,6 +6,7 @@ a store runs MLflow's migrations, seconds each); the race test creates fresh one
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from nnresearch import tracking
 
@@ -155,6 +157,31 @@ def test_open_run_finishes_with_everything_readable(uri, tmp_path):
     assert (local / "notes" / "readme.md").read_text() == "hello"
 
 
+def test_artifacts_go_to_the_run_s_repository_without_looking_the_run_up(uri, tmp_path, monkeypatch):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    with tracking.open_run(uri, "demo", "artifacts") as sink:
+        original = SqlAlchemyStore.get_run
+        lookups: list[str] = []
+        monkeypatch.setattr(SqlAlchemyStore, "get_run", lambda self, run_id: lookups.append(run_id) or original(self, run_id))
+        sink.log_dict({"lr": 0.1, "widths": [4, 2]}, "config.json")
+        sink.log_dict({"lr": 0.1, "widths": [4, 2]}, "config.yaml")
+        sink.log_text("x", "notes.txt")
+        sink.log_artifact(folder)
+        sink.log_artifact(folder, "figures")
+        sink.log_artifact(tmp_path / "b.txt", "files")
+        assert lookups == []
+
+    local = Path(MlflowClient(tracking.resolve_uri(uri)).download_artifacts(sink.run_id, "", str(tmp_path / "down")))
+    assert json.loads((local / "config.json").read_text()) == {"lr": 0.1, "widths": [4, 2]}
+    assert (local / "config.yaml").read_text() == "lr: 0.1\nwidths:\n- 4\n- 2\n"
+    assert [(local / name).read_text() for name in ("plots/a.txt", "figures/plots/a.txt", "files/b.txt")] == ["a", "a", "b"]
+
+
 def test_a_json_table_is_mlflow_s_table_appended_per_call_and_read_back_by_load_table(uri, monkeypatch):
     with tracking.open_run(uri, "tables", "t") as sink:
         sink.log_table([{"layer": 1, "norm": 0.5}], "tables/norms.json")
@@ -213,15 +240,15 @@ def downloaded(uri: str, run_id: str, artifact: str, folder: Path) -> dict[str, 
 
 @pytest.fixture
 def held_uploads(monkeypatch) -> threading.Event:
-    """`MlflowClient.log_artifact` waits until the returned event is set (at most 10 s)."""
+    """Uploading an artifact waits until the returned event is set (at most 10 s)."""
     release = threading.Event()
-    original = MlflowClient.log_artifact
+    original = LocalArtifactRepository.log_artifact
 
     def held(self, *args, **kwargs):
         release.wait(timeout=10)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", held)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", held)
     return release
 
 
@@ -256,7 +283,7 @@ def test_a_failed_upload_fails_the_run_at_the_next_flush(uri, monkeypatch):
     def full_disk(self, *args, **kwargs):
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", full_disk)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", full_disk)
     with pytest.raises(OSError, match="no space left"):
         with tracking.open_run(uri, "demo", "full disk", flush_every_s=3600) as sink:
             sink.log_arrays({"W1": np.ones(4)}, "w.npz")
@@ -275,7 +302,7 @@ def test_a_failed_upload_fails_a_run_that_ends_first(uri, monkeypatch):
         time.sleep(0.2)
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", full_disk)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", full_disk)
     with pytest.raises(OSError, match="no space left"):
         with tracking.open_run(uri, "demo", "full disk at the end") as sink:
             sink.log_arrays({"W1": np.ones(4)}, "w.npz")
