@@ -29,7 +29,8 @@ register()
 
 # Group choices and keys that already appear in the run name, or that would only clutter it.
 NAMED_GROUPS = ("model", "experiment", "profile", "tracking")
-NAMED_KEYS = {"model.name", "model.activation", "model.depth", "model.width", "model.init", "trainer.seed", "study",
+NAMED_KEYS = {"model.name", "model.activation", "model.depth", "model.width", "model.widths", "model.channels",
+              "model.kernel_size", "model.init", "trainer.seed", "study",
               "objective", "trainer.checkpoint_every", "trainer.resume", "trainer.epochs", "trainer.progress",
               "trainer.device", "trainer.eval_every", "trainer.probe_every", "data.n_samples"}
 NAMED_PREFIXES = ("tracking.", "hydra.")

@@ -830,5 +830,11 @@ def finished_run_with_config(uri: str | None, experiment_name: str, config_hash:
 
 
 def adopt_run(uri: str | None, run_id: str, parent_run_id: str) -> None:
-    """Move an existing run under `parent_run_id`: a resumed sweep lists the jobs it skipped as its own."""
-    MlflowClient(ensure_store(uri)).set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
+    """Move an existing run under `parent_run_id`: a resumed sweep lists the jobs it skipped as its own.
+
+    The parent is marked FINISHED at this time, as when a child run ends (`open_run`): a resumed
+    sweep whose every job is skipped still ends its parent.
+    """
+    client = MlflowClient(ensure_store(uri))
+    client.set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
+    client.set_terminated(parent_run_id, "FINISHED")

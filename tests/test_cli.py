@@ -332,3 +332,11 @@ def test_wheel_carries_configs_and_runs(tmp_path):
     assert result.returncode == 0, failure_report(result)
     assert "tracking off" in result.stdout
     assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_a_run_name_adds_only_what_its_architecture_part_does_not_already_say():
+    from nnresearch.run import swept_values
+
+    overrides = ["optim.lr=0.1", "optim=adam", "model.depth=4", "model.kernel_size=3", "model.channels=[4,4]",
+                 "model.widths=[8,4]", "trainer.batch_size=8", "+data.noise=0.2"]
+    assert swept_values(overrides) == ["lr0.1", "adam", "bs8", "noise0.2"]

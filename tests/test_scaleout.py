@@ -352,6 +352,21 @@ def test_failing_job_ends_failed_and_the_sweep_goes_on(mlflow_uri, tmp_path, mon
     assert all(p.info.status != "RUNNING" for p in parents)
 
 
+def test_a_resumed_sweep_that_skips_every_job_ends_its_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
+    monkeypatch.chdir(tmp_path)
+    sweep = ["-m", "trainer.seed=0,1", "trainer.epochs=2", "data.n_samples=120", *QUIET, "study=resumed_sweep",
+             f"tracking.uri={mlflow_uri}"]
+    for attempt in ("first", "again"):
+        code, out, err = main_in_process(*sweep, f"hydra.sweep.dir={tmp_path / attempt}")
+        assert code == 0, out + err
+    assert out.count("skipped ") == 2, out
+    parents, children = parents_and_children(mlflow_uri)
+    newest = max(parents, key=lambda r: r.info.start_time)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {newest.info.run_id}
+    assert [p.info.status for p in parents] == ["FINISHED", "FINISHED"]
+    assert newest.info.end_time is not None
+
+
 SIGNALS = {
     # how: (signal, sent to the whole process group as a terminal's Ctrl-C does, or to the main process only)
     "ctrl-c": (signal.SIGINT, True),
