@@ -121,10 +121,6 @@ class Conv1D:
         """No non-trained state."""
         return {}
 
-    def output_length(self, length: int) -> int:
-        """L_out for an input of `length` positions (ValueError if the kernel does not fit)."""
-        return conv_geometry(length, self.params["W"].shape[2], self.stride, self.padding)[0]
-
     def forward(self, A_prev: Array, train: bool = False) -> Array:
         """A = g(W_flat @ cols + b), reshaped to `(c_out, L_out, m)`; keeps A_prev, cols, Z, A."""
         xp = namespace(A_prev)
