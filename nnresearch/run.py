@@ -131,5 +131,14 @@ def main(dict_cfg: DictConfig) -> float:
     return outcome.objective
 
 
+def interrupted_exit() -> None:
+    """Ctrl-C: one line instead of a traceback; exit status 130, as a shell reports SIGINT."""
+    print("interrupted: every run it started ends KILLED, with what it had logged", file=sys.stderr)
+    raise SystemExit(130)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        interrupted_exit()
