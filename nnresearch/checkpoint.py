@@ -1,14 +1,20 @@
 """Checkpoints: everything needed to continue a run exactly where it stopped, in one `.npz`.
 
 Contents: the network state under its own names (`W1`, `b1`, ..., BatchNorm buffers), the
-optimizer state as `optim/<key>`, the run's generator state (JSON, as a 0-d string array) and the
-number of finished epochs. Written atomically, read with `allow_pickle=False`; continuing from a
-checkpoint gives bit-identical numbers to a run that was never interrupted (on NumPy).
+optimizer state as `optim/<key>`, the run's generator state (JSON, as a 0-d string array), the
+number of finished epochs and the settings the numbers depend on (`settings`: flat config keys ->
+values, JSON). Written atomically, read with `allow_pickle=False`; continuing from a checkpoint
+gives bit-identical numbers to a run that was never interrupted (on NumPy).
+
+Resuming is refused when the run's settings differ from the checkpoint's (the differing keys are
+named): continuing with another batch size, learning rate or data set would silently mix two
+runs. A checkpoint written without settings (before they were stored) is not checked.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +24,37 @@ from nnresearch import backend
 from nnresearch.nn.network import Network, load_npz, save_npz
 
 OPTIM_PREFIX = "optim/"
+META = ("rng_state", "epoch", "settings")  # entries that are neither network nor optimizer state
 
 
-def save_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.random.Generator, epoch: int) -> Path:
-    """Write the checkpoint of the state after `epoch` finished epochs."""
+def save_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.random.Generator, epoch: int,
+                    settings: Mapping[str, str] | None = None) -> Path:
+    """Write the checkpoint of the state after `epoch` finished epochs, with the run's `settings`."""
     arrays = {name: backend.to_numpy(a) for name, a in network.state().items()}
     arrays |= {OPTIM_PREFIX + key: np.asarray(value) for key, value in optimizer.state_dict().items()}
     arrays["rng_state"] = np.asarray(json.dumps(rng.bit_generator.state))
     arrays["epoch"] = np.asarray(epoch)
+    if settings is not None:
+        arrays["settings"] = np.asarray(json.dumps(dict(settings), sort_keys=True))
     save_npz(path, arrays)
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.random.Generator) -> int:
+def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.random.Generator,
+                    settings: Mapping[str, str] | None = None) -> int:
     """Restore network, optimizer and generator from `path`; returns the number of finished epochs.
 
-    A missing, truncated or foreign file raises a ValueError/FileNotFoundError naming it, and
-    leaves the network unchanged.
+    A missing, truncated or foreign file, or one written with other `settings` than the ones given,
+    raises a ValueError/FileNotFoundError naming it, and leaves the network unchanged.
     """
     arrays = load_npz(path)
     missing = {"rng_state", "epoch"} - arrays.keys()
     if missing:
         raise ValueError(f"{path} is not an nnresearch checkpoint: it lacks {sorted(missing)}")
+    if settings is not None and "settings" in arrays:
+        _check_settings(path, json.loads(str(arrays["settings"])), settings)
     optimizer_state = {k.removeprefix(OPTIM_PREFIX): v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
-    network_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX) and k not in ("rng_state", "epoch")}
+    network_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX) and k not in META}
     try:
         optimizer.load_state_dict({k: (float(v) if v.ndim == 0 else v) for k, v in optimizer_state.items()}, like=network.params())
         network.load_state(network_state)
@@ -50,3 +63,12 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
                          "settings it was written with") from error
     rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
     return int(arrays["epoch"])
+
+
+def _check_settings(path: str | Path, saved: Mapping[str, str], settings: Mapping[str, str]) -> None:
+    """ValueError naming every key whose value differs between the checkpoint and this run."""
+    differing = sorted(key for key in saved.keys() | settings.keys() if saved.get(key) != settings.get(key))
+    if differing:
+        listed = ", ".join(f"{key}={saved.get(key, '<unset>')} (this run: {settings.get(key, '<unset>')})" for key in differing)
+        raise ValueError(f"{path} was written with other settings than this run: {listed}; resume with the "
+                         "checkpoint's values, or start a new run without trainer.resume")

@@ -18,7 +18,7 @@ import numpy as np
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
-from nnresearch.config import Config, config_hash
+from nnresearch.config import HASH_EXCLUDED, Config, config_hash
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
@@ -32,6 +32,10 @@ from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
 PERMUTATION_SEED = 1234  # one fixed feature permutation for every run of the inductive-bias study
 DEFAULT_HEADS = {"binary": "sigmoid_bce", "multiclass": "softmax_ce", "multilabel": "sigmoid_bce", "regression": "linear_mse"}
 TASK_ACCURACY = {"binary": threshold_accuracy, "multilabel": threshold_accuracy, "multiclass": argmax_accuracy}
+# Keys a checkpoint's numbers do not depend on: where and how a run reports, and how far it goes
+# (trainer.epochs only moves the lr of the cosine schedule, whose T is the run's total steps).
+RESUME_FREE = (*HASH_EXCLUDED, "trainer.epochs", "trainer.eval_every", "trainer.probe_every", "trainer.gradient_noise",
+               "trainer.device", "study", "objective")
 SHORT_INIT = {"xavier_normal": "xavier", "xavier_uniform": "xavieru", "he_normal": "he", "he_uniform": "heu",
               "lecun_normal": "lecun", "normal": "normal", "uniform": "uniform", "zeros": "zeros", "constant": "const"}
 
@@ -161,11 +165,14 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
 
     With `trainer.checkpoint_every=N`, a checkpoint is written to `<output_dir>/checkpoints/` every
     N epochs; `trainer.resume=<checkpoint>` continues from one (network, optimizer and generator).
+    A head that cannot fit the data, and a checkpoint written with other settings (`resume_settings`)
+    or with no epoch left to train, are refused before the MLflow run is opened.
 
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
     """
     data, network, splits, X_test, Y_test, rng = prepare(cfg)
+    check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
     o = cfg.optim
     optimizer = make_optimizer(o.name, **_optimizer_options(o))
     steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
@@ -175,12 +182,13 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     t = cfg.trainer
     options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
                           t.gradient_noise, t.progress)
-    start_epoch = load_checkpoint(t.resume, network, optimizer, rng) if t.resume else 0
+    settings = resume_settings(cfg)
+    start_epoch = resume(cfg, network, optimizer, rng, settings) if t.resume else 0
     checkpoints = Path(output_dir) / "checkpoints"
 
     def save_every_n(epoch: int) -> None:
         if t.checkpoint_every and epoch % t.checkpoint_every == 0:
-            save_checkpoint(checkpoints / f"epoch{epoch:05d}.npz", network, optimizer, rng, epoch)
+            save_checkpoint(checkpoints / f"epoch{epoch:05d}.npz", network, optimizer, rng, epoch, settings)
 
     name = run_name(cfg, sweep)
     tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(namespace(splits.X_train)),
@@ -212,6 +220,40 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
         mlflow_sink.log_table(_diagnostics_table(history), "diagnostics.csv")
         objective = math.nan if diverged_at is not None else metrics.get(cfg.objective, math.nan)
         return Outcome(objective, metrics, mlflow_sink.run_id, name, diverged_at)
+
+
+def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tuple[Any, Any]]) -> None:
+    """ValueError, before any run exists, if the network's head cannot fit the data's targets
+    (a regression data set under softmax_ce, ...): `Network.check_batch` on every split."""
+    try:
+        for X, Y in parts:
+            network.check_batch(X, Y)
+    except ValueError as error:
+        fitting = DEFAULT_HEADS[data.task]
+        if cfg.model.head is None:
+            raise ValueError(f"data.name={cfg.data.name} does not fit the network model.name={cfg.model.name} "
+                             f"builds for it: {error}") from error
+        raise ValueError(f"model.head={cfg.model.head} cannot fit data.name={cfg.data.name} ({data.task} targets): "
+                         f"{error}; set model.head={fitting}, or leave model.head unset ({data.task} data gets "
+                         f"{fitting})") from error
+
+
+def resume_settings(cfg: Config) -> dict[str, str]:
+    """The flat config keys a checkpoint's numbers depend on (all but `RESUME_FREE`), as stored in it."""
+    free = RESUME_FREE if cfg.optim.schedule != "cosine" else tuple(k for k in RESUME_FREE if k != "trainer.epochs")
+    return {key: value for key, value in tracking.flatten(asdict(cfg)).items()
+            if not any(key == f or key.startswith(f + ".") for f in free)}
+
+
+def resume(cfg: Config, network: Network, optimizer: Any, rng: np.random.Generator, settings: dict[str, str]) -> int:
+    """Load `trainer.resume` into network, optimizer and generator; its finished epochs, or a
+    ValueError if its settings differ from this run's or it has no epoch left to train."""
+    t = cfg.trainer
+    start = load_checkpoint(t.resume, network, optimizer, rng, settings)
+    if start >= t.epochs:
+        raise ValueError(f"trainer.resume={t.resume} has {start} finished epochs and trainer.epochs={t.epochs}: "
+                         f"nothing left to train; set trainer.epochs above {start} to continue it")
+    return start
 
 
 def experiment_name(cfg: Config) -> str:

@@ -21,7 +21,8 @@ Names are `<metric>/layer<l>`, so MLflow charts each metric's layers together.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from nnresearch.backend import namespace
@@ -94,16 +95,49 @@ def layer_diagnostics(network: Network, weights_before: Mapping[str, Array] | No
     return out
 
 
+@contextmanager
+def _state_kept(network: Network) -> Iterator[None]:
+    """Run the body, then put back every layer's buffers and grads as they were before it.
+
+    A probe's forward passes run in train mode, which moves BatchNorm's running statistics
+    (running <- (1 - momentum) running + momentum batch), and its backward passes replace the
+    gradients; a measurement must leave the run's numbers as they were. Parameters are never
+    written by a probe; the forward/backward caches (A, Z, delta) are scratch that the next step
+    refills. The buffers are copied (they are small: `(n, 1)` per BatchNorm layer).
+    """
+    saved = []
+    for unit in network.units:
+        buffers = {name: namespace(b).asarray(b, copy=True) for name, b in unit.buffers.items()}
+        saved.append((unit, buffers, dict(unit.grads)))
+    try:
+        yield
+    finally:
+        for unit, buffers, grads in saved:
+            for name, value in buffers.items():
+                unit.buffers[name] = value
+            unit.grads.clear()
+            unit.grads.update(grads)
+
+
 def gradient_noise(network: Network, X: Array, Y: Array, batch_size: int | None, rng: Any, n_batches: int = 8) -> float:
     """E_B ||g_B - g||^2 / ||g||^2: how far a mini-batch gradient g_B strays from the full-batch one g.
 
     Averaged over `n_batches` random batches of `batch_size` (sampled without replacement within a
-    batch); 0 for full-batch gradient descent. Uses train mode, so BatchNorm running statistics move.
+    batch); 0 for full-batch gradient descent. The gradients are those of training (train mode:
+    BatchNorm normalizes with batch statistics), but the network's buffers (BatchNorm running
+    statistics) and grads are restored afterwards, so probing never changes a run's numbers.
     """
-    xp = namespace(X)
     m = X.shape[-1]
     if batch_size is None or batch_size >= m:
         return 0.0
+    with _state_kept(network):
+        return _gradient_noise(network, X, Y, batch_size, rng, n_batches)
+
+
+def _gradient_noise(network: Network, X: Array, Y: Array, batch_size: int, rng: Any, n_batches: int) -> float:
+    """`gradient_noise`'s passes: one full-batch gradient g, then `n_batches` batch gradients g_B."""
+    xp = namespace(X)
+    m = X.shape[-1]
     network.loss_and_gradients(X, Y)
     full = {name: xp.asarray(g, copy=True) for name, g in network.grads().items()}
     full_sq = sum(float(xp.sum(g * g)) for g in full.values())

@@ -64,3 +64,35 @@ def test_missing_checkpoint_names_the_file(tmp_path):
     net, splits, opt, schedule, rng = setup()
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         load_checkpoint(tmp_path / "nope.npz", net, opt, rng)
+
+
+def test_other_settings_are_refused_naming_the_keys_and_change_nothing(tmp_path):
+    net, splits, opt, schedule, rng = setup()
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, net, opt, rng, 1, {"trainer.batch_size": "32", "optim.lr": "0.1", "model.width": "8"})
+    net, splits, opt, schedule, rng = setup(seed=99)
+    before = {k: v.copy() for k, v in net.state().items()}
+    with pytest.raises(ValueError, match=r"ck.npz .*optim.lr=0.1 \(this run: 0.05\), trainer.batch_size=32 \(this run: 16\)"):
+        load_checkpoint(path, net, opt, rng, {"trainer.batch_size": "16", "optim.lr": "0.05", "model.width": "8"})
+    for name, value in net.state().items():
+        np.testing.assert_array_equal(value, before[name])
+    assert load_checkpoint(path, net, opt, rng, {"trainer.batch_size": "32", "optim.lr": "0.1", "model.width": "8"}) == 1
+
+
+def test_a_checkpoint_without_settings_is_not_checked(tmp_path):
+    net, splits, opt, schedule, rng = setup()
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, net, opt, rng, 2)  # as written before checkpoints stored their settings
+    assert load_checkpoint(path, net, opt, rng, {"trainer.batch_size": "16"}) == 2
+
+
+def test_resume_settings_hold_what_the_numbers_depend_on():
+    from nnresearch.config import compose, validate
+    from nnresearch.experiment import resume_settings
+
+    settings = resume_settings(validate(compose(["trainer.batch_size=16"])))
+    assert settings["trainer.batch_size"] == "16" and "model.width" in settings and "optim.lr" in settings
+    assert not {"trainer.epochs", "trainer.resume", "trainer.gradient_noise", "trainer.progress"} & settings.keys()
+    assert not [key for key in settings if key.startswith("tracking.")]
+    cosine = resume_settings(validate(compose(["optim.schedule=cosine", "trainer.epochs=7"])))
+    assert cosine["trainer.epochs"] == "7"  # cosine's lr depends on the run's total steps

@@ -172,6 +172,35 @@ def test_unusable_checkpoint_fails_clearly_before_a_run_exists(checkpoint, tmp_p
     assert not all_runs(mlflow_uri), "a run was created for a job that could not start"
 
 
+@pytest.mark.parametrize(("resumed_with", "expected"), [
+    (["trainer.epochs=1"], "1 finished epochs and trainer.epochs=1: nothing left to train; set trainer.epochs above 1"),
+    (["trainer.batch_size=16"], "trainer.batch_size=32 (this run: 16)"),
+    (["optim.lr=0.05", "data.seed=3"], "data.seed=0 (this run: 3), optim.lr=0.1 (this run: 0.05)"),
+], ids=["nothing_left", "other_batch_size", "other_lr_and_data"])
+def test_resume_that_cannot_continue_the_checkpoint_fails_before_a_run_exists(checkpoint, tmp_path, monkeypatch, capsys,
+                                                                             no_training, mlflow_uri, resumed_with,
+                                                                             expected, main_in_process):
+    """A checkpoint of epoch 1 resumed where it has nothing left to train, or with settings its
+    numbers depend on changed: a ValueError naming the checkpoint and what differs, and no run."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(*SMALL, *resumed_with, f"trainer.resume={checkpoint}",
+                                     f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    record(f"resume {' '.join(resumed_with)}", mlflow_uri)
+    assert code != 0
+    assert str(checkpoint) in message(err) and expected in message(err), err
+    assert not all_runs(mlflow_uri), "a run was created for a job that could not start"
+
+
+def test_resume_may_extend_the_epochs_and_equals_an_uninterrupted_run(checkpoint, tmp_path):
+    """trainer.epochs is free on resume (constant schedule): the checkpoint of epoch 1 continued to
+    epoch 3 gives the numbers of a run of 3 epochs that never stopped, gradient-noise probe or not."""
+    resumed = experiment.execute(validate(compose([*SMALL, "trainer.epochs=3", f"trainer.resume={checkpoint}",
+                                                   "trainer.gradient_noise=true", "tracking=off"])), output_dir=tmp_path)
+    straight = experiment.execute(validate(compose([*SMALL, "trainer.epochs=3", "tracking=off"])), output_dir=tmp_path)
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert resumed.metrics[key] == straight.metrics[key], key
+
+
 def test_no_data_option_is_a_file_path():
     """Every data set is generated or ships with a package. If a data option ever names a file, add a
     missing-file fault test here (clear error naming the path, before any run exists)."""

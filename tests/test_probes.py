@@ -98,3 +98,24 @@ def test_gradient_noise_is_zero_for_full_batches_and_grows_as_batches_shrink():
     small = gradient_noise(network, X, Y, batch_size=2, rng=np.random.default_rng(0), n_batches=64)
     large = gradient_noise(network, X, Y, batch_size=6, rng=np.random.default_rng(0), n_batches=64)
     assert small > large > 0.0
+
+
+def test_gradient_noise_leaves_buffers_and_grads_as_it_found_them(xp):
+    """A measurement must not change the run: its train-mode passes would move BatchNorm's running
+    statistics and replace the grads of the last step, so both are put back bit for bit."""
+    rng = np.random.default_rng(0)
+    network = mlp(Builder(xp, xp.float32, rng, Init("he_normal"), "relu", batchnorm=True), SIZES, "softmax_ce")
+    _, X, Y = network_and_batch(xp, "relu")
+    network.loss_and_gradients(X, Y)
+    buffers = {name: host(b) for name, b in network.buffers().items()}
+    grads = {name: host(g) for name, g in network.grads().items()}
+    assert buffers, "the network under test must have BatchNorm buffers"
+
+    assert gradient_noise(network, X, Y, batch_size=3, rng=np.random.default_rng(0)) > 0.0
+
+    for name, value in network.buffers().items():
+        np.testing.assert_array_equal(host(value), buffers[name], err_msg=name)
+        assert value.dtype == xp.float32
+    assert network.grads().keys() == grads.keys()
+    for name, value in network.grads().items():
+        np.testing.assert_array_equal(host(value), grads[name], err_msg=name)

@@ -78,3 +78,50 @@ def test_a_diverging_run_raises_at_its_step():
         fit(np, LoopOptions(epochs=50, batch_size=16, progress=False), lr=1e38)
     steps_per_epoch = 4
     assert 0 < caught.value.step <= 50 * steps_per_epoch
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_the_gradient_noise_probe_does_not_change_the_run(batchnorm):
+    """Same seed with and without `gradient_noise`: every logged number and every array of the
+    final state is bit-identical (the probe's train-mode passes leave BatchNorm's statistics alone)."""
+    def run(gradient_noise: bool):
+        rng = make_rng(0)
+        network = mlp(Builder(np, np.float32, rng, activation="tanh", batchnorm=batchnorm), SIZES, "softmax_ce")
+        sink = MemorySink()
+        options = LoopOptions(epochs=3, batch_size=16, gradient_noise=gradient_noise, progress=False)
+        train(network, splits(np), make_optimizer("sgd"), lambda step: 0.1, options, rng, sink)
+        return network, sink.history
+
+    plain, plain_history = run(False)
+    probed, probed_history = run(True)
+    assert [step for step, _ in probed_history["grad_noise"]] == [1, 2, 3]
+    for name, values in plain_history.items():
+        if name != "time_s":
+            assert probed_history[name] == values, name
+    for name, value in plain.state().items():
+        np.testing.assert_array_equal(probed.state()[name], value, err_msg=name)
+
+
+def test_the_probe_batches_follow_the_run_seed_without_using_its_generator(monkeypatch):
+    """Each trainer.seed probes its own batches (a generator derived from the seed and the epoch),
+    and drawing them leaves the training generator's stream where it was."""
+    from nnresearch import train as train_module
+
+    drawn: list[int] = []
+
+    def fake_noise(network, X, Y, batch_size, rng):
+        drawn.append(int(rng.integers(1 << 30)))
+        return 0.5
+
+    monkeypatch.setattr(train_module, "gradient_noise", fake_noise)
+    options = LoopOptions(epochs=2, batch_size=16, gradient_noise=True, progress=False)
+    fit(np, options, seed=0)
+    fit(np, options, seed=1)
+    seed0, seed1 = drawn[:2], drawn[2:]
+    assert seed0[0] != seed0[1], "each epoch probes other batches"
+    assert seed0 != seed1, "each seed probes other batches"
+
+    rng = make_rng(7)
+    before = rng.bit_generator.state
+    assert train_module.probe_rng(rng, 3).integers(1 << 30) == train_module.probe_rng(make_rng(7), 3).integers(1 << 30)
+    assert rng.bit_generator.state == before
