@@ -119,8 +119,13 @@ def main(dict_cfg: DictConfig) -> float:
         signal.signal(signal.SIGTERM, _terminate)
     overrides = list(hydra_cfg.overrides.task)
     parent = sweep_parent(cfg, hydra_cfg)
-    outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
-                      parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
+    try:
+        outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
+                          parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
+    except Exception:
+        if parent is not None:  # a job refused before its run existed ends the parent as a child run would
+            tracking.finish_parent_run(cfg.tracking.uri, parent)
+        raise
     show_in_dashboard(cfg, hydra_cfg, parent, outcome.metrics)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
     print(f"run {outcome.run_name} ({outcome.run_id or 'tracking off'}): {summary}")
