@@ -93,7 +93,9 @@ def run_name(cfg: Config, extra: list[str] | None = None) -> str:
         if m.name == "cnn1d":
             parts += [f"c{'x'.join(map(str, m.channels))}", f"k{m.kernel_size}"]
         else:
-            parts += [f"d{m.depth}", f"w{'x'.join(map(str, m.widths)) if m.widths else m.width}"]
+            parts.append(f"d{m.depth}")
+            if m.depth:  # no hidden layer, no width
+                parts.append(f"w{'x'.join(map(str, m.widths)) if m.widths else m.width}")
     parts.append(SHORT_INIT.get(m.init, m.init))
     parts += extra or []
     parts.append(f"s{cfg.trainer.seed}")

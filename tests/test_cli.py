@@ -343,3 +343,17 @@ def test_a_run_name_adds_only_what_its_architecture_part_does_not_already_say():
     overrides = ["optim.lr=0.1", "optim=adam", "model.depth=4", "model.kernel_size=3", "model.channels=[4,4]",
                  "model.widths=[8,4]", "trainer.batch_size=8", "+data.noise=0.2"]
     assert swept_values(overrides) == ["lr0.1", "adam", "bs8", "noise0.2"]
+
+
+@pytest.mark.parametrize(("overrides", "name"), [
+    ([], "mlp-relu-d2-w64-he-s0"),
+    (["model.widths=[8,4]"], "mlp-relu-d2-w8x4-he-s0"),
+    (["model.widths=[]"], "mlp-relu-d0-he-s0"),
+    (["model.depth=0"], "mlp-relu-d0-he-s0"),
+    (["model=cnn1d", "model.kernel_size=3", "data=mnist1d"], "cnn1d-relu-c16x16-k3-he-s0"),
+])
+def test_a_run_name_describes_the_architecture(compose, overrides, name):
+    from nnresearch.config import validate
+    from nnresearch.experiment import run_name
+
+    assert run_name(validate(compose(overrides))) == name
