@@ -1,15 +1,18 @@
 """Structured configs: the schema Hydra composes `conf/` into, and its validation.
 
 Hydra checks types and key names while composing (a typo such as `model.depht=3` fails there).
-`validate(cfg)` then checks values and names against the core's own registries, so an unknown
-activation, a negative learning rate or a batch size of 0 fails before any MLflow run exists,
+Hydra's error suggests `+model.depht=3`, which adds the key instead; `validate(cfg)` refuses any
+key that is not a field of the schema. It then checks values and names against the core's own
+registries, so an unknown key, an unknown activation, a negative or NaN learning rate, a batch
+size of 0 or an optimizer setting the chosen optimizer ignores fails before any MLflow run exists,
 with a message naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -79,6 +82,17 @@ class OptimConfig:
     warmup_epochs: int = 0
     clip_norm: float | None = None
     clip_value: float | None = None
+
+
+# The OptimConfig fields each optimizer reads: `nnresearch.experiment` passes exactly these to
+# `make_optimizer`. Any other of these fields set away from its default has no effect on the run
+# (yet changes its name and config hash), so `validate` refuses it.
+OPTIMIZER_FIELDS = {
+    "sgd": ("weight_decay",),
+    "momentum": ("momentum", "weight_decay"),
+    "nesterov": ("momentum", "weight_decay"),
+    "adam": ("beta1", "beta2", "eps", "weight_decay"),
+}
 
 
 @dataclass
@@ -154,17 +168,68 @@ def _at_least(key: str, value: float | None, low: float, strict: bool = False) -
         raise ValueError(f"{key}={value} is out of range; expected {key} {'>' if strict else '>='} {low}")
 
 
-def validate(cfg: DictConfig | Config) -> Config:
-    """The config as dataclasses, or a ValueError naming the first bad key and its allowed values."""
-    from nnresearch.data import DATASETS
+def _at_most(key: str, value: float | None, high: float, bound: str | None = None) -> None:
+    """`value <= high`; `bound` names where `high` comes from (e.g. "trainer.epochs=2")."""
+    if value is not None and value > high:
+        raise ValueError(f"{key}={value} is out of range; expected {key} <= {bound or high}")
+
+
+def _unit_interval(key: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{key}={value} is out of range; expected 0 <= {key} < 1")
+
+
+def _schema_fields(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every schema field of the dataclass `node`, nested groups walked."""
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if is_dataclass(value):
+            yield from _schema_fields(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, value
+
+
+def _check_known_keys(node: Any, prefix: str = "") -> None:
+    """Refuse a key that is not a schema field: `+model.depht=3` composes, and `OmegaConf.to_object`
+    keeps `depht` as a plain attribute that nothing reads."""
+    import difflib
+
+    names = [f.name for f in fields(node)]
+    for name in vars(node):
+        if name not in names:
+            group = f"the keys of {prefix.rstrip('.')}" if prefix else "the top-level keys"
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {prefix}{close[0]} (without '+')?" if close else ""
+            raise ValueError(f"{prefix}{name} is not a config key; {group} are: {', '.join(names)}{hint}")
+    for name in names:
+        if is_dataclass(getattr(node, name)):
+            _check_known_keys(getattr(node, name), f"{prefix}{name}.")
+
+
+def _check_finite(c: Config) -> None:
+    """Every float of the schema is finite (NaN passes every range check, inf most of them)."""
+    for key, value in _schema_fields(c):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
+
+
+def _check_optimizer_fields(o: OptimConfig) -> None:
+    """Refuse an `OPTIMIZER_FIELDS` field that `o.name` does not read, set away from its default."""
+    defaults = OptimConfig()
+    specific = {key for used in OPTIMIZER_FIELDS.values() for key in used}
+    for key in (f.name for f in fields(o) if f.name in specific - set(OPTIMIZER_FIELDS[o.name])):
+        value = getattr(o, key)
+        if value != getattr(defaults, key):
+            users = ", ".join(name for name, used in OPTIMIZER_FIELDS.items() if key in used)
+            raise ValueError(f"optim.{key}={value} has no effect with optim={o.name}; it is used by optim={users} "
+                             f"(drop optim.{key}, or choose one of those optimizers)")
+
+
+def _check_model(m: ModelConfig) -> None:
     from nnresearch.nn.activations import ACTIVATIONS
     from nnresearch.nn.initializers import INITIALIZERS
     from nnresearch.nn.losses import HEADS
-    from nnresearch.nn.optim import OPTIMIZERS
-    from nnresearch.nn.schedules import SCHEDULES
 
-    c: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
-    m, d, o, t = c.model, c.data, c.optim, c.trainer
     _one_of("model.name", m.name, MODELS)
     _one_of("model.activation", m.activation, ACTIVATIONS)
     _one_of("model.init", m.init, INITIALIZERS)
@@ -180,12 +245,30 @@ def validate(cfg: DictConfig | Config) -> Config:
     if m.name == "residual_mlp":
         _at_least("model.depth", m.depth, 1)
     _at_least("model.kernel_size", m.kernel_size, 1)
+    _unit_interval("model.alpha", m.alpha)
     _at_least("model.init_std", m.init_std, 0.0, strict=True)
+    _at_least("model.init_limit", m.init_limit, 0.0)
+
+
+def _check_data(d: DataConfig) -> None:
+    from nnresearch.data import DATASETS
+
     _one_of("data.name", d.name, DATASETS)
+    _at_least("data.seed", d.seed, 0)
+    _at_least("data.n_samples", d.n_samples, 3)  # the least `load_dataset` splits
+    _at_least("data.noise", d.noise, 0.0)
+    _at_least("data.n_classes", d.n_classes, 2)
+    _at_least("data.compositions", d.compositions, 1)
     _at_least("data.val_fraction", d.val_fraction, 0.0, strict=True)
     _at_least("data.test_fraction", d.test_fraction, 0.0, strict=True)
     if d.val_fraction + d.test_fraction >= 1.0:
         raise ValueError(f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}")
+
+
+def _check_optim(o: OptimConfig, t: TrainerConfig) -> None:
+    from nnresearch.nn.optim import OPTIMIZERS
+    from nnresearch.nn.schedules import SCHEDULES
+
     _one_of("optim.name", o.name, OPTIMIZERS)
     _one_of("optim.schedule", o.schedule, SCHEDULES)
     _at_least("optim.lr", o.lr, 0.0, strict=True)
@@ -193,17 +276,48 @@ def validate(cfg: DictConfig | Config) -> Config:
     _at_least("optim.clip_norm", o.clip_norm, 0.0, strict=True)
     _at_least("optim.clip_value", o.clip_value, 0.0, strict=True)
     _at_least("optim.step_epochs", o.step_epochs, 1)
+    _at_least("optim.gamma", o.gamma, 0.0, strict=True)
+    _at_most("optim.gamma", o.gamma, 1.0)
+    _at_least("optim.min_lr", o.min_lr, 0.0)
     _at_least("optim.warmup_epochs", o.warmup_epochs, 0)
-    if not 0.0 <= o.momentum < 1.0:
-        raise ValueError(f"optim.momentum={o.momentum} is out of range; expected 0 <= optim.momentum < 1")
+    _at_most("optim.warmup_epochs", o.warmup_epochs, t.epochs, bound=f"trainer.epochs={t.epochs}")
+    _unit_interval("optim.momentum", o.momentum)
+    _unit_interval("optim.beta1", o.beta1)
+    _unit_interval("optim.beta2", o.beta2)
+    _at_least("optim.eps", o.eps, 0.0, strict=True)
+    _check_optimizer_fields(o)
+
+
+def _check_trainer(t: TrainerConfig) -> None:
     _at_least("trainer.epochs", t.epochs, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)
+    _at_least("trainer.seed", t.seed, 0)
     _at_least("trainer.eval_every", t.eval_every, 1)
     _at_least("trainer.probe_every", t.probe_every, 1)
     _at_least("trainer.checkpoint_every", t.checkpoint_every, 0)
     _one_of("trainer.device", t.device, DEVICES)
     _one_of("trainer.dtype", t.dtype, DTYPES)
-    _one_of("objective", c.objective, OBJECTIVES)
+
+
+def _check_objective(objective: str, data_name: str) -> None:
+    from nnresearch.data import REGRESSION
+
+    _one_of("objective", objective, OBJECTIVES)
+    if objective == "val/acc" and data_name in REGRESSION:
+        raise ValueError(f"objective=val/acc has no value for data.name={data_name} (regression targets: every job "
+                         "would report NaN); use objective=val/loss")
+
+
+def validate(cfg: DictConfig | Config) -> Config:
+    """The config as dataclasses, or a ValueError naming the first bad key and its allowed values."""
+    c: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    _check_known_keys(c)
+    _check_finite(c)
+    _check_model(c.model)
+    _check_data(c.data)
+    _check_optim(c.optim, c.trainer)
+    _check_trainer(c.trainer)
+    _check_objective(c.objective, c.data.name)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
     return c
 

@@ -18,7 +18,7 @@ import numpy as np
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
-from nnresearch.config import HASH_EXCLUDED, Config, config_hash
+from nnresearch.config import HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
@@ -283,11 +283,8 @@ def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:
 
 
 def _optimizer_options(o: Any) -> dict[str, float]:
-    if o.name == "adam":
-        return {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "weight_decay": o.weight_decay}
-    if o.name == "sgd":
-        return {"weight_decay": o.weight_decay}
-    return {"momentum": o.momentum, "weight_decay": o.weight_decay}
+    """The settings optimizer `o.name` reads (`OPTIMIZER_FIELDS`), as keyword arguments of `make_optimizer`."""
+    return {key: getattr(o, key) for key in OPTIMIZER_FIELDS[o.name]}
 
 
 def _host_state(network: Network) -> dict[str, np.ndarray]:

@@ -7,10 +7,11 @@ in the chapter's column-stacked notation: `X` is `(n_features, m)`, `Y` is `(n_o
 
 from .dataset import TASKS, Dataset, Samples, content_hash, permute_features
 from .regression import tent_power
-from .registry import DATASETS, load_dataset
+from .registry import DATASETS, REGRESSION, load_dataset
 
 __all__ = [
     "DATASETS",
+    "REGRESSION",
     "TASKS",
     "Dataset",
     "Samples",

@@ -32,6 +32,8 @@ DATASETS: dict[str, Callable[..., Samples]] = {
     "mnist1d": real.mnist1d,
     "images64": images.images64,
 }
+# The data sets whose targets are real numbers (task "regression"), known without generating them.
+REGRESSION = frozenset({"sine", "step", "abs", "sawtooth"})
 
 
 def _check_int(arg: str, value: object, minimum: int) -> None:

@@ -1,0 +1,182 @@
+"""`nnresearch.config.validate`: what composes but cannot mean what it says is refused, naming the key.
+
+Keys outside the schema (`+model.depht=3`), optimizer settings the chosen optimizer never reads,
+an accuracy objective on regression data, and non-finite or out-of-range values all fail with a
+ValueError that names the config key, before any run exists. The command line itself is in
+`tests/test_cli.py`; every shipped config group option and sweep value validates in
+`tests/test_harness.py`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import typing
+from dataclasses import fields
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from nnresearch.config import OPTIMIZER_FIELDS, Config, OptimConfig, validate
+from nnresearch.data import DATASETS, load_dataset
+from nnresearch.nn.optim import OPTIMIZERS
+
+# --------------------------------------------------------------------------------------------
+# 1. Keys outside the schema
+
+
+def test_a_typo_fails_while_composing(compose):
+    """The module docstring's promise: Hydra itself refuses `model.depht=3`."""
+    with pytest.raises(ConfigCompositionException, match="depht"):
+        compose(["model.depht=3"])
+
+
+@pytest.mark.parametrize(("override", "key", "valid"), [
+    ("+model.depht=3", "model.depht", "the keys of model are: name, depth, width"),
+    ("+optim.momentun=0.5", "optim.momentun", "the keys of optim are: name, lr, momentum"),
+    ("+trainer.epoch=3", "trainer.epoch", "the keys of trainer are: epochs"),
+    ("+foo=1", "foo", "the top-level keys are: model, data, optim, trainer, tracking, study, objective"),
+])
+def test_a_key_added_with_plus_that_is_not_in_the_schema_is_refused(compose, override, key, valid):
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)} is not a config key; {re.escape(valid)}"):
+        validate(compose([override]))
+
+
+def test_the_refusal_suggests_the_key_meant():
+    with pytest.raises(ValueError, match=r"did you mean model\.depth \(without '\+'\)"):
+        validate(_config_with("model.depht", 3))
+
+
+def test_a_built_config_with_an_attribute_outside_the_schema_is_refused():
+    cfg = Config()
+    cfg.trainer.epoch = 3  # a typo on the dataclass itself
+    with pytest.raises(ValueError, match=r"^trainer\.epoch is not a config key"):
+        validate(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Optimizer settings the chosen optimizer does not read
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optim=sgd", "optim.momentum=0.99"],
+     "optim.momentum=0.99 has no effect with optim=sgd; it is used by optim=momentum, nesterov"),
+    (["optim=sgd", "optim.beta1=0.5"], "optim.beta1=0.5 has no effect with optim=sgd; it is used by optim=adam"),
+    (["optim=momentum", "optim.eps=0.001"],
+     "optim.eps=0.001 has no effect with optim=momentum; it is used by optim=adam"),
+    (["optim=nesterov", "optim.beta2=0.9"], "optim.beta2=0.9 has no effect with optim=nesterov"),
+    (["optim=adam", "optim.momentum=0.5"], "optim.momentum=0.5 has no effect with optim=adam"),
+])
+def test_an_optimizer_setting_the_optimizer_ignores_is_refused(compose, overrides, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        validate(compose(overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optim=sgd", "optim.weight_decay=0.01"],
+    ["optim=sgd", "optim.momentum=0.9"],  # the schema default: nothing was asked for
+    ["optim=momentum", "optim.momentum=0.5"],
+    ["optim=nesterov", "optim.momentum=0.0"],
+    ["optim=adam", "optim.beta1=0.5", "optim.beta2=0.9", "optim.eps=1e-6", "optim.weight_decay=0.01"],
+])
+def test_the_settings_an_optimizer_reads_are_accepted(compose, overrides):
+    validate(compose(overrides))
+
+
+def test_optimizer_fields_cover_every_optimizer_and_build_it():
+    """`OPTIMIZER_FIELDS` names every optimizer, and each one accepts the settings the table gives it."""
+    from nnresearch.experiment import _optimizer_options
+    from nnresearch.nn.optim import make_optimizer
+
+    assert set(OPTIMIZER_FIELDS) == set(OPTIMIZERS)
+    for name in OPTIMIZER_FIELDS:
+        make_optimizer(name, **_optimizer_options(OptimConfig(name=name)))
+    assert make_optimizer("sgd", **_optimizer_options(OptimConfig(name="sgd", momentum=0.5))).momentum == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The objective against the data set's task
+
+
+@pytest.mark.parametrize("data", ["sine", "step", "abs", "sawtooth"])
+def test_an_accuracy_objective_on_regression_data_is_refused(compose, data):
+    refused = rf"^objective=val/acc has no value for data\.name={data} .*use objective=val/loss"
+    with pytest.raises(ValueError, match=refused):
+        validate(compose([f"data={data}", "objective=val/acc"]))
+    validate(compose([f"data={data}", "objective=val/loss"]))
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_val_acc_is_refused_exactly_for_the_data_sets_with_regression_targets(name):
+    """What validate knows without loading (`nnresearch.data.REGRESSION`) agrees with the loaded task."""
+    small = {"n_samples": 60} if "n_samples" in inspect.signature(DATASETS[name]).parameters else {}
+    regression = load_dataset(name, **small).task == "regression"
+    cfg = Config()
+    cfg.data.name, cfg.objective = name, "val/acc"
+    if regression:
+        with pytest.raises(ValueError, match="objective=val/acc"):
+            validate(cfg)
+    else:
+        validate(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Non-finite and out-of-range values, named by their config key
+
+
+def _float_keys() -> list[str]:
+    """Every dotted key of the schema whose type is a float (optional ones included)."""
+    keys = []
+    for group in fields(Config):
+        if not inspect.isclass(group.default_factory):
+            continue
+        for f in fields(group.default_factory):
+            hint = typing.get_type_hints(group.default_factory)[f.name]
+            if hint is float or float in typing.get_args(hint):
+                keys.append(f"{group.name}.{f.name}")
+    return keys
+
+
+def _config_with(key: str, value) -> Config:
+    """The default config with `<group>.<name>` set to `value` (a dataclass, as `validate` also takes)."""
+    cfg = Config()
+    group, name = key.split(".")
+    setattr(getattr(cfg, group), name, value)
+    return cfg
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_float_of_the_schema_must_be_finite(key, value):
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)}={value} is not a finite number"):
+        validate(_config_with(key, value))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["trainer.seed=-1"], "trainer.seed=-1 is out of range; expected trainer.seed >= 0"),
+    (["data.seed=-1"], "data.seed=-1 is out of range; expected data.seed >= 0"),
+    (["optim.lr=nan"], "optim.lr=nan is not a finite number"),
+    (["model.init=constant", "model.init_value=nan"], "model.init_value=nan is not a finite number"),
+    (["data.n_samples=0"], "data.n_samples=0 is out of range; expected data.n_samples >= 3"),
+    (["optim.warmup_epochs=10", "trainer.epochs=5"],
+     "optim.warmup_epochs=10 is out of range; expected optim.warmup_epochs <= trainer.epochs=5"),
+    (["data.noise=-0.1"], "data.noise=-0.1 is out of range"),
+    (["data.n_classes=1"], "data.n_classes=1 is out of range"),
+    (["data=sawtooth", "data.compositions=0"], "data.compositions=0 is out of range"),
+    (["optim=adam", "optim.beta1=1.0"], "optim.beta1=1.0 is out of range; expected 0 <= optim.beta1 < 1"),
+    (["optim=adam", "optim.beta2=-0.1"], "optim.beta2=-0.1 is out of range"),
+    (["optim=adam", "optim.eps=0"], "optim.eps=0.0 is out of range; expected optim.eps > 0"),
+    (["optim.schedule=step_decay", "optim.gamma=2"], "optim.gamma=2.0 is out of range; expected optim.gamma <= 1"),
+    (["optim.schedule=cosine", "optim.min_lr=-1"], "optim.min_lr=-1.0 is out of range"),
+    (["model.activation=leaky_relu", "model.alpha=1.5"], "model.alpha=1.5 is out of range"),
+    (["model.init=uniform", "model.init_limit=-1"], "model.init_limit=-1.0 is out of range"),
+])
+def test_an_out_of_range_value_is_refused_naming_its_key(compose, overrides, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        validate(compose(overrides))
+
+
+def test_warm_up_may_last_the_whole_run(compose):
+    """The schedule accepts warmup_steps == total_steps, so validate accepts warmup_epochs == epochs."""
+    validate(compose(["optim.warmup_epochs=5", "trainer.epochs=5"]))
