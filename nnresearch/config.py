@@ -93,6 +93,8 @@ OPTIMIZER_FIELDS = {
     "nesterov": ("momentum", "weight_decay"),
     "adam": ("beta1", "beta2", "eps", "weight_decay"),
 }
+# The OptimConfig fields each learning-rate schedule reads (`warmup_epochs` applies to every one).
+SCHEDULE_FIELDS = {"constant": (), "step_decay": ("step_epochs", "gamma"), "cosine": ("min_lr",)}
 
 
 @dataclass
@@ -213,16 +215,18 @@ def _check_finite(c: Config) -> None:
             raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
 
 
-def _check_optimizer_fields(o: OptimConfig) -> None:
-    """Refuse an `OPTIMIZER_FIELDS` field that `o.name` does not read, set away from its default."""
-    defaults = OptimConfig()
-    specific = {key for used in OPTIMIZER_FIELDS.values() for key in used}
-    for key in (f.name for f in fields(o) if f.name in specific - set(OPTIMIZER_FIELDS[o.name])):
+def _check_unread_fields(o: OptimConfig, choice: str, readers: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a field of `readers` (choice -> the fields it reads) that the chosen `o.<choice>` does
+    not read, set away from its default: it has no effect on the run."""
+    chosen, defaults = getattr(o, choice), OptimConfig()
+    specific = {key for used in readers.values() for key in used}
+    for key in sorted(specific - set(readers[chosen])):
         value = getattr(o, key)
         if value != getattr(defaults, key):
-            users = ", ".join(name for name, used in OPTIMIZER_FIELDS.items() if key in used)
-            raise ValueError(f"optim.{key}={value} has no effect with optim={o.name}; it is used by optim={users} "
-                             f"(drop optim.{key}, or choose one of those optimizers)")
+            users = ", ".join(name for name, used in readers.items() if key in used)
+            group = "optim" if choice == "name" else f"optim.{choice}"
+            raise ValueError(f"optim.{key}={value} has no effect with {group}={chosen}; it is used by {group}={users} "
+                             f"(drop optim.{key}, or choose one of those)")
 
 
 def _check_model(m: ModelConfig) -> None:
@@ -285,7 +289,8 @@ def _check_optim(o: OptimConfig, t: TrainerConfig) -> None:
     _unit_interval("optim.beta1", o.beta1)
     _unit_interval("optim.beta2", o.beta2)
     _at_least("optim.eps", o.eps, 0.0, strict=True)
-    _check_optimizer_fields(o)
+    _check_unread_fields(o, "name", OPTIMIZER_FIELDS)
+    _check_unread_fields(o, "schedule", SCHEDULE_FIELDS)
 
 
 def _check_trainer(t: TrainerConfig) -> None:

@@ -67,14 +67,20 @@ def test_a_built_config_with_an_attribute_outside_the_schema_is_refused():
      "optim.eps=0.001 has no effect with optim=momentum; it is used by optim=adam"),
     (["optim=nesterov", "optim.beta2=0.9"], "optim.beta2=0.9 has no effect with optim=nesterov"),
     (["optim=adam", "optim.momentum=0.5"], "optim.momentum=0.5 has no effect with optim=adam"),
+    (["optim.gamma=0.5"], "optim.gamma=0.5 has no effect with optim.schedule=constant; it is used by optim.schedule=step_decay"),
+    (["optim.schedule=cosine", "optim.step_epochs=3"], "optim.step_epochs=3 has no effect with optim.schedule=cosine"),
+    (["optim.schedule=step_decay", "optim.min_lr=0.01"],
+     "optim.min_lr=0.01 has no effect with optim.schedule=step_decay; it is used by optim.schedule=cosine"),
 ])
-def test_an_optimizer_setting_the_optimizer_ignores_is_refused(compose, overrides, message):
+def test_an_optimizer_or_schedule_setting_the_choice_ignores_is_refused(compose, overrides, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         validate(compose(overrides))
 
 
 @pytest.mark.parametrize("overrides", [
     ["optim=sgd", "optim.weight_decay=0.01"],
+    ["optim.schedule=step_decay", "optim.gamma=0.5", "optim.step_epochs=3", "optim.warmup_epochs=2"],
+    ["optim.schedule=cosine", "optim.min_lr=0.01", "optim.warmup_epochs=2"],
     ["optim=sgd", "optim.momentum=0.9"],  # the schema default: nothing was asked for
     ["optim=momentum", "optim.momentum=0.5"],
     ["optim=nesterov", "optim.momentum=0.0"],
@@ -89,7 +95,11 @@ def test_optimizer_fields_cover_every_optimizer_and_build_it():
     from nnresearch.experiment import _optimizer_options
     from nnresearch.nn.optim import make_optimizer
 
+    from nnresearch.config import SCHEDULE_FIELDS
+    from nnresearch.nn.schedules import SCHEDULES
+
     assert set(OPTIMIZER_FIELDS) == set(OPTIMIZERS)
+    assert set(SCHEDULE_FIELDS) == set(SCHEDULES)
     for name in OPTIMIZER_FIELDS:
         make_optimizer(name, **_optimizer_options(OptimConfig(name=name)))
     assert make_optimizer("sgd", **_optimizer_options(OptimConfig(name="sgd", momentum=0.5))).momentum == 0.0
