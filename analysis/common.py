@@ -1,7 +1,9 @@
 """What every study script shares: loading its sweep, saving and logging the figure, printing the verdict.
 
 A study script defines `analyse(study: Study) -> tuple[Figure, Verdict]` and ends with
-`main = study_main("<name>", analyse)`. The verdict is computed from the runs, never written in.
+`main = study_main("<name>", analyse)`. The verdict is computed from the runs, never written in,
+and is "inconclusive" whatever the numbers when a configuration ran with fewer than `MIN_SEEDS`
+seeds (`settle`): one seed has no seed band, so the quick profile decides nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,34 +31,69 @@ from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.tracking import PARENT_RUN_TAG, resolve_uri  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
+MIN_SEEDS = 2  # the fewest seeds per configuration that give a seed band (a t-interval) to decide by
+SEED_PARAM = "params.trainer.seed"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
+
+
+class StudyNotRun(ValueError):
+    """The study has no experiment or no finished runs in the store: there is nothing to analyse yet."""
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether the chapter's claim held in these runs, and the numbers that decided it."""
+    """Whether the chapter's claim held in these runs (None: the runs cannot decide), and the numbers that decided it."""
 
     study: str
     claim: str
-    held: bool
+    held: bool | None
     evidence: str
 
+    @property
+    def outcome(self) -> str:
+        """"held", "not held" or "inconclusive"."""
+        return {True: "held", False: "not held", None: "inconclusive"}[self.held]
+
     def line(self) -> str:
-        return f"[{'HELD' if self.held else 'NOT HELD'}] {self.study}: {self.claim} -- {self.evidence}"
+        return f"[{self.outcome.upper()}] {self.study}: {self.claim} -- {self.evidence}"
 
 
 class Study:
-    """The finished runs of one study's latest sweep (or of all its sweeps), read from MLflow."""
+    """The finished runs of one study's latest sweep (or of all its sweeps), read from MLflow.
+
+    Artifacts are downloaded into one temporary folder owned by the study and removed by `close()`
+    (or on leaving `with Study(...) as study:`).
+    """
 
     def __init__(self, name: str, uri: str | None = None, experiment: str | None = None, all_sweeps: bool = False) -> None:
         self.name = name
         self.uri = resolve_uri(uri)
         self.experiment = experiment or name
         self.all_sweeps = all_sweeps
+        self._downloads: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the downloaded artifacts (paths `artifact` returned are gone afterwards)."""
+        if self._downloads is not None:
+            self._downloads.cleanup()
+            self._downloads = None
+
+    def _not_run(self, what: str) -> StudyNotRun:
+        return StudyNotRun(f"study {self.name!r} has {what} in {self.uri}; run it first: "
+                           f"python -m nnresearch.run -m experiment={self.name}")
 
     @cached_property
     def _all(self) -> pd.DataFrame:
-        return results.runs(self.experiment, self.uri, include_parents=True)
+        try:
+            return results.runs(self.experiment, self.uri, include_parents=True)
+        except results.ExperimentNotFound as error:
+            raise self._not_run(f"no experiment {self.experiment!r}") from error
 
     @cached_property
     def parent_run_id(self) -> str | None:
@@ -76,8 +113,7 @@ class Study:
             if not self.all_sweeps and self.parent_run_id:
                 frame = frame[frame[column] == self.parent_run_id]
         if frame.empty:
-            raise ValueError(f"study {self.name!r} has no finished runs in {self.uri}; run it first: "
-                             f"python -m nnresearch.run -m experiment={self.name}")
+            raise self._not_run("no finished runs")
         return frame.reset_index(drop=True)
 
     def histories(self, metrics: Sequence[str], params: Sequence[str]) -> pd.DataFrame:
@@ -85,9 +121,14 @@ class Study:
         return results.histories(list(self.runs["run_id"]), metrics, self.uri, params=params)
 
     def artifact(self, run_id: str, path: str) -> Path:
-        """A local copy of one artifact of a run."""
-        target = Path(tempfile.mkdtemp(prefix="nnresearch-artifact-"))
-        return Path(MlflowClient(self.uri).download_artifacts(run_id, path, str(target)))
+        """A local copy of one artifact of a run, downloaded once; it lives until `close()`."""
+        if self._downloads is None:
+            self._downloads = tempfile.TemporaryDirectory(prefix="nnresearch-artifact-")
+        local = Path(self._downloads.name, run_id, path)  # MLflow writes artifact `dir/name` to `<folder given>/name`
+        if not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            MlflowClient(self.uri).download_artifacts(run_id, path, str(local.parent))
+        return local
 
     def final_params(self, run_id: str, which: str = "final") -> dict[str, np.ndarray]:
         """The run's parameters at `init` or `final` as a mapping W1, b1, ... (loaded without pickle)."""
@@ -138,8 +179,33 @@ def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) ->
     ax.fill_between(frame[x], frame["lo"], frame["hi"], alpha=0.2, color=line.get_color())
 
 
+def fewest_seeds(runs: pd.DataFrame) -> tuple[int, str]:
+    """The fewest seeds any one configuration ran with, and a run of that configuration (its name).
+
+    A configuration is a set of runs whose logged params are all equal but for `trainer.seed`.
+    """
+    keys = [column for column in runs.columns if column.startswith("params.") and column != SEED_PARAM]
+    seeds = runs[SEED_PARAM] if SEED_PARAM in runs else pd.Series(range(len(runs)), index=runs.index)
+    per_run = seeds.groupby([runs[key].astype(str) for key in keys] or np.zeros(len(runs))).transform("nunique")
+    return int(per_run.min()), str(runs.loc[per_run.idxmin(), "run_name"])
+
+
+def settle(verdict: Verdict, runs: pd.DataFrame) -> Verdict:
+    """`verdict`, or the same numbers as an inconclusive verdict if a configuration of `runs` has fewer than
+    `MIN_SEEDS` seeds: without a seed band no difference can be told from seed noise."""
+    seeds, example = fewest_seeds(runs)
+    if seeds >= MIN_SEEDS or verdict.held is None:
+        return verdict
+    reason = (f"inconclusive: {seeds} seed(s) for the configuration of run {example}, a verdict needs at least "
+              f"{MIN_SEEDS} seeds per configuration (the quick profile runs one)")
+    return replace(verdict, held=None, evidence=f"{reason}; {verdict.evidence}")
+
+
 def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Callable[[Sequence[str] | None], Verdict]:
-    """The `main(argv)` of a study script: analyse, save the figure, log it to the sweep's parent run, print the verdict."""
+    """The `main(argv)` of a study script: analyse, save the figure, log it to the sweep's parent run, print the verdict.
+
+    The verdict is `analyse`'s, made inconclusive by `settle` when a configuration has too few seeds.
+    """
 
     def main(argv: Sequence[str] | None = None) -> Verdict:
         parser = argparse.ArgumentParser(prog=f"python -m analysis.{name}", description=f"Analyse the {name} study.")
@@ -148,8 +214,9 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
         parser.add_argument("--all-sweeps", action="store_true", help="use every sweep of the study, not only the latest")
         parser.add_argument("--out", type=Path, default=FIGURE_DIR, help="where to save the figure")
         args = parser.parse_args(argv)
-        study = Study(name, args.uri, args.experiment, args.all_sweeps)
-        figure, verdict = analyse(study)
+        with Study(name, args.uri, args.experiment, args.all_sweeps) as study:
+            figure, verdict = analyse(study)
+            verdict = settle(verdict, study.runs)
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"{name}.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -158,7 +225,7 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
             results.log_figure(study.parent_run_id, path, f"figures/{name}.png", study.uri)
             client = MlflowClient(study.uri)
             client.log_text(study.parent_run_id, json.dumps(asdict(verdict), indent=2), "verdict.json")
-            client.set_tag(study.parent_run_id, "verdict", "held" if verdict.held else "not held")
+            client.set_tag(study.parent_run_id, "verdict", verdict.outcome)
             dashboards.refresh_dashboard(study.uri, study.experiment)
         print(verdict.line())
         print(f"figure: {path}")

@@ -2,8 +2,10 @@
 
     python -m analysis.report [--uri sqlite:///mlflow.db] [--out reports]
 
-Studies that have no runs yet are listed as "not run" with the command that runs them.
-The report and its figures are logged as artifacts of a run in the MLflow experiment `report`.
+Studies that have no runs yet are listed as "not run" with the command that runs them; any other
+error of an analysis stops the report. The report and the figures this invocation made are logged
+as artifacts of a run in the MLflow experiment `report` (created next to the store like every
+study's), which ends FAILED if the report fails.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import importlib
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
-
-from analysis.common import Verdict
+from analysis.common import StudyNotRun, Verdict
 from nnresearch import tracking
 
 STUDIES = (
@@ -38,27 +38,29 @@ def run_all(uri: str | None, out: Path) -> list[tuple[str, Verdict | str]]:
         module = importlib.import_module(f"analysis.{name}")
         try:
             outcomes.append((name, module.main(["--out", str(out / "figures"), *(["--uri", uri] if uri else [])])))
-        except ValueError as error:  # no runs / no experiment for this study yet
+        except StudyNotRun as error:
             outcomes.append((name, f"not run: {error}"))
     return outcomes
 
 
 def markdown(outcomes: list[tuple[str, Verdict | str]]) -> str:
     """The report: a summary table of verdicts, then one section per study with its figure."""
-    held = sum(isinstance(v, Verdict) and v.held for _, v in outcomes)
-    analysed = sum(isinstance(v, Verdict) for _, v in outcomes)
+    verdicts = [v for _, v in outcomes if isinstance(v, Verdict)]
+    held = sum(v.held is True for v in verdicts)
+    decided = sum(v.held is not None for v in verdicts)
     lines = ["# nnresearch: the chapter's claims, measured", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}. {held} of {analysed} analysed claims held; "
-             f"{len(outcomes) - analysed} studies not run.", "", "| study | verdict | claim |", "|---|---|---|"]
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}. {held} of {decided} decided claims held; "
+             f"{len(verdicts) - decided} inconclusive; {len(outcomes) - len(verdicts)} studies not run.", "",
+             "| study | verdict | claim |", "|---|---|---|"]
     for name, verdict in outcomes:
         if isinstance(verdict, Verdict):
-            lines.append(f"| [{name}](#{name}) | {'held' if verdict.held else '**not held**'} | {verdict.claim} |")
+            lines.append(f"| [{name}](#{name}) | {'**not held**' if verdict.held is False else verdict.outcome} | {verdict.claim} |")
         else:
             lines.append(f"| {name} | not run | `python -m nnresearch.run -m experiment={name}` |")
     for name, verdict in outcomes:
         if isinstance(verdict, Verdict):
             lines += ["", f"## {name}", "", f"**Claim:** {verdict.claim}", "",
-                      f"**Verdict:** {'held' if verdict.held else 'not held'}. {verdict.evidence}", "",
+                      f"**Verdict:** {verdict.outcome}. {verdict.evidence}", "",
                       f"![{name}](figures/{name}.png)"]
     return "\n".join(lines) + "\n"
 
@@ -69,16 +71,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for report.md and figures/")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    outcomes = run_all(args.uri, args.out)
-    path = args.out / "report.md"
-    path.write_text(markdown(outcomes))
-    client = MlflowClient(tracking.ensure_store(args.uri))
-    experiment = client.get_experiment_by_name("report") or client.get_experiment(client.create_experiment("report"))
-    run = client.create_run(experiment.experiment_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}")
-    client.log_artifact(run.info.run_id, str(path))
-    client.log_artifacts(run.info.run_id, str(args.out / "figures"), "figures")
-    client.set_terminated(run.info.run_id)
-    print(f"report: {path} (MLflow run {run.info.run_id} in experiment 'report')")
+    name = f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+    with tracking.open_run(args.uri, "report", name) as run:
+        outcomes = run_all(args.uri, args.out)
+        path = args.out / "report.md"
+        path.write_text(markdown(outcomes))
+        run.log_artifact(path)
+        for study, verdict in outcomes:  # only this invocation's figures, not those left from earlier ones
+            if isinstance(verdict, Verdict):
+                run.log_artifact(args.out / "figures" / f"{study}.png", "figures")
+    print(f"report: {path} (MLflow run {run.run_id} in experiment 'report')")
     return path
 
 

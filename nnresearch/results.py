@@ -63,12 +63,16 @@ def _client(uri: str | None) -> MlflowClient:
     return MlflowClient(uri)
 
 
+class ExperimentNotFound(ValueError):
+    """No active experiment of that name in the store (the message lists the existing ones)."""
+
+
 def _experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of the active experiment `name`; ValueError listing the existing names if absent."""
+    """The id of the active experiment `name`; ExperimentNotFound listing the existing names if absent."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage != "active":
         names = sorted(e.name for e in _all_experiments(client))
-        raise ValueError(
+        raise ExperimentNotFound(
             f"no experiment named {name!r} in {client.tracking_uri}; existing experiments: "
             f"{', '.join(map(repr, names)) or 'none'}"
         )

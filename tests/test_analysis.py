@@ -1,0 +1,108 @@
+"""What every study script shares (analysis/common.py): the seed rule that makes a verdict inconclusive,
+"not run" told apart from a failing analysis, and downloaded artifacts cleaned up.
+
+The sweeps are synthetic, logged as tests/test_verdicts.py logs them; each study's own decision
+logic is tested there.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from test_verdicts import HELD, MITIGATION_ACC, job_config, log_mitigations, network_of, ramp_rows, state_of
+
+from analysis import mitigations, representation
+from analysis.common import Study, StudyNotRun, Verdict, fewest_seeds, settle
+
+
+@pytest.fixture
+def sweep(mlflow_uri, tmp_path):
+    from test_verdicts import Sweep
+
+    return lambda study: Sweep(mlflow_uri, study, tmp_path)
+
+
+def runs_of(*configs: tuple[str, float | None, int]) -> pd.DataFrame:
+    """A `Study.runs`-like frame: one run per (activation, lr, seed)."""
+    return pd.DataFrame([{"run_name": f"{a}-{lr}-s{seed}", "params.model.activation": a, "params.optim.lr": lr,
+                          "params.trainer.seed": seed} for a, lr, seed in configs])
+
+
+def test_fewest_seeds_counts_seeds_per_configuration_not_per_study():
+    runs = runs_of(("relu", 0.1, 0), ("relu", 0.1, 1), ("relu", 0.1, 2), ("tanh", 0.1, 0), ("tanh", 0.1, 1),
+                   ("relu", None, 0), ("relu", None, 1), ("relu", 0.5, 0))
+    assert fewest_seeds(runs) == (1, "relu-0.5-s0")
+    assert fewest_seeds(runs.iloc[:-1]) == (2, "tanh-0.1-s0")
+
+
+def test_settle_makes_a_one_seed_verdict_inconclusive_and_keeps_its_numbers():
+    verdict = Verdict("study", "a claim", True, "a 0.900 [0.900, 0.900] vs b 0.400")
+    settled = settle(verdict, runs_of(("relu", 0.1, 0), ("tanh", 0.1, 0), ("tanh", 0.1, 1)))
+    assert settled.held is None and settled.outcome == "inconclusive"
+    assert settled.line().startswith("[INCONCLUSIVE] study: a claim -- inconclusive: 1 seed(s) for the configuration "
+                                     "of run relu-0.1-s0, a verdict needs at least 2 seeds")
+    assert settled.evidence.endswith("; a 0.900 [0.900, 0.900] vs b 0.400")
+    assert settle(verdict, runs_of(("relu", 0.1, 0), ("relu", 0.1, 1))) is verdict
+
+
+def test_main_with_one_seed_prints_and_logs_an_inconclusive_verdict(sweep, tmp_path, capsys):
+    """The quick profile's one seed: the mitigations beat their baselines by a mile, yet decide nothing."""
+    s = sweep("mitigations")
+    log_mitigations(s, {name: accuracies[:1] for name, accuracies in MITIGATION_ACC[HELD].items()})
+    s.client.set_terminated(s.parent, "FINISHED")
+    verdict = mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures")])
+    assert verdict.held is None, verdict.line()
+    assert verdict.line().startswith("[INCONCLUSIVE] mitigations:") and verdict.line() in capsys.readouterr().out
+    assert "1 seed(s) for the configuration of run" in verdict.evidence and "(n=1 seeds" in verdict.evidence
+    assert s.client.get_run(s.parent).data.tags["verdict"] == "inconclusive"
+
+
+def test_main_with_two_seeds_decides(sweep, tmp_path):
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    assert mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures")]).outcome == "held"
+    assert s.client.get_run(s.parent).data.tags["verdict"] == "held"
+
+
+def test_a_study_never_run_or_without_finished_runs_is_study_not_run(mlflow_uri):
+    with pytest.raises(StudyNotRun, match="no experiment 'mitigations'.*experiment=mitigations"):
+        Study("mitigations", mlflow_uri).runs
+    client = MlflowClient(mlflow_uri)
+    client.create_run(client.create_experiment("mitigations"))  # RUNNING, never finished
+    with pytest.raises(StudyNotRun, match="no finished runs"):
+        Study("mitigations", mlflow_uri).runs
+
+
+def test_study_analysis_leaves_no_temporary_folder(sweep, tmp_path, monkeypatch):
+    """representation downloads every run's config.yaml and params/*.npz; none may outlive the analysis."""
+    s = sweep("representation")
+    for decay in (0.0, 0.01):
+        for seed in (0, 1):
+            cfg = job_config("representation", optim__weight_decay=decay, trainer__seed=seed, trainer__epochs=1)
+            final = state_of(network_of(cfg))
+            final["W1"] = ramp_rows(len(final["W1"]))
+            s.job(cfg, {"val/acc": [0.1, 0.95]}, final=final)
+    s.client.set_terminated(s.parent, "FINISHED")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # every temporary file of this process goes here
+    verdict = representation.main(["--uri", s.uri, "--out", str(tmp_path / "figures")])
+    assert verdict.outcome == "held", verdict.line()
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_study_artifacts_are_gone_after_close(sweep):
+    s = sweep("representation")
+    cfg = job_config("representation", trainer__seed=0, trainer__epochs=1)
+    run_id = s.job(cfg, {"val/acc": [0.1, 0.95]}, final=state_of(network_of(cfg)))
+    with Study("representation", s.uri) as study:
+        path = study.artifact(run_id, "params/final.npz")
+        assert study.artifact(run_id, "params/final.npz") == path  # downloaded once
+        assert np.load(path)["W1"].shape[1] == 64
+        assert study.config(run_id).trainer.seed == 0
+    assert not path.exists() and not path.parent.parent.exists()

@@ -1,0 +1,59 @@
+"""analysis/report.py on synthetic sweeps: where its run goes, how it ends, what it calls "not run" and
+which figures it logs. tests/test_studies.py runs it once on a real quick sweep."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from test_verdicts import HELD, MITIGATION_ACC, Sweep, job_config, log_mitigations
+
+from analysis import report
+
+
+def report_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name("report").experiment_id])
+
+
+def test_report_experiment_keeps_its_artifacts_next_to_the_store(mlflow_uri, tmp_path, monkeypatch):
+    """`MLFLOW_TRACKING_URI=sqlite:////x/study.db python -m analysis.report` run from elsewhere: like every
+    study's experiment, `report` puts artifacts in /x/mlruns/report, not in <cwd>/mlruns."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    path = report.main(["--out", str(tmp_path / "reports")])
+    assert "| vanishing_gradients | not run |" in path.read_text()
+    experiment = MlflowClient(mlflow_uri).get_experiment_by_name("report")
+    assert experiment.artifact_location == (tmp_path / "mlruns" / "report").as_uri()
+    [run] = report_runs(mlflow_uri)
+    assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith(experiment.artifact_location)
+    assert not (elsewhere / "mlruns").exists()
+
+
+def test_report_stops_on_an_analysis_error_and_its_run_ends_failed(mlflow_uri, tmp_path):
+    """A sweep whose runs lack the metric the analysis reads is a real error (ValueError from results.histories),
+    not a study that was never run: the report must not list it as "not run"."""
+    s = Sweep(mlflow_uri, "vanishing_gradients", tmp_path)
+    for seed in (0, 1):
+        s.job(job_config("vanishing_gradients", trainer__seed=seed, trainer__epochs=1), {"val/acc": [0.5, 0.9]})
+    s.client.set_terminated(s.parent, "FINISHED")
+    with pytest.raises(ValueError, match="no run logged metric"):
+        report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports")])
+    [run] = report_runs(mlflow_uri)
+    assert run.info.status == "FAILED"
+
+
+def test_report_logs_only_the_figures_this_invocation_made(mlflow_uri, tmp_path):
+    figures = tmp_path / "reports" / "figures"
+    figures.mkdir(parents=True)
+    for stale in ("vanishing_gradients.png", "a_study_since_removed.png"):  # left by earlier reports
+        (figures / stale).write_bytes(b"\x89PNG stale")
+    s = Sweep(mlflow_uri, "mitigations", tmp_path)
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports")])
+    [run] = report_runs(mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"figures", "report.md"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/mitigations.png"}
