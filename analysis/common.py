@@ -28,7 +28,8 @@ from mlflow import MlflowClient  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from nnresearch import dashboards, results  # noqa: E402
-from nnresearch.tracking import PARENT_RUN_TAG, resolve_uri  # noqa: E402
+from nnresearch.stores import resolve_uri  # noqa: E402
+from nnresearch.tracking import PARENT_RUN_TAG  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
 MIN_SEEDS = 2  # the fewest seeds per configuration that give a seed band (a t-interval) to decide by

@@ -171,7 +171,7 @@ class TrackingClock:
     status) and the sink's methods.
     """
 
-    SINK_METHODS = ("log_metrics", "flush", "wait_for_uploads", "set_tags", "log_params", "log_dict", "log_text",
+    SINK_METHODS = ("log_metrics", "flush", "wait_for_uploads", "end", "set_tags", "log_params", "log_dict", "log_text",
                     "log_arrays", "log_table", "log_artifact")
 
     def __init__(self) -> None:
@@ -204,7 +204,7 @@ class TrackingClock:
         from unittest import mock
 
         from nnresearch import experiment
-        from nnresearch.tracking import MLflowSink
+        from nnresearch.mlflow_sink import MLflowSink
 
         clock, open_tracking = self, experiment.open_tracking
 

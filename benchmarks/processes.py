@@ -54,7 +54,7 @@ def uri_override(folder: Path) -> str:
 
 
 class StoreTemplate:
-    """One MLflow store created by `nnresearch.tracking.ensure_store`, copied into fresh folders."""
+    """One MLflow store created by `nnresearch.stores.ensure_store`, copied into fresh folders."""
 
     def __init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="nnresearch-bench-store-"))
@@ -63,11 +63,11 @@ class StoreTemplate:
         self.error: str | None = None
         try:
             start = time.perf_counter()
-            from nnresearch import tracking
+            from nnresearch import stores
 
             self.import_s = time.perf_counter() - start
             start = time.perf_counter()
-            tracking.ensure_store(f"sqlite:///{self._dir / DB}")
+            stores.ensure_store(f"sqlite:///{self._dir / DB}")
             self.creation_s = time.perf_counter() - start
             if not (self._dir / DB).is_file():
                 raise FileNotFoundError(f"ensure_store left no {self._dir / DB}")

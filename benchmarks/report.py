@@ -152,8 +152,8 @@ def markdown(results: dict[str, Any]) -> str:
                 for name, v in timed.items()]
         lines += _table(["what", "command", "median", "runs"], rows)
         store = st.get("store", {})
-        lines += [f"Creating a new MLflow store (`tracking.ensure_store`, in this process): "
-                  f"{_s(store.get('store_creation_s'))}, after importing `nnresearch.tracking`: "
+        lines += [f"Creating a new MLflow store (`stores.ensure_store`, in this process): "
+                  f"{_s(store.get('store_creation_s'))}, after importing `nnresearch.stores` (and MLflow): "
                   f"{_s(store.get('tracking_import_s'))}. `default_run_existing_store` starts from a copy of it.", ""]
         lines += [f"- **{n} failed**: `{v['error'][-300:]}`" for n, v in {**timed, "store": store}.items() if "error" in v]
         lines += [""] if any("error" in v for v in {**timed, "store": store}.values()) else []

@@ -2,7 +2,7 @@
 
 Called by the harness when a sweep gets its parent run (`prepare_sweep_dashboard`) and by
 `python -m nnresearch.ui` before it starts the server (`refresh_dashboards`). Ground floor, beside
-`tracking.py`: knows MLflow and tracking's URI rules, nothing of Hydra or of the network code.
+`tracking.py`: knows MLflow and the store's URI rules (`stores.py`), nothing of Hydra or of the network code.
 
 What MLflow 3 (read off 3.17's UI bundle) lets a project preset for an experiment, all as
 experiment tags, and what `prepare_dashboard` sets:
@@ -35,7 +35,6 @@ import contextlib
 import fnmatch
 import hashlib
 import json
-import os
 import sys
 import time
 import zlib
@@ -43,13 +42,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-# No usage telemetry leaves the machine unless the user asks for it (as in nnresearch.tracking).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from mlflow import MlflowClient
+from mlflow.entities import Run
 
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Run  # noqa: E402
-
-from nnresearch import tracking  # noqa: E402
+from nnresearch import stores, tracking
 
 VIEW_KEY = "nnresearch"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
@@ -316,10 +312,10 @@ def prepare_dashboard(uri: str | None, experiment_name: str, swept_params: Seque
     are not written again, so every job of a sweep may call it. `metrics` may hold patterns
     (`grad_norm/layer*`).
     """
-    client = MlflowClient(tracking.ensure_store(uri))
+    client = MlflowClient(stores.ensure_store(uri))
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        raise ValueError(f"no experiment {experiment_name!r} in {tracking.resolve_uri(uri)}; "
+        raise ValueError(f"no experiment {experiment_name!r} in {stores.resolve_uri(uri)}; "
                          "prepare its dashboard once it has a run")
     experiment_id = experiment.experiment_id
     parent = client.get_run(parent_run_id) if parent_run_id else None
@@ -383,7 +379,7 @@ def prepare_sweep_dashboard(uri: str | None, experiment_name: str, task_override
     metric names it has not shown yet (a deeper model's layers). A failure only warns and is
     retried by the next job: a dashboard never costs a run. Returns the experiment id if it prepared.
     """
-    key = (tracking.resolve_uri(uri), experiment_name, parent_run_id)
+    key = (stores.resolve_uri(uri), experiment_name, parent_run_id)
     names = frozenset(job_metrics)
     shown = _sweep_metrics_shown.get(key)
     if shown is not None and names <= shown:
@@ -418,7 +414,7 @@ def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
     """Prepare one experiment's dashboard from what its runs show: the latest sweep's jobs, the
     params that vary between them, the figure its parent holds. None (and nothing written) if it
     holds no run of this project's."""
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
@@ -436,7 +432,7 @@ def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
 
 def refresh_dashboards(uri: str | None) -> dict[str, str]:
     """`refresh_dashboard` for every active experiment with runs; returns name -> experiment id."""
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     prepared = {}
     for experiment in client.search_experiments():
         experiment_id = refresh_dashboard(uri, experiment.name)

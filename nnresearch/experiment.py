@@ -26,7 +26,8 @@ from nnresearch.nn.losses import argmax_accuracy, threshold_accuracy
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.nn.schedules import make_schedule
-from nnresearch.sinks import MemorySink, TeeSink
+from nnresearch.mlflow_sink import flatten
+from nnresearch.sinks import MemorySink, NullSink, TeeSink
 from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
 
 PERMUTATION_SEED = 1234  # one fixed feature permutation for every run of the inductive-bias study
@@ -200,7 +201,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
         tags[tracking.SWEEP_ID_TAG] = sweep_id
     history = MemorySink()
     with open_tracking(cfg, name, tags, parent_run_id) as mlflow_sink:
-        mlflow_sink.log_params(tracking.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()}
+        mlflow_sink.log_params(flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()}
                                | {f"dataset.{k}": v for k, v in data.describe().items()}
                                | {"model.parameters": network.parameter_count()})
         mlflow_sink.log_dict(asdict(cfg), "config.yaml")
@@ -243,7 +244,7 @@ def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tu
 def resume_settings(cfg: Config) -> dict[str, str]:
     """The flat config keys a checkpoint's numbers depend on (all but `RESUME_FREE`), as stored in it."""
     free = RESUME_FREE if cfg.optim.schedule != "cosine" else tuple(k for k in RESUME_FREE if k != "trainer.epochs")
-    return {key: value for key, value in tracking.flatten(asdict(cfg)).items()
+    return {key: value for key, value in flatten(asdict(cfg)).items()
             if not any(key == f or key.startswith(f + ".") for f in free)}
 
 
@@ -266,7 +267,7 @@ def experiment_name(cfg: Config) -> str:
 def open_tracking(cfg: Config, name: str, tags: dict[str, str], parent_run_id: str | None) -> Any:
     """The MLflow run's context (ends FINISHED / FAILED / KILLED), or a do-nothing sink when tracking is off."""
     if not cfg.tracking.enabled:
-        return nullcontext(tracking.NullSink())
+        return nullcontext(NullSink())
     return tracking.open_run(cfg.tracking.uri, experiment_name(cfg), name, tags=tags, parent_run_id=parent_run_id)
 
 

@@ -1,6 +1,6 @@
 """The MLflow store as tidy pandas DataFrames, for the analysis scripts.
 
-Ground floor: reads what `nnresearch.tracking` wrote (and uses its URI rules and store checks),
+Ground floor: reads what `nnresearch.tracking` wrote (and uses `nnresearch.stores`' URI rules and checks),
 knows nothing of the network code or Hydra. Reading never creates a store: a missing SQLite file
 is a FileNotFoundError, an unreachable server a ConnectionError.
 
@@ -32,14 +32,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from scipy import stats
 
-from nnresearch.tracking import (
-    PARENT_RUN_TAG,
-    ROLE_TAG,
-    RUN_STATUSES,
-    ensure_store,
-    resolve_uri,
-    sqlite_path,
-)
+from nnresearch.stores import ensure_store, resolve_uri, sqlite_path
+from nnresearch.tracking import PARENT_RUN_TAG, ROLE_TAG, RUN_STATUSES
 
 RUN_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time"]
 HISTORY_COLUMNS = ["run_id", "metric", "step", "value"]

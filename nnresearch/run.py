@@ -99,11 +99,11 @@ def main(dict_cfg: DictConfig) -> float:
     # the store is first opened: both belong in the block too.
     with frozen_imports():
         cfg = validate(dict_cfg)
-        from nnresearch import tracking
+        from nnresearch import stores, tracking
         from nnresearch.experiment import already_finished, execute
 
         if cfg.tracking.enabled:
-            tracking.ensure_store(cfg.tracking.uri)
+            stores.ensure_store(cfg.tracking.uri)
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     finished = already_finished(cfg, in_sweep)
@@ -132,7 +132,7 @@ def main(dict_cfg: DictConfig) -> float:
     if outcome.diverged_at is not None:
         print(f"  diverged at step {outcome.diverged_at}")
     if cfg.tracking.enabled and hydra_cfg.mode != RunMode.MULTIRUN:
-        print(f"  browse it: python -m nnresearch.ui --uri {tracking.resolve_uri(cfg.tracking.uri)}")
+        print(f"  browse it: python -m nnresearch.ui --uri {stores.resolve_uri(cfg.tracking.uri)}")
     return outcome.objective
 
 

@@ -1,7 +1,8 @@
 """Where the training loop sends what it measures.
 
-The loop only knows this protocol; `nnresearch.tracking.MLflowSink` sends the numbers to MLflow,
-`MemorySink` keeps them in lists so tests can train without any store.
+The loop only knows this protocol; `nnresearch.mlflow_sink.MLflowSink` sends the numbers to MLflow,
+`MemorySink` keeps them in lists so tests can train without any store, and `NullSink` (for
+`tracking.enabled=false`) has all of `MLflowSink`'s methods and records nothing.
 
 Metric names follow one convention so that MLflow's UI groups them into chart sections by the
 prefix before "/": `train/loss`, `val/acc`, `lr`, `time_s`, and per layer `grad_norm/layer3`.
@@ -9,8 +10,9 @@ prefix before "/": `train/loss`, `val/acc`, `lr`, `time_s`, and per layer `grad_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Sink(Protocol):
@@ -53,3 +55,38 @@ class TeeSink:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for sink in self.sinks:
             sink.set_tags(tags)
+
+
+class NullSink:
+    """The sink for `tracking.enabled=false`: same methods as `MLflowSink`, records nothing."""
+
+    run_id = None
+    run_name = None
+    experiment_id = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Discard `metrics`."""
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Discard `tags`."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Discard `params`."""
+
+    def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
+        """Discard `obj`."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Discard `text`."""
+
+    def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
+        """Discard `arrays`."""
+
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Discard `table`."""
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Discard `path`."""

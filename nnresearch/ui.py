@@ -10,7 +10,7 @@ study's dashboard, and stops it (the whole group) on Ctrl-C. The server's log go
 path it prints. Before starting, every study in the store gets its dashboard refreshed
 (`refresh_dashboards`; `--no-dashboards` leaves the store untouched).
 
-Ground floor, beside `tracking.py`: knows MLflow and tracking's URI rules, nothing of Hydra or of
+Ground floor, beside `tracking.py`: knows MLflow and the store's URI rules (`stores.py`), nothing of Hydra or of
 the network code.
 
 The dashboards themselves (descriptions, saved chart views) are `nnresearch.dashboards`.
@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from nnresearch import dashboards, tracking  # tracking keeps MLflow's telemetry off, as in every module here
+from nnresearch import dashboards, stores
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -57,8 +57,8 @@ def check_store(uri: str | None) -> str:
 
     An HTTP(S) URI is returned as it is: that server already is the UI.
     """
-    uri = tracking.resolve_uri(uri)
-    db = tracking.sqlite_path(uri)
+    uri = stores.resolve_uri(uri)
+    db = stores.sqlite_path(uri)
     if db is not None and not db.is_file():
         raise UIError(f"no MLflow store at {db} ({uri}); run an experiment first "
                       "(python -m nnresearch.run) or pass --uri for your store")

@@ -153,7 +153,7 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
 
     from benchmarks.harness import TrackingClock, compose
     from nnresearch import experiment
-    from nnresearch.tracking import MLflowSink
+    from nnresearch.mlflow_sink import MLflowSink
 
     monkeypatch.chdir(tmp_path)
     cfg = compose(["data=digits", "model.depth=1", "model.width=8", "trainer.epochs=1", "trainer.progress=false",
@@ -201,7 +201,7 @@ def test_tracking_clock_counts_nested_calls_once():
 
 def test_tracking_clock_times_every_public_method_of_the_sink():
     from benchmarks.harness import TrackingClock
-    from nnresearch.tracking import MLflowSink
+    from nnresearch.mlflow_sink import MLflowSink
 
     public = {name for name, value in vars(MLflowSink).items() if not name.startswith("_") and callable(value)}
     assert set(TrackingClock.SINK_METHODS) == public

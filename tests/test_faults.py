@@ -28,7 +28,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import experiment, tracking
+from nnresearch import experiment, stores
 from nnresearch.config import DataConfig, compose, validate
 
 QUIET = ["trainer.progress=false"]
@@ -52,7 +52,7 @@ def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = 
     RUNNING, and runs in `expected_steps` (run id -> last epoch logged before the fault) must still
     hold train/loss at every step 0..that epoch."""
     runs, lost = [], 0
-    if uri is not None and tracking.sqlite_path(tracking.resolve_uri(uri)).exists():
+    if uri is not None and stores.sqlite_path(stores.resolve_uri(uri)).exists():
         client = MlflowClient(uri)
         ids = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(ids) if ids else []
@@ -109,7 +109,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeyp
     elapsed = time.monotonic() - started
     assert code != 0
     assert uri in message(err) and "mlflow server" in message(err), err
-    assert elapsed < 3 * tracking.HTTP_TIMEOUT_S, f"took {elapsed:.1f}s to give up"
+    assert elapsed < 3 * stores.HTTP_TIMEOUT_S, f"took {elapsed:.1f}s to give up"
     assert not list(tmp_path.glob("*.db")), "no local store may be created instead"
     record(f"unreachable server ({mode})", None)
 
@@ -324,7 +324,8 @@ def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_pa
     sent = []
 
     def log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
-        if metrics and not sent and "_end_run" in [frame.name for frame in traceback.extract_stack()]:
+        if metrics and not sent and any(frame.name == "end" and frame.filename.endswith("mlflow_sink.py")
+                                        for frame in traceback.extract_stack()):
             sent.append(1)
             os.kill(os.getpid(), signal.SIGINT)  # delivered while this write is in progress
         return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)

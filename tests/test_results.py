@@ -16,7 +16,7 @@ import pytest
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from nnresearch import results, tracking
+from nnresearch import results, stores, tracking
 
 T_975_DF1 = 12.706204736174703  # Student t, two-sided 95 %, 1 degree of freedom (tables: 12.706)
 T_975_DF2 = 4.302652729749462  # ... 2 degrees of freedom (tables: 4.303)
@@ -172,7 +172,7 @@ def test_log_figure_puts_figures_into_the_run(uri, tmp_path):
     png = tmp_path / "drawn.png"
     figure.savefig(png)
     results.log_figure(parent_id, png, "figures/copy.png", uri)
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     logged = {a.path for a in client.list_artifacts(parent_id, "figures")}
     assert logged == {"figures/loss.png", "figures/copy.png"}
     with pytest.raises(TypeError, match="figure"):

@@ -19,14 +19,14 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import tracking
+from nnresearch import mlflow_sink, sinks, stores, tracking
 
 
 @pytest.fixture(scope="module")
 def migrated_db(tmp_path_factory) -> Path:
     """A migrated, empty MLflow database file to copy from."""
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.ensure_store(f"sqlite:///{db}")
+    stores.ensure_store(f"sqlite:///{db}")
     return db
 
 
@@ -39,12 +39,12 @@ def uri(tmp_path, migrated_db) -> str:
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric, in step order."""
-    points = MlflowClient(tracking.resolve_uri(uri)).get_metric_history(run_id, key)
+    points = MlflowClient(stores.resolve_uri(uri)).get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in points)
 
 
 def get_run(uri: str, run_id: str):
-    return MlflowClient(tracking.resolve_uri(uri)).get_run(run_id)
+    return MlflowClient(stores.resolve_uri(uri)).get_run(run_id)
 
 
 # --- URIs and stores --------------------------------------------------------------------------
@@ -53,35 +53,35 @@ def get_run(uri: str, run_id: str):
 def test_resolve_uri_makes_local_stores_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
-    assert tracking.resolve_uri("sqlite:///runs/a.db") == f"sqlite:///{tmp_path}/runs/a.db"
-    assert tracking.resolve_uri("sqlite:////srv/m.db?timeout=9") == "sqlite:////srv/m.db?timeout=9"
-    assert tracking.resolve_uri("file:mlruns") == f"file://{tmp_path}/mlruns"
-    assert tracking.resolve_uri("http://host:5000/") == "http://host:5000"
-    assert tracking.resolve_uri("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert stores.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert stores.resolve_uri("sqlite:///runs/a.db") == f"sqlite:///{tmp_path}/runs/a.db"
+    assert stores.resolve_uri("sqlite:////srv/m.db?timeout=9") == "sqlite:////srv/m.db?timeout=9"
+    assert stores.resolve_uri("file:mlruns") == f"file://{tmp_path}/mlruns"
+    assert stores.resolve_uri("http://host:5000/") == "http://host:5000"
+    assert stores.resolve_uri("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
 def test_no_uri_means_mlflow_tracking_uri_when_it_is_set(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///team/runs.db")
-    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/team/runs.db"
-    assert tracking.resolve_uri("") == f"sqlite:///{tmp_path}/team/runs.db"
-    assert tracking.resolve_uri("sqlite:///mine.db") == f"sqlite:///{tmp_path}/mine.db"  # an explicit uri wins
+    assert stores.resolve_uri(None) == f"sqlite:///{tmp_path}/team/runs.db"
+    assert stores.resolve_uri("") == f"sqlite:///{tmp_path}/team/runs.db"
+    assert stores.resolve_uri("sqlite:///mine.db") == f"sqlite:///{tmp_path}/mine.db"  # an explicit uri wins
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert stores.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
 
 
 @pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns"])
 def test_resolve_uri_refuses_unusable_uris(bad):
     with pytest.raises(ValueError, match="tracking uri"):
-        tracking.resolve_uri(bad)
+        stores.resolve_uri(bad)
 
 
 def test_ensure_store_names_an_unwritable_location(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     with pytest.raises(PermissionError, match=str(blocker / "mlflow.db")):
-        tracking.ensure_store(f"sqlite:///{blocker}/mlflow.db")
+        stores.ensure_store(f"sqlite:///{blocker}/mlflow.db")
 
 
 def test_ensure_store_names_an_unreachable_server():
@@ -89,7 +89,7 @@ def test_ensure_store_names_an_unreachable_server():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"http://127.0.0.1:{port}"):
-        tracking.ensure_store(f"http://127.0.0.1:{port}")
+        stores.ensure_store(f"http://127.0.0.1:{port}")
 
 
 def _race_worker(uri: str, barrier, results) -> None:
@@ -112,7 +112,7 @@ def test_parallel_processes_create_one_store_and_one_parent(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     parent_ids = {results.get(timeout=5) for _ in workers}
     assert len(parent_ids) == 1
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     experiment = client.get_experiment_by_name("race")
     runs = client.search_runs([experiment.experiment_id])
     assert [run.info.run_id for run in runs] == list(parent_ids)
@@ -146,7 +146,7 @@ def test_open_run_finishes_with_everything_readable(uri, tmp_path):
     assert history(uri, sink.run_id, "train/loss") == [(0, 1.0), (1, 0.5), (2, 1.0 / 3)]
     assert run.data.metrics["val/acc"] == 0.5
 
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     local = Path(client.download_artifacts(sink.run_id, "", str(tmp_path / "down")))
     with np.load(local / "weights" / "final.npz", allow_pickle=False) as archive:
         assert archive["W1"].dtype == np.float32
@@ -176,7 +176,7 @@ def test_artifacts_go_to_the_run_s_repository_without_looking_the_run_up(uri, tm
         sink.log_artifact(tmp_path / "b.txt", "files")
         assert lookups == []
 
-    local = Path(MlflowClient(tracking.resolve_uri(uri)).download_artifacts(sink.run_id, "", str(tmp_path / "down")))
+    local = Path(MlflowClient(stores.resolve_uri(uri)).download_artifacts(sink.run_id, "", str(tmp_path / "down")))
     assert json.loads((local / "config.json").read_text()) == {"lr": 0.1, "widths": [4, 2]}
     assert (local / "config.yaml").read_text() == "lr: 0.1\nwidths:\n- 4\n- 2\n"
     assert [(local / name).read_text() for name in ("plots/a.txt", "figures/plots/a.txt", "files/b.txt")] == ["a", "a", "b"]
@@ -188,8 +188,8 @@ def test_a_json_table_is_mlflow_s_table_appended_per_call_and_read_back_by_load_
         sink.log_table([{"layer": 2, "norm": 0.75}], "tables/norms.json")
     # MLflow 3.17's MlflowClient.load_table finds the runs through the fluent mlflow.search_runs, in the
     # store of the process's tracking URI, not the client's
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.resolve_uri(uri))
-    client = MlflowClient(tracking.resolve_uri(uri))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stores.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     table = client.load_table(sink.experiment_id, "tables/norms.json", run_ids=[sink.run_id])
     assert table[["layer", "norm"]].to_dict("records") == [{"layer": 1, "norm": 0.5}, {"layer": 2, "norm": 0.75}]
 
@@ -233,7 +233,7 @@ def test_log_arrays_refuses_object_arrays(uri):
 
 def downloaded(uri: str, run_id: str, artifact: str, folder: Path) -> dict[str, np.ndarray]:
     """The arrays of the `.npz` artifact `artifact` of run `run_id`."""
-    local = MlflowClient(tracking.resolve_uri(uri)).download_artifacts(run_id, artifact, str(folder))
+    local = MlflowClient(stores.resolve_uri(uri)).download_artifacts(run_id, artifact, str(folder))
     with np.load(local, allow_pickle=False) as archive:
         return dict(archive)
 
@@ -259,7 +259,7 @@ def test_log_arrays_uploads_a_copy_taken_at_the_call(uri, tmp_path, held_uploads
         weights += 1.0  # training updates in place while the upload waits
         sink.log_arrays({"W1": weights}, "params/final.npz")
         weights += 1.0
-        pending = MlflowClient(tracking.resolve_uri(uri)).list_artifacts(sink.run_id, "params")
+        pending = MlflowClient(stores.resolve_uri(uri)).list_artifacts(sink.run_id, "params")
         held_uploads.set()
     assert pending == []  # log_arrays returned before its upload ran
     assert get_run(uri, sink.run_id).info.status == "FINISHED"
@@ -400,7 +400,7 @@ def test_a_sweep_s_later_jobs_in_one_process_look_nothing_up(uri, monkeypatch):
 def test_an_experiment_deleted_after_this_process_used_it_fails_naming_how_to_restore(uri):
     with tracking.open_run(uri, "short-lived", "first") as first:
         pass
-    MlflowClient(tracking.resolve_uri(uri)).delete_experiment(first.experiment_id)
+    MlflowClient(stores.resolve_uri(uri)).delete_experiment(first.experiment_id)
     with pytest.raises(ValueError, match="restore"):
         with tracking.open_run(uri, "short-lived", "second"):
             pass
@@ -413,21 +413,21 @@ def test_an_experiment_deleted_after_this_process_used_it_fails_naming_how_to_re
 
 def test_flatten_joins_nested_keys_and_stringifies():
     config = {"model": {"depth": 8, "act": {"name": "relu"}}, "lr": 0.1, "widths": [4, 4], "x": {}}
-    assert tracking.flatten(config) == {
+    assert mlflow_sink.flatten(config) == {
         "model.depth": "8",
         "model.act.name": "relu",
         "lr": "0.1",
         "widths": "[4, 4]",
         "x": "{}",
     }
-    assert tracking.flatten({"a": {"b": 1}}, sep="/") == {"a/b": "1"}
+    assert mlflow_sink.flatten({"a": {"b": 1}}, sep="/") == {"a/b": "1"}
     with pytest.raises(TypeError, match="mapping"):
-        tracking.flatten([1, 2])
+        mlflow_sink.flatten([1, 2])
 
 
 def test_null_sink_records_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where a default store (./mlflow.db) or artifacts would appear
-    sink = tracking.NullSink()
+    sink = sinks.NullSink()
     sink.log_metrics({"loss": 1.0}, 0)
     sink.log_params({"a": {"b": 1}})
     sink.set_tags({"t": 1})

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from nnresearch import dashboards, tracking, ui
+from nnresearch import dashboards, stores, ui
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -349,7 +349,7 @@ def study_screenshots(uri: str, out: Path) -> list[Path]:
     from mlflow import MlflowClient
 
     prepared = dashboards.refresh_dashboards(uri)
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(stores.resolve_uri(uri))
     with ui.serve(uri) as base, chromium_page() as page:
         for name, experiment_id in prepared.items():
             visit(page, base + dashboards.dashboard_path(experiment_id))

@@ -32,7 +32,7 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from analysis.common import Study, Verdict  # noqa: E402
-from nnresearch import backend, tracking  # noqa: E402
+from nnresearch import backend, mlflow_sink, tracking  # noqa: E402
 from nnresearch.config import Config, compose, config_hash, validate  # noqa: E402
 from nnresearch.data import permute_features  # noqa: E402
 from nnresearch.experiment import PERMUTATION_SEED, build_network, load_data  # noqa: E402
@@ -103,7 +103,7 @@ class Sweep:
         if diverged:
             tags |= {"diverged": "true", "diverged_at_step": "1", "diverged_layer": "1", "diverged_quantity": "Z"}
         run_id = self.client.create_run(self.experiment_id, run_name=f"job-s{cfg.trainer.seed}", tags=tags).info.run_id
-        params = tracking.flatten(tracking.flatten(asdict(cfg)) | {f"dataset.{k}": v for k, v in data.describe().items()}
+        params = mlflow_sink.flatten(mlflow_sink.flatten(asdict(cfg)) | {f"dataset.{k}": v for k, v in data.describe().items()}
                                   | {"model.parameters": network.parameter_count()})  # as experiment.execute logs them
         logged = [Metric(name, float(value), 0, step) for name, values in metrics.items() for step, value in enumerate(values)]
         items = [Param(key, value) for key, value in params.items()]

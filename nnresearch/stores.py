@@ -1,0 +1,154 @@
+"""Where runs are stored: tracking URIs made absolute, SQLite stores created once, servers checked.
+
+Ground floor: this module knows MLflow's stores and nothing of runs, the network code or Hydra.
+
+- URIs are made absolute (`resolve_uri`), so Hydra changing the working directory or a joblib
+  worker starting elsewhere never moves the store. The default is `MLFLOW_TRACKING_URI` if set, else
+  MLflow 3's `sqlite:///mlflow.db`.
+- A fresh SQLite store is created under a file lock (`ensure_store`): MLflow's schema migrations
+  race when several processes create the same database at once.
+
+Lock files sit next to the database as `<db>-lock`, like SQLite's own `-journal` and `-wal`
+sidecars.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from filelock import FileLock
+from mlflow import MlflowClient
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+HTTP_TIMEOUT_S = 5.0
+LOCK_TIMEOUT_S = 300.0
+
+_READY_STORES: set[str] = set()
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The absolute tracking URI for `uri`.
+
+    None or "" means the environment's `MLFLOW_TRACKING_URI` (as for every MLflow tool) when it is
+    set, else MLflow 3's default `sqlite:///mlflow.db`.
+
+    `sqlite:///relative.db` and `file:relative` are made absolute against the current working
+    directory; `http(s)://` URIs pass through (without a trailing slash); other `scheme://` URIs
+    (postgresql, mysql, databricks) pass through untouched.
+    """
+    if uri is None or uri == "":
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if not isinstance(uri, str):
+        raise TypeError(f"tracking uri must be a string or None, got {type(uri).__name__}: {uri!r}")
+    if uri.startswith("sqlite:"):
+        return _absolute_sqlite_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    if uri.startswith("file:"):
+        return _absolute_file_uri(uri)
+    if "://" in uri:
+        return uri
+    raise ValueError(
+        f"tracking uri {uri!r} has no scheme; use sqlite:///path/to/mlflow.db (the default), "
+        "file:path/to/mlruns or http://host:port"
+    )
+
+
+def _absolute_sqlite_uri(uri: str) -> str:
+    """`sqlite:///rel.db` -> `sqlite:////abs/rel.db`; in-memory databases are refused."""
+    prefix = "sqlite:///"
+    path, _, query = uri.removeprefix(prefix).partition("?")
+    if not uri.startswith(prefix) or path in ("", ":memory:"):
+        raise ValueError(
+            f"tracking uri {uri!r} names no database file (an in-memory store vanishes with the "
+            "process); use sqlite:///mlflow.db or sqlite:////absolute/path/mlflow.db"
+        )
+    path = os.path.abspath(os.path.expanduser(path))
+    return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+
+def _absolute_file_uri(uri: str) -> str:
+    """`file:relative/mlruns` -> `file:///abs/relative/mlruns`; remote hosts pass through."""
+    parsed = urlparse(uri)
+    if parsed.netloc not in ("", "localhost"):
+        return uri
+    return Path(os.path.abspath(os.path.expanduser(unquote(parsed.path)))).as_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a resolved `sqlite:` URI, or None for any other kind of store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].partition("?")[0])
+
+
+def _lock_path(db: Path) -> Path:
+    """The lock file guarding store creation and sweep-parent creation for database `db`."""
+    return db.with_name(db.name + "-lock")
+
+
+def store_lock(uri: str) -> AbstractContextManager[Any]:
+    """An inter-process lock for a local SQLite store; no lock for any other store."""
+    db = sqlite_path(uri)
+    return nullcontext() if db is None else FileLock(_lock_path(db), timeout=LOCK_TIMEOUT_S)
+
+
+def ensure_store(uri: str | None = None) -> str:
+    """Make the store at `uri` usable and return its resolved URI; done once per process.
+
+    SQLite: check the location is writable, then create (run MLflow's migrations on) a fresh
+    database while holding `<db>-lock`, so parallel jobs never race in the migrations.
+    HTTP: check that a server answers. `file:`: MLflow 3 refuses its file store unless
+    `MLFLOW_ALLOW_FILE_STORE=true`; asking for a `file:` URI sets it in this process unless it is
+    already set. Other stores are used as they are.
+    """
+    uri = resolve_uri(uri)
+    if uri in _READY_STORES:
+        return uri
+    db = sqlite_path(uri)
+    if db is not None:
+        _check_writable(db)
+        with store_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    _READY_STORES.add(uri)
+    return uri
+
+
+def _check_writable(db: Path) -> None:
+    """Raise PermissionError naming `db` unless its directory (and file, if any) is writable."""
+    fix = "set tracking.uri to a writable place, e.g. sqlite:///mlflow.db in your project"
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(
+            f"cannot create the directory of the MLflow store {db}: {err}; {fix}"
+        ) from err
+    for target in (db.parent, db):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PermissionError(f"the MLflow store {db} is not writable ({target}); {fix}")
+
+
+def _check_server(uri: str) -> None:
+    """Raise ConnectionError naming `uri` unless an HTTP server answers its /health endpoint."""
+    try:
+        urllib.request.urlopen(f"{uri}/health", timeout=HTTP_TIMEOUT_S).close()
+    except urllib.error.HTTPError as err:
+        if err.code >= 500:
+            raise ConnectionError(
+                f"the MLflow server at {uri} answers {err.code} {err.reason}; check its logs"
+            ) from err
+    except (urllib.error.URLError, OSError) as err:
+        raise ConnectionError(
+            f"no MLflow tracking server answers at {uri} ({err}); start one with "
+            f"`mlflow server --port {urlparse(uri).port or 5000}` or use a sqlite:/// store"
+        ) from err
