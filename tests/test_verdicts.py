@@ -341,7 +341,7 @@ def test_width_vs_depth(sweep, case):
     verdict = s.analyse()
     mse = {widths: np.mean(losses) for widths, losses in SAWTOOTH_VAL_MSE[case].items()}
     best = {widths: min(losses) for widths, losses in SAWTOOTH_VAL_MSE[case].items()}
-    check(verdict, case, f"sawtooth 1 layer(s) (", f"val MSE {mse['[80]']:.4f}", f"val MSE {mse['[8,8,8,8]']:.4f}",
+    check(verdict, case, "sawtooth 1 layer(s) (", f"val MSE {mse['[80]']:.4f}", f"val MSE {mse['[8,8,8,8]']:.4f}",
           f"sawtooth best seed: {best['[80]']:.4f} (1 layer) vs {best['[8,8,8,8]']:.4f} (4 layers)")
 
 
