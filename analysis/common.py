@@ -28,6 +28,7 @@ from mlflow import MlflowClient  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from nnresearch import dashboards, results  # noqa: E402
+from nnresearch.config import HASH_EXCLUDED  # noqa: E402
 from nnresearch.stores import resolve_uri  # noqa: E402
 from nnresearch.tracking import PARENT_RUN_TAG  # noqa: E402
 
@@ -72,6 +73,7 @@ class Study:
         self.experiment = experiment or name
         self.all_sweeps = all_sweeps
         self._downloads: tempfile.TemporaryDirectory[str] | None = None
+        self._downloaded: dict[tuple[str, str], Path] = {}
 
     def __enter__(self) -> Study:
         return self
@@ -84,6 +86,7 @@ class Study:
         if self._downloads is not None:
             self._downloads.cleanup()
             self._downloads = None
+            self._downloaded.clear()
 
     def _not_run(self, what: str) -> StudyNotRun:
         return StudyNotRun(f"study {self.name!r} has {what} in {self.uri}; run it first: "
@@ -125,11 +128,11 @@ class Study:
         """A local copy of one artifact of a run, downloaded once; it lives until `close()`."""
         if self._downloads is None:
             self._downloads = tempfile.TemporaryDirectory(prefix="nnresearch-artifact-")
-        local = Path(self._downloads.name, run_id, path)  # MLflow writes artifact `dir/name` to `<folder given>/name`
-        if not local.exists():
-            local.parent.mkdir(parents=True, exist_ok=True)
-            MlflowClient(self.uri).download_artifacts(run_id, path, str(local.parent))
-        return local
+        if (run_id, path) not in self._downloaded:  # each in its own folder: a directory is never half there
+            target = Path(self._downloads.name, str(len(self._downloaded)))
+            target.mkdir()
+            self._downloaded[(run_id, path)] = Path(MlflowClient(self.uri).download_artifacts(run_id, path, str(target)))
+        return self._downloaded[(run_id, path)]
 
     def final_params(self, run_id: str, which: str = "final") -> dict[str, np.ndarray]:
         """The run's parameters at `init` or `final` as a mapping W1, b1, ... (loaded without pickle)."""
@@ -183,9 +186,13 @@ def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) ->
 def fewest_seeds(runs: pd.DataFrame) -> tuple[int, str]:
     """The fewest seeds any one configuration ran with, and a run of that configuration (its name).
 
-    A configuration is a set of runs whose logged params are all equal but for `trainer.seed`.
+    A configuration is a set of runs whose logged params are all equal but for `trainer.seed` and
+    those that do not change a run's numbers (`nnresearch.config.HASH_EXCLUDED`: where it was logged,
+    progress bars, checkpoints), so runs adopted from an earlier sweep count with the new ones.
     """
-    keys = [column for column in runs.columns if column.startswith("params.") and column != SEED_PARAM]
+    free = tuple(f"params.{key}" for key in (*HASH_EXCLUDED, "choice.tracking"))
+    keys = [column for column in runs.columns if column.startswith("params.") and column != SEED_PARAM
+            and not any(column == key or column.startswith(key + ".") for key in free)]
     seeds = runs[SEED_PARAM] if SEED_PARAM in runs else pd.Series(range(len(runs)), index=runs.index)
     per_run = seeds.groupby([runs[key].astype(str) for key in keys] or np.zeros(len(runs))).transform("nunique")
     return int(per_run.min()), str(runs.loc[per_run.idxmin(), "run_name"])

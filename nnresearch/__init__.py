@@ -4,6 +4,6 @@ import os
 
 __version__ = "0.1.0"
 
-# No MLflow usage telemetry leaves the machine unless the user asks for it. MLflow reads this when
-# it is imported, and every module here is imported through this package, so it is set first.
+# No MLflow usage telemetry leaves the machine unless the user asks for it. MLflow checks this before
+# every event it would send (mlflow.telemetry.track), so setting it on importing any nnresearch module is enough.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

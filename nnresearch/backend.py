@@ -97,6 +97,14 @@ def make_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def derived_rng(rng: np.random.Generator, *key: int) -> np.random.Generator:
+    """An independent generator for a side stream of the run `rng` belongs to (e.g. a probe's
+    batches): seeded by the run's SeedSequence extended by the spawn key `key`, so it depends on
+    the run's seed and `key` only, and `rng`'s own stream is not advanced."""
+    seed = rng.bit_generator.seed_seq
+    return np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *key)))
+
+
 def normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, xp: types.ModuleType, dtype: Any) -> Any:
     """N(0, std^2) samples of `shape` as an `xp` array of `dtype` (drawn in float64, then cast)."""
     return xp.asarray(rng.standard_normal(shape) * std, dtype=dtype)

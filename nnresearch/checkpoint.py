@@ -66,9 +66,10 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
 
 
 def _check_settings(path: str | Path, saved: Mapping[str, str], settings: Mapping[str, str]) -> None:
-    """ValueError naming every key whose value differs between the checkpoint and this run."""
-    differing = sorted(key for key in saved.keys() | settings.keys() if saved.get(key) != settings.get(key))
+    """ValueError naming every key whose value differs between the checkpoint and this run. Keys only
+    one side has (a setting added to or removed from the schema since) are not compared."""
+    differing = sorted(key for key in saved.keys() & settings.keys() if saved[key] != settings[key])
     if differing:
-        listed = ", ".join(f"{key}={saved.get(key, '<unset>')} (this run: {settings.get(key, '<unset>')})" for key in differing)
+        listed = ", ".join(f"{key}={saved[key]} (this run: {settings[key]})" for key in differing)
         raise ValueError(f"{path} was written with other settings than this run: {listed}; resume with the "
                          "checkpoint's values, or start a new run without trainer.resume")

@@ -20,13 +20,13 @@ from nnresearch.backend import namespace
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
 from nnresearch.config import HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash
 from nnresearch.data import Dataset, load_dataset, permute_features
+from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
 from nnresearch.nn.losses import argmax_accuracy, threshold_accuracy
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.nn.schedules import make_schedule
-from nnresearch.mlflow_sink import flatten
 from nnresearch.sinks import MemorySink, NullSink, TeeSink
 from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
 

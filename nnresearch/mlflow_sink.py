@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ import numpy as np
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
 from mlflow.utils.validation import (
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
@@ -164,13 +167,19 @@ class MLflowSink:
         check_flush_every(flush_every_s)
         self._client = client
         self._info = run.info
-        self._artifacts = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
         self._flush_every_s = flush_every_s
         self._buffer: list[Metric] = []
         self._oldest = 0.0
         self._known_names: set[str] = set()
         self._uploader: ThreadPoolExecutor | None = None
         self._uploads: list[Future[None]] = []
+
+    @cached_property
+    def _artifacts(self) -> ArtifactRepository:
+        """The run's artifact repository, made on first use (inside the run, so that an unusable
+        artifact location fails the run instead of leaving it RUNNING), as MLflow's client makes it."""
+        uri = add_databricks_profile_info_to_artifact_uri(self._info.artifact_uri, self._client.tracking_uri)
+        return get_artifact_repository(uri, tracking_uri=self._client.tracking_uri)
 
     @property
     def run_id(self) -> str:

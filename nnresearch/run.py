@@ -7,6 +7,7 @@ the objective (`objective=val/loss` by default) for Hydra's sweepers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import sys
@@ -124,7 +125,8 @@ def main(dict_cfg: DictConfig) -> float:
                           parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
     except Exception:
         if parent is not None:  # a job refused before its run existed ends the parent as a child run would
-            tracking.finish_parent_run(cfg.tracking.uri, parent)
+            with contextlib.suppress(Exception):  # the job's own error (perhaps the store's) is the one to see
+                tracking.finish_parent_run(cfg.tracking.uri, parent)
         raise
     show_in_dashboard(cfg, hydra_cfg, parent, outcome.metrics)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
@@ -138,7 +140,7 @@ def main(dict_cfg: DictConfig) -> float:
 
 def interrupted_exit() -> None:
     """Ctrl-C: one line instead of a traceback; exit status 130, as a shell reports SIGINT."""
-    print("interrupted: every run it started ends KILLED, with what it had logged", file=sys.stderr)
+    print("interrupted: a tracked run in progress ends KILLED, with what it had logged", file=sys.stderr)
     raise SystemExit(130)
 
 

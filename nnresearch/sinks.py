@@ -58,7 +58,7 @@ class TeeSink:
 
 
 class NullSink:
-    """The sink for `tracking.enabled=false`: same methods as `MLflowSink`, records nothing."""
+    """The sink for `tracking.enabled=false`: `MLflowSink`'s logging methods, recording nothing."""
 
     run_id = None
     run_name = None

@@ -25,7 +25,7 @@ from nnresearch.probes import gradient_noise, layer_diagnostics
 from nnresearch.sinks import Sink
 
 Array = Any
-PROBE_STREAM = 1  # spawn-key slot of the probes' generators, apart from the run's own stream
+PROBE_STREAM = 1  # spawn-key slot of the probes' generators (`derived_rng(rng, PROBE_STREAM, epoch)`)
 
 
 @dataclass
@@ -76,17 +76,6 @@ def evaluate(network: Network, X: Array, Y: Array, step: int = 0) -> dict[str, f
     return metrics
 
 
-def probe_rng(rng: np.random.Generator, epoch: int) -> np.random.Generator:
-    """The generator of epoch `epoch`'s probe batches, derived from the run's seed and the epoch.
-
-    Its seed is the run's SeedSequence (entropy = trainer.seed) extended by the spawn key
-    (PROBE_STREAM, epoch): every seed probes its own batches, a resumed run probes the same ones
-    as an uninterrupted run, and `rng`'s own stream (the batch order) is not advanced.
-    """
-    seed = rng.bit_generator.seed_seq
-    return np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, PROBE_STREAM, epoch)))
-
-
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in metrics.items()}
 
@@ -133,7 +122,7 @@ def train(
             metrics |= _prefixed("val", evaluate(network, data.X_val, data.Y_val, step))
         if probe and options.gradient_noise:
             metrics["grad_noise"] = gradient_noise(network, data.X_train, data.Y_train, options.batch_size,
-                                                   probe_rng(rng, epoch))
+                                                   backend.derived_rng(rng, PROBE_STREAM, epoch))
         _check_parameters(network, step)
         sink.log_metrics(metrics, step=epoch + 1)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")

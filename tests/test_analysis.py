@@ -8,12 +8,21 @@ logic is tested there.
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from test_verdicts import HELD, MITIGATION_ACC, job_config, log_mitigations, network_of, ramp_rows, state_of
+from test_verdicts import (
+    HELD,
+    MITIGATION_ACC,
+    job_config,
+    log_mitigations,
+    network_of,
+    ramp_rows,
+    state_of,
+)
 
 from analysis import mitigations, representation
 from analysis.common import Study, StudyNotRun, Verdict, fewest_seeds, settle
@@ -105,4 +114,18 @@ def test_study_artifacts_are_gone_after_close(sweep):
         assert study.artifact(run_id, "params/final.npz") == path  # downloaded once
         assert np.load(path)["W1"].shape[1] == 64
         assert study.config(run_id).trainer.seed == 0
-    assert not path.exists() and not path.parent.parent.exists()
+        folder = study.artifact(run_id, "params")  # after one file of it: the whole folder
+        assert sorted(f.name for f in folder.iterdir()) == ["final.npz", "init.npz"]
+        root = Path(study._downloads.name)
+    assert not path.exists() and not root.exists()
+
+
+def test_fewest_seeds_ignores_settings_that_do_not_change_the_numbers():
+    """A resumed sweep adopts runs logged with another store or progress setting: still one configuration."""
+    runs = runs_of(("relu", 0.1, 0), ("relu", 0.1, 1))
+    runs["params.tracking.uri"] = ["sqlite:///a.db", "sqlite:///b.db"]
+    runs["params.trainer.progress"] = ["True", "False"]
+    runs["params.choice.tracking"] = ["mlflow", "off"]
+    assert fewest_seeds(runs) == (2, "relu-0.1-s0")
+    runs["params.model.depth"] = ["2", "3"]
+    assert fewest_seeds(runs)[0] == 1

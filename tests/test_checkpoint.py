@@ -79,6 +79,13 @@ def test_other_settings_are_refused_naming_the_keys_and_change_nothing(tmp_path)
     assert load_checkpoint(path, net, opt, rng, {"trainer.batch_size": "32", "optim.lr": "0.1", "model.width": "8"}) == 1
 
 
+def test_a_setting_added_to_the_schema_since_does_not_block_a_resume(tmp_path):
+    net, splits, opt, schedule, rng = setup()
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, net, opt, rng, 1, {"optim.lr": "0.1", "model.retired": "3"})
+    assert load_checkpoint(path, net, opt, rng, {"optim.lr": "0.1", "model.new_field": "False"}) == 1
+
+
 def test_a_checkpoint_without_settings_is_not_checked(tmp_path):
     net, splits, opt, schedule, rng = setup()
     path = tmp_path / "ck.npz"

@@ -256,7 +256,7 @@ def test_interrupted_run_is_not_left_running(mlflow_uri, tmp_path, signum, allow
             process.communicate()
     assert process.returncode != 0
     if signum == signal.SIGINT:
-        assert (process.returncode, stderr.strip().splitlines()[-1]) == (130, "interrupted: every run it started ends KILLED, with what it had logged")
+        assert (process.returncode, stderr.strip().splitlines()[-1]) == (130, "interrupted: a tracked run in progress ends KILLED, with what it had logged")
         assert "Traceback" not in stderr, stderr[-2000:]
     client = MlflowClient(mlflow_uri)
     run = client.get_run(run_id)

@@ -438,3 +438,13 @@ def test_null_sink_records_nothing(tmp_path, monkeypatch):
     sink.flush()
     assert (sink.run_id, sink.run_name, sink.experiment_id) == (None, None, None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_artifact_location_fails_the_run_instead_of_leaving_it_running(uri):
+    """`mlflow-artifacts:` needs a tracking server; on a SQLite store the first artifact fails, inside the run."""
+    client = MlflowClient(stores.ensure_store(uri))
+    client.create_experiment("proxied", artifact_location="mlflow-artifacts:/proxied")
+    with pytest.raises(Exception):
+        with tracking.open_run(uri, "proxied", "r") as sink:
+            sink.log_text("x", "notes.txt")
+    assert get_run(uri, sink.run_id).info.status == "FAILED"

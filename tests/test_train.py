@@ -121,7 +121,10 @@ def test_the_probe_batches_follow_the_run_seed_without_using_its_generator(monke
     assert seed0[0] != seed0[1], "each epoch probes other batches"
     assert seed0 != seed1, "each seed probes other batches"
 
+    from nnresearch.backend import derived_rng
+
     rng = make_rng(7)
     before = rng.bit_generator.state
-    assert train_module.probe_rng(rng, 3).integers(1 << 30) == train_module.probe_rng(make_rng(7), 3).integers(1 << 30)
+    assert derived_rng(rng, 1, 3).integers(1 << 30) == derived_rng(make_rng(7), 1, 3).integers(1 << 30)
+    assert derived_rng(rng, 1, 3).integers(1 << 30) != derived_rng(rng, 1, 4).integers(1 << 30)
     assert rng.bit_generator.state == before
