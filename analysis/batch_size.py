@@ -16,7 +16,6 @@ from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 from nnresearch.train import evaluate
 
 
-
 def final_fit(study: Study, run) -> dict[str, float]:
     """Loss and accuracy of the run's final network on its whole training and validation splits (eval mode).
 

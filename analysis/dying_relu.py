@@ -16,7 +16,6 @@ import numpy as np
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 
 
-
 def dead_and_frozen(study: Study, run) -> dict[str, float]:
     """Fractions of hidden units that are dead on the training split, and that never moved."""
     data = study.dataset(run["run_id"])

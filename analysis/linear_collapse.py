@@ -15,7 +15,6 @@ import numpy as np
 from analysis.common import Study, Verdict, mean_band, plot_band, study_main
 
 
-
 def collapse(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """W_eff = W[L] ... W[1] and b_eff = W[L] (... (W[2] b[1] + b[2]) ...) + b[L], in float64."""
     W_eff, b_eff = np.eye(params["W1"].shape[1]), np.zeros((params["W1"].shape[1], 1))

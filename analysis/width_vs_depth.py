@@ -11,6 +11,7 @@ sawtooth's 2^k. Right: the learned sawtooth functions of seed 0 against the targ
 from __future__ import annotations
 
 import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 
