@@ -47,6 +47,12 @@ class ModelConfig:
     kernel_size: int = 5
 
 
+# The ModelConfig fields each weight / bias initializer reads (`nnresearch.nn.initializers.initialize`:
+# std, limit, value); the others (zeros, xavier_*, he_*, lecun_normal) read none.
+INIT_FIELDS = {"normal": ("init_std",), "uniform": ("init_limit",), "constant": ("init_value",)}
+BIAS_INIT_FIELDS = {"constant": ("bias_value",)}
+
+
 @dataclass
 class DataConfig:
     """A data set of `nnresearch.data` and how it is split and scaled; `seed` fixes data and split
@@ -215,18 +221,18 @@ def _check_finite(c: Config) -> None:
             raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
 
 
-def _check_unread_fields(o: OptimConfig, choice: str, readers: dict[str, tuple[str, ...]]) -> None:
-    """Refuse a field of `readers` (choice -> the fields it reads) that the chosen `o.<choice>` does
-    not read, set away from its default: it has no effect on the run."""
-    chosen, defaults = getattr(o, choice), OptimConfig()
+def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a field of `readers` (choice -> the fields it reads) that the chosen `node.<choice>`
+    does not read, set away from its default: it has no effect on the run. `group` is the node's key."""
+    chosen, defaults = getattr(node, choice), type(node)()
     specific = {key for used in readers.values() for key in used}
-    for key in sorted(specific - set(readers[chosen])):
-        value = getattr(o, key)
+    for key in sorted(specific - set(readers.get(chosen, ()))):
+        value = getattr(node, key)
         if value != getattr(defaults, key):
             users = ", ".join(name for name, used in readers.items() if key in used)
-            group = "optim" if choice == "name" else f"optim.{choice}"
-            raise ValueError(f"optim.{key}={value} has no effect with {group}={chosen}; it is used by {group}={users} "
-                             f"(drop optim.{key}, or choose one of those)")
+            chooser = group if choice == "name" else f"{group}.{choice}"
+            raise ValueError(f"{group}.{key}={value} has no effect with {chooser}={chosen}; it is used by "
+                             f"{chooser}={users} (drop {group}.{key}, or choose one of those)")
 
 
 def _check_model(m: ModelConfig) -> None:
@@ -252,6 +258,8 @@ def _check_model(m: ModelConfig) -> None:
     _unit_interval("model.alpha", m.alpha)
     _at_least("model.init_std", m.init_std, 0.0, strict=True)
     _at_least("model.init_limit", m.init_limit, 0.0)
+    _check_unread_fields(m, "model", "init", INIT_FIELDS)
+    _check_unread_fields(m, "model", "bias_init", BIAS_INIT_FIELDS)
 
 
 def _check_data(d: DataConfig) -> None:
@@ -289,8 +297,8 @@ def _check_optim(o: OptimConfig, t: TrainerConfig) -> None:
     _unit_interval("optim.beta1", o.beta1)
     _unit_interval("optim.beta2", o.beta2)
     _at_least("optim.eps", o.eps, 0.0, strict=True)
-    _check_unread_fields(o, "name", OPTIMIZER_FIELDS)
-    _check_unread_fields(o, "schedule", SCHEDULE_FIELDS)
+    _check_unread_fields(o, "optim", "name", OPTIMIZER_FIELDS)
+    _check_unread_fields(o, "optim", "schedule", SCHEDULE_FIELDS)
 
 
 def _check_trainer(t: TrainerConfig) -> None:

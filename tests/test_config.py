@@ -71,6 +71,11 @@ def test_a_built_config_with_an_attribute_outside_the_schema_is_refused():
     (["optim.schedule=cosine", "optim.step_epochs=3"], "optim.step_epochs=3 has no effect with optim.schedule=cosine"),
     (["optim.schedule=step_decay", "optim.min_lr=0.01"],
      "optim.min_lr=0.01 has no effect with optim.schedule=step_decay; it is used by optim.schedule=cosine"),
+    (["model.init=he_normal", "model.init_std=0.5"],
+     "model.init_std=0.5 has no effect with model.init=he_normal; it is used by model.init=normal"),
+    (["model.init=normal", "model.init_limit=0.1"], "model.init_limit=0.1 has no effect with model.init=normal"),
+    (["model.bias_value=0.1"], "model.bias_value=0.1 has no effect with model.bias_init=zeros; it is used by "
+                               "model.bias_init=constant"),
 ])
 def test_an_optimizer_or_schedule_setting_the_choice_ignores_is_refused(compose, overrides, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
@@ -81,6 +86,9 @@ def test_an_optimizer_or_schedule_setting_the_choice_ignores_is_refused(compose,
     ["optim=sgd", "optim.weight_decay=0.01"],
     ["optim.schedule=step_decay", "optim.gamma=0.5", "optim.step_epochs=3", "optim.warmup_epochs=2"],
     ["optim.schedule=cosine", "optim.min_lr=0.01", "optim.warmup_epochs=2"],
+    ["model.init=normal", "model.init_std=0.3", "model.bias_init=constant", "model.bias_value=-1"],
+    ["model.init=uniform", "model.init_limit=0.1"],
+    ["model.init=constant", "model.init_value=0.2"],
     ["optim=sgd", "optim.momentum=0.9"],  # the schema default: nothing was asked for
     ["optim=momentum", "optim.momentum=0.5"],
     ["optim=nesterov", "optim.momentum=0.0"],
@@ -100,6 +108,10 @@ def test_optimizer_fields_cover_every_optimizer_and_build_it():
 
     assert set(OPTIMIZER_FIELDS) == set(OPTIMIZERS)
     assert set(SCHEDULE_FIELDS) == set(SCHEDULES)
+    from nnresearch.config import BIAS_INIT_FIELDS, INIT_FIELDS
+    from nnresearch.nn.initializers import INITIALIZERS
+
+    assert set(INIT_FIELDS) | set(BIAS_INIT_FIELDS) <= set(INITIALIZERS)
     for name in OPTIMIZER_FIELDS:
         make_optimizer(name, **_optimizer_options(OptimConfig(name=name)))
     assert make_optimizer("sgd", **_optimizer_options(OptimConfig(name="sgd", momentum=0.5))).momentum == 0.0
