@@ -28,7 +28,7 @@ from mlflow import MlflowClient  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from nnresearch import dashboards, results  # noqa: E402
-from nnresearch.config import HASH_EXCLUDED  # noqa: E402
+from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
 from nnresearch.stores import resolve_uri  # noqa: E402
 from nnresearch.tracking import PARENT_RUN_TAG  # noqa: E402
 
@@ -190,9 +190,9 @@ def fewest_seeds(runs: pd.DataFrame) -> tuple[int, str]:
     those that do not change a run's numbers (`nnresearch.config.HASH_EXCLUDED`: where it was logged,
     progress bars, checkpoints), so runs adopted from an earlier sweep count with the new ones.
     """
-    free = tuple(f"params.{key}" for key in (*HASH_EXCLUDED, "choice.tracking"))
+    free = (*HASH_EXCLUDED, "choice.tracking")
     keys = [column for column in runs.columns if column.startswith("params.") and column != SEED_PARAM
-            and not any(column == key or column.startswith(key + ".") for key in free)]
+            and not within(column.removeprefix("params."), free)]
     seeds = runs[SEED_PARAM] if SEED_PARAM in runs else pd.Series(range(len(runs)), index=runs.index)
     per_run = seeds.groupby([runs[key].astype(str) for key in keys] or np.zeros(len(runs))).transform("nunique")
     return int(per_run.min()), str(runs.loc[per_run.idxmin(), "run_name"])

@@ -4,7 +4,7 @@ Hydra checks types and key names while composing (a typo such as `model.depht=3`
 Hydra's error suggests `+model.depht=3`, which adds the key instead; `validate(cfg)` refuses any
 key that is not a field of the schema. It then checks values and names against the core's own
 registries, so an unknown key, an unknown activation, a negative or NaN learning rate, a batch
-size of 0 or an optimizer setting the chosen optimizer ignores fails before any MLflow run exists,
+size of 0 or a setting the chosen optimizer, schedule or initializer ignores fails before any MLflow run exists,
 with a message naming the key and what is allowed.
 """
 
@@ -337,6 +337,11 @@ def validate(cfg: DictConfig | Config) -> Config:
 
 # What does not change a run's numbers: where it is logged, how it reports, its checkpoint cadence.
 HASH_EXCLUDED = ("tracking", "trainer.progress", "trainer.checkpoint_every", "trainer.resume")
+
+
+def within(key: str, dotted_keys: Sequence[str]) -> bool:
+    """Whether the flat key `key` is one of `dotted_keys` or lies inside one (`tracking.uri` in `tracking`)."""
+    return any(key == dotted or key.startswith(dotted + ".") for dotted in dotted_keys)
 
 
 def config_hash(cfg: Config) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
-from nnresearch.config import HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash
+from nnresearch.config import HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash, within
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
@@ -244,8 +244,7 @@ def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tu
 def resume_settings(cfg: Config) -> dict[str, str]:
     """The flat config keys a checkpoint's numbers depend on (all but `RESUME_FREE`), as stored in it."""
     free = RESUME_FREE if cfg.optim.schedule != "cosine" else tuple(k for k in RESUME_FREE if k != "trainer.epochs")
-    return {key: value for key, value in flatten(asdict(cfg)).items()
-            if not any(key == f or key.startswith(f + ".") for f in free)}
+    return {key: value for key, value in flatten(asdict(cfg)).items() if not within(key, free)}
 
 
 def resume(cfg: Config, network: Network, optimizer: Any, rng: np.random.Generator, settings: dict[str, str]) -> int:

@@ -2,7 +2,7 @@
 
 The loop only knows this protocol; `nnresearch.mlflow_sink.MLflowSink` sends the numbers to MLflow,
 `MemorySink` keeps them in lists so tests can train without any store, and `NullSink` (for
-`tracking.enabled=false`) has all of `MLflowSink`'s methods and records nothing.
+`tracking.enabled=false`) has `MLflowSink`'s logging methods and records nothing.
 
 Metric names follow one convention so that MLflow's UI groups them into chart sections by the
 prefix before "/": `train/loss`, `val/acc`, `lr`, `time_s`, and per layer `grad_norm/layer3`.
