@@ -345,14 +345,17 @@ def within(key: str, dotted_keys: Sequence[str]) -> bool:
 
 
 def config_hash(cfg: Config) -> str:
-    """sha256 (16 hex digits) of everything in the config that decides the run's numbers."""
+    """sha256 (16 hex digits) of everything in the config that decides the run's numbers: the
+    nested settings without `HASH_EXCLUDED`, as sorted JSON."""
     import hashlib
     import json
     from dataclasses import asdict
 
-    flat = asdict(cfg)
-    del flat["tracking"]
-    for dotted in HASH_EXCLUDED[1:]:
-        group, key = dotted.split(".")
-        flat[group].pop(key)
-    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+    settings = asdict(cfg)
+    for dotted in HASH_EXCLUDED:
+        *groups, key = dotted.split(".")
+        group = settings
+        for name in groups:
+            group = group[name]
+        del group[key]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

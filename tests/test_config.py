@@ -18,7 +18,7 @@ from dataclasses import fields
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from nnresearch.config import OPTIMIZER_FIELDS, Config, OptimConfig, validate
+from nnresearch.config import OPTIMIZER_FIELDS, Config, OptimConfig, config_hash, validate
 from nnresearch.data import DATASETS, load_dataset
 from nnresearch.nn.optim import OPTIMIZERS
 
@@ -202,3 +202,27 @@ def test_an_out_of_range_value_is_refused_naming_its_key(compose, overrides, mes
 def test_warm_up_may_last_the_whole_run(compose):
     """The schedule accepts warmup_steps == total_steps, so validate accepts warmup_epochs == epochs."""
     validate(compose(["optim.warmup_epochs=5", "trainer.epochs=5"]))
+
+
+# --------------------------------------------------------------------------------------------
+# 5. config_hash: what identifies a run's numbers (sweeps skip FINISHED runs by it)
+
+
+@pytest.mark.parametrize("override", [
+    "tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=other", "trainer.progress=false",
+    "trainer.checkpoint_every=2", "trainer.resume=/tmp/checkpoint.npz",
+])
+def test_settings_that_do_not_change_the_numbers_keep_the_hash(compose, override):
+    assert config_hash(validate(compose([override]))) == config_hash(validate(compose([])))
+
+
+@pytest.mark.parametrize("override", ["trainer.seed=3", "data.seed=1", "optim.lr=0.2", "model.depth=3",
+                                      "trainer.batch_size=16", "model.activation=tanh"])
+def test_settings_that_change_the_numbers_change_the_hash(compose, override):
+    assert config_hash(validate(compose([override]))) != config_hash(validate(compose([])))
+
+
+def test_the_hash_of_the_default_config_is_stable_across_versions(compose):
+    """Stores written by earlier versions tag their runs with this hash; a new scheme would make
+    `tracking.skip_finished` rerun every finished job of those stores."""
+    assert config_hash(validate(compose([]))) == "e5a89b1b44964a13"
