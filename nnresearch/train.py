@@ -93,8 +93,10 @@ def train(
 ) -> dict[str, float]:
     """Train for `options.epochs` epochs and return the last epoch's metrics.
 
-    Step 0 logs the state at initialization (losses, and per-layer diagnostics from one backward
-    pass over the first batch without an update). Raises `NonFiniteError` naming the step and
+    Step 0 logs the state at initialization: `train/*` and `val/*` over the whole splits in eval
+    mode, and per-layer diagnostics from one backward pass over the first batch without an update.
+    Epoch e logs at step e: `train/*` as the size-weighted mean over its batches (train mode, each
+    taken before its update), `val/*` over the whole split in eval mode. Raises `NonFiniteError` naming the step and
     layer as soon as the cost or a parameter becomes NaN or inf.
     """
     network.check_batch(data.X_train, data.Y_train)
