@@ -328,8 +328,8 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_finite(c)
     _check_model(c.model)
     _check_data(c.data)
+    _check_trainer(c.trainer)  # before optim: its warmup bound reads trainer.epochs
     _check_optim(c.optim, c.trainer)
-    _check_trainer(c.trainer)
     _check_objective(c.objective, c.data.name)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
     return c

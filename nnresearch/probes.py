@@ -9,7 +9,7 @@ For every numbered layer l (`Network.units`), with A = A[l], Z = the input of g,
 | saturated (tanh)    | fraction of entries with abs(a) >= 0.99 (tanh' < 0.02)              |
 | dead (relu family)  | fraction of units with z <= 0 for every example of the batch        |
 | delta_norm          | ||delta[l]||_F / sqrt(m): the RMS per-example error-signal norm      |
-| grad_norm           | ||dJ/dW[l]||_F                                                      |
+| grad_norm           | ||dJ/dW[l]||_F, before any clipping (`trainer.clip_*`)              |
 | weight_norm         | ||W[l]||_F                                                          |
 | update_ratio        | ||W[l] after - W[l] before|| / ||W[l] before|| for the last update  |
 | unit_spread         | ||W - mean_row(W)||_F / ||W||_F: 0 when every unit of the layer has |
@@ -35,9 +35,18 @@ SPREAD_BY_IDENTITY_ABOVE = 0.7  # unit_spread from ||W||^2 - n ||mu||^2 when it 
 
 
 def _norm(xp: Any, x: Array) -> float:
-    """||x||_F as sqrt(x . x): one dot product (BLAS on NumPy), no squared temporary."""
+    """||x||_F as sqrt(x . x): one dot product (BLAS on NumPy), no squared temporary.
+
+    A float32 sum of squares overflows once ||x|| passes ~1.8e19 although the norm itself is
+    representable; then (and only then) it is summed again in float64, as `optim.global_norm` does,
+    so an exploding layer reports its size instead of inf.
+    """
     flat = xp.reshape(x, (-1,))
-    return math.sqrt(float(xp.vecdot(flat, flat)))
+    squares = float(xp.vecdot(flat, flat))
+    if math.isinf(squares):
+        wide = xp.astype(flat, xp.float64)
+        squares = float(xp.vecdot(wide, wide))
+    return math.sqrt(squares)
 
 
 def _per_unit(x: Array) -> Array:
@@ -96,12 +105,12 @@ def layer_diagnostics(network: Network, weights_before: Mapping[str, Array] | No
 
 
 @contextmanager
-def _state_kept(network: Network) -> Iterator[None]:
+def state_kept(network: Network) -> Iterator[None]:
     """Run the body, then put back every layer's buffers and grads as they were before it.
 
-    A probe's forward passes run in train mode, which moves BatchNorm's running statistics
-    (running <- (1 - momentum) running + momentum batch), and its backward passes replace the
-    gradients; a measurement must leave the run's numbers as they were. Parameters are never
+    A probe's (or the step-0 logging pass's) forward passes run in train mode, which moves
+    BatchNorm's running statistics (running <- (1 - momentum) running + momentum batch), and its
+    backward passes replace the gradients; a measurement must leave the run's numbers as they were. Parameters are never
     written by a probe; the forward/backward caches (A, Z, delta) are scratch that the next step
     refills. The buffers are copied (they are small: `(n, 1)` per BatchNorm layer).
     """
@@ -130,7 +139,7 @@ def gradient_noise(network: Network, X: Array, Y: Array, batch_size: int | None,
     m = X.shape[-1]
     if batch_size is None or batch_size >= m:
         return 0.0
-    with _state_kept(network):
+    with state_kept(network):
         return _gradient_noise(network, X, Y, batch_size, rng, n_batches)
 
 

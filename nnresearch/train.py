@@ -21,7 +21,7 @@ from nnresearch import backend
 from nnresearch.backend import namespace
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import clip_by_global_norm, clip_by_value
-from nnresearch.probes import gradient_noise, layer_diagnostics
+from nnresearch.probes import gradient_noise, layer_diagnostics, state_kept
 from nnresearch.sinks import Sink
 
 Array = Any
@@ -108,8 +108,9 @@ def train(
     started = time.perf_counter()
     if start_epoch == 0:
         first = batches(m, options.batch_size, backend.make_rng(0), xp)[0]
-        network.loss_and_gradients(xp.take(data.X_train, first, axis=-1), xp.take(data.Y_train, first, axis=-1))
-        initial = layer_diagnostics(network)
+        with state_kept(network):  # a train-mode pass: BatchNorm's running statistics must not move
+            network.loss_and_gradients(xp.take(data.X_train, first, axis=-1), xp.take(data.Y_train, first, axis=-1))
+            initial = layer_diagnostics(network)
         initial |= _prefixed("train", evaluate(network, data.X_train, data.Y_train, step))
         sink.log_metrics(initial | _prefixed("val", evaluate(network, data.X_val, data.Y_val, step)), step=0)
 

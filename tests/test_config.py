@@ -183,6 +183,7 @@ def test_every_float_of_the_schema_must_be_finite(key, value):
     (["data.n_samples=0"], "data.n_samples=0 is out of range; expected data.n_samples >= 3"),
     (["optim.warmup_epochs=10", "trainer.epochs=5"],
      "optim.warmup_epochs=10 is out of range; expected optim.warmup_epochs <= trainer.epochs=5"),
+    (["trainer.epochs=-1"], "trainer.epochs=-1 is out of range; expected trainer.epochs >= 1"),  # not warmup's bound
     (["data.noise=-0.1"], "data.noise=-0.1 is out of range"),
     (["data.n_classes=1"], "data.n_classes=1 is out of range"),
     (["data=sawtooth", "data.compositions=0"], "data.compositions=0 is out of range"),

@@ -91,6 +91,18 @@ def test_zero_weights_give_zero_spread_instead_of_nan(xp):
     assert got["weight_norm/layer1"] == 0.0 and got["unit_spread/layer1"] == 0.0
 
 
+def test_norms_past_the_float32_range_of_their_squares_stay_finite(xp):
+    """||W|| = 2e20 is a float32 number but its square is not: the norms are summed again in
+    float64 instead of reporting inf for a layer that is large but finite."""
+    network, X, Y = network_and_batch(xp, "tanh")
+    network.loss_and_gradients(X, Y)
+    W = network.units[0].params["W"]
+    network.units[0].params["W"] = xp.full(W.shape, 2e20 / np.sqrt(W.size), dtype=xp.float32)
+    got = layer_diagnostics(network)
+    assert got["weight_norm/layer1"] == pytest.approx(2e20, rel=1e-5)
+    assert got["unit_spread/layer1"] == pytest.approx(0.0, abs=1e-3)
+
+
 def test_gradient_noise_is_zero_for_full_batches_and_grows_as_batches_shrink():
     network, X, Y = network_and_batch(np, "tanh")
     assert gradient_noise(network, X, Y, batch_size=None, rng=np.random.default_rng(0)) == 0.0

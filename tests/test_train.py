@@ -102,6 +102,39 @@ def test_the_gradient_noise_probe_does_not_change_the_run(batchnorm):
         np.testing.assert_array_equal(probed.state()[name], value, err_msg=name)
 
 
+def test_step_zero_logging_leaves_batchnorm_statistics_at_their_initial_values(xp):
+    """Step 0's diagnostics come from a train-mode pass over the first batch; it must not move the
+    running statistics, or step 0's val/* (eval mode) would describe another network than init."""
+    from nnresearch.train import evaluate
+
+    rng = make_rng(0)
+    network = mlp(Builder(xp, xp.float32, rng, activation="tanh", batchnorm=True), SIZES, "softmax_ce")
+    data = splits(xp)
+    buffers = {name: to_numpy(b).copy() for name, b in network.buffers().items()}
+    assert buffers, "the network under test must have BatchNorm buffers"
+    at_init = evaluate(network, data.X_val, data.Y_val, 0)
+    sink = MemorySink()
+    train(network, data, make_optimizer("sgd"), lambda step: 0.1, LoopOptions(epochs=0, batch_size=16, progress=False),
+          rng, sink)
+    for name, value in network.buffers().items():
+        np.testing.assert_array_equal(to_numpy(value), buffers[name], err_msg=name)
+    assert sink.history["val/loss"] == [(0, at_init["loss"])]
+    assert "grad_norm/layer1" in sink.history
+
+
+@pytest.mark.parametrize("clipping", [{"clip_norm": 1e-6}, {"clip_value": 1e-6}])
+def test_grad_norm_is_the_gradient_before_clipping(clipping):
+    """Full batch, one epoch: both runs take the same first gradient, so the grad_norm logged after
+    it is the same whether the update was clipped (by global norm or by value) or not."""
+    def grad_norms(**clip):
+        _, sink, _ = fit(np, LoopOptions(epochs=1, batch_size=None, progress=False, **clip))
+        return {name: values[-1] for name, values in sink.history.items() if name.startswith("grad_norm/")}
+
+    plain, clipped = grad_norms(), grad_norms(**clipping)
+    assert plain and clipped == plain
+    assert all(value > 1e-3 for _, value in plain.values())
+
+
 def test_the_probe_batches_follow_the_run_seed_without_using_its_generator(monkeypatch):
     """Each trainer.seed probes its own batches (a generator derived from the seed and the epoch),
     and drawing them leaves the training generator's stream where it was."""

@@ -300,22 +300,24 @@ def global_norm(grads: Params) -> float:
 
 
 def clip_by_global_norm(grads: Params, max_norm: float) -> float:
-    """Scale all gradients in place by max_norm / norm when norm = `global_norm` > max_norm.
+    """g <- g * max_norm / norm for every gradient when norm = `global_norm` > max_norm.
 
-    Returns the norm before clipping. A non-finite norm (inf / nan) is returned and nothing is
-    scaled: scaling by 0 or nan would only hide the divergence from the caller.
+    Replaces the dict entries (as `clip_by_value` does) instead of scaling the arrays in place, so
+    the network's own gradients stay dJ/dparam and the diagnostics report them unclipped. Returns
+    the norm before clipping. A non-finite norm (inf / nan) is returned and nothing is scaled:
+    scaling by 0 or nan would only hide the divergence from the caller.
     """
     max_norm = _positive("max_norm", max_norm)
     norm = global_norm(grads)
     if math.isfinite(norm) and norm > max_norm:
-        scale = max_norm / norm
-        for g in grads.values():
-            g *= scale
+        for name, g in grads.items():
+            grads[name] = g * (max_norm / norm)  # a Python float is weakly typed: float32 stays float32
     return norm
 
 
 def clip_by_value(grads: Params, limit: float) -> None:
-    """Clip every gradient elementwise into [-limit, limit], replacing the dict entries."""
+    """Clip every gradient elementwise into [-limit, limit], replacing the dict entries (the
+    network's own gradients stay dJ/dparam)."""
     limit = _positive("limit", limit)
     for name, g in grads.items():
         grads[name] = namespace(g).clip(g, -limit, limit)
