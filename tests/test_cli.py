@@ -159,6 +159,8 @@ BAD_CONFIGS = {
     "unknown_dataset_name": (["data.name=imagenet"], ["data.name", "imagenet", "moons"]),
     "unknown_dataset_option": (["data=imagenet"], ["imagenet", "moons"]),
     "unknown_optimizer": (["optim.name=rmsprop"], ["optim.name", "rmsprop", "sgd", "adam"]),
+    # a misspelt study must not quietly run the default experiment
+    "unknown_experiment": (["experiment=vanishing_gradient"], ["vanishing_gradient", "vanishing_gradients", "mitigations"]),
 }
 # Also as a real process (exit status through Hydra, message from nnresearch.config.validate).
 BAD_CONFIGS_AS_PROCESSES = ("unknown_activation",)
