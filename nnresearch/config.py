@@ -312,12 +312,23 @@ def _check_trainer(t: TrainerConfig) -> None:
     _one_of("trainer.dtype", t.dtype, DTYPES)
 
 
-def _check_objective(objective: str, data_name: str) -> None:
-    from nnresearch.data import REGRESSION
+# Models built for one task only (the chapter's one-neuron classifiers).
+MODEL_TASKS = {"logistic": "binary", "softmax_regression": "multiclass"}
 
-    _one_of("objective", objective, OBJECTIVES)
-    if objective == "val/acc" and data_name in REGRESSION:
-        raise ValueError(f"objective=val/acc has no value for data.name={data_name} (regression targets: every job "
+
+def _check_fits_data(c: Config) -> None:
+    """The model and the objective must suit the data set's task (`nnresearch.data.DATA_TASKS`)."""
+    from nnresearch.data import DATA_TASKS
+
+    task = DATA_TASKS[c.data.name]
+    needed = MODEL_TASKS.get(c.model.name)
+    if needed is not None and task != needed:
+        suited = ", ".join(name for name, its_task in DATA_TASKS.items() if its_task == needed)
+        raise ValueError(f"model={c.model.name} needs a {needed} data set; data.name={c.data.name} is {task} "
+                         f"(the {needed} ones: {suited})")
+    _one_of("objective", c.objective, OBJECTIVES)
+    if c.objective == "val/acc" and task == "regression":
+        raise ValueError(f"objective=val/acc has no value for data.name={c.data.name} (regression targets: every job "
                          "would report NaN); use objective=val/loss")
 
 
@@ -330,7 +341,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_data(c.data)
     _check_trainer(c.trainer)  # before optim: its warmup bound reads trainer.epochs
     _check_optim(c.optim, c.trainer)
-    _check_objective(c.objective, c.data.name)
+    _check_fits_data(c)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
     return c
 

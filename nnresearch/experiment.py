@@ -67,13 +67,9 @@ def build_network(cfg: Config, data: Dataset, xp: Any, rng: np.random.Generator)
 def _architecture(cfg: Config, data: Dataset, builder: Builder, head: str) -> Network:
     m = cfg.model
     n_in, n_out = data.n_features, data.n_outputs
-    if m.name == "logistic":
-        if data.task != "binary":
-            raise ValueError(f"model=logistic needs a binary data set; data.name={data.name} is {data.task}")
+    if m.name == "logistic":  # validate has checked that the model fits the data's task (config.MODEL_TASKS)
         return architectures.logistic_regression(builder, n_in)
     if m.name == "softmax_regression":
-        if data.task != "multiclass":
-            raise ValueError(f"model=softmax_regression needs a multiclass data set; data.name={data.name} is {data.task}")
         return architectures.mlp(builder, [n_in, n_out], m.head or "softmax_ce")
     if m.name == "residual_mlp":
         return architectures.residual_mlp(builder, n_in, m.width, m.depth, n_out, head)

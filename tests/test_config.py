@@ -18,8 +18,8 @@ from dataclasses import fields
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from nnresearch.config import OPTIMIZER_FIELDS, Config, OptimConfig, config_hash, validate
-from nnresearch.data import DATASETS, load_dataset
+from nnresearch.config import MODEL_TASKS, OPTIMIZER_FIELDS, Config, OptimConfig, config_hash, validate
+from nnresearch.data import DATA_TASKS, DATASETS, load_dataset
 from nnresearch.nn.optim import OPTIMIZERS
 
 # --------------------------------------------------------------------------------------------
@@ -130,13 +130,23 @@ def test_an_accuracy_objective_on_regression_data_is_refused(compose, data):
 
 
 @pytest.mark.parametrize("name", DATASETS)
-def test_val_acc_is_refused_exactly_for_the_data_sets_with_regression_targets(name):
-    """What validate knows without loading (`nnresearch.data.REGRESSION`) agrees with the loaded task."""
+def test_what_validate_knows_of_each_data_set_agrees_with_the_loaded_one(name):
+    """`DATA_TASKS` (the task without loading) is the loaded task, and validate refuses exactly the
+    models and objectives that do not fit it."""
     small = {"n_samples": 60} if "n_samples" in inspect.signature(DATASETS[name]).parameters else {}
-    regression = load_dataset(name, **small).task == "regression"
+    task = load_dataset(name, **small).task
+    assert DATA_TASKS[name] == task
+    for model, needed in MODEL_TASKS.items():
+        cfg = Config()
+        cfg.data.name, cfg.model.name = name, model
+        if task == needed:
+            validate(cfg)
+        else:
+            with pytest.raises(ValueError, match=rf"^model={model} needs a {needed} data set; data.name={name} is {task}"):
+                validate(cfg)
     cfg = Config()
     cfg.data.name, cfg.objective = name, "val/acc"
-    if regression:
+    if task == "regression":
         with pytest.raises(ValueError, match="objective=val/acc"):
             validate(cfg)
     else:

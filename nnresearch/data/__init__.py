@@ -7,11 +7,11 @@ in the chapter's column-stacked notation: `X` is `(n_features, m)`, `Y` is `(n_o
 
 from .dataset import TASKS, Dataset, Samples, content_hash, permute_features
 from .regression import tent_power
-from .registry import DATASETS, REGRESSION, load_dataset
+from .registry import DATA_TASKS, DATASETS, load_dataset
 
 __all__ = [
+    "DATA_TASKS",
     "DATASETS",
-    "REGRESSION",
     "TASKS",
     "Dataset",
     "Samples",

@@ -32,8 +32,14 @@ DATASETS: dict[str, Callable[..., Samples]] = {
     "mnist1d": real.mnist1d,
     "images64": images.images64,
 }
-# The data sets whose targets are real numbers (task "regression"), known without generating them.
-REGRESSION = frozenset({"sine", "step", "abs", "sawtooth"})
+# Each data set's task (one of `TASKS`), known without generating it: config validation checks
+# that the model and the objective fit the data before any run exists.
+DATA_TASKS: dict[str, str] = {
+    "xor": "binary", "moons": "binary", "circles": "binary", "spirals": "multiclass", "blobs": "multiclass",
+    "multilabel": "multilabel", "sine": "regression", "step": "regression", "abs": "regression",
+    "sawtooth": "regression", "digits": "multiclass", "breast_cancer": "binary", "mnist1d": "multiclass",
+    "images64": "binary",
+}
 
 
 def _check_int(arg: str, value: object, minimum: int) -> None:
