@@ -1,5 +1,6 @@
-"""Hydra callbacks: a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and
-a guard that leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`).
+"""Hydra callbacks: a check of every job of a grid sweep before any starts (`hydra.callbacks.sweep_check`),
+a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and a guard that
+leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`).
 
 The bar lives in the process that launches the sweep and counts jobs as they end, whatever runs
 them: Hydra's basic launcher runs jobs in that process, which advances the bar directly; joblib
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import functools
 import math
 import os
@@ -19,24 +21,90 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # a grid: every job known up front
+
+
+def _sweep_overrides(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list:
+    """The sweeper's `params` with the command line on top (it wins), parsed as Hydra parses them."""
+    merged = {key: f"{key}={value}" for key, value in (sweeper_params or {}).items()}
+    merged |= {override.split("=", 1)[0]: override for override in command_line}
+    return OverridesParser.create(config_loader).parse_overrides(list(merged.values()))
 
 
 def sweep_size(command_line: list[str], sweeper_params: dict[str, Any]) -> int:
     """How many jobs the basic sweeper makes: the product of the sweep lengths (command line wins)."""
-    merged = {key: f"{key}={value}" for key, value in (sweeper_params or {}).items()}
-    merged |= {override.split("=", 1)[0]: override for override in command_line}
-    overrides = OverridesParser.create().parse_overrides(list(merged.values()))
+    overrides = _sweep_overrides(command_line, sweeper_params)
     return math.prod(len(list(o.sweep_iterator())) for o in overrides if o.is_sweep_override())
+
+
+def sweep_jobs(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list[list[str]]:
+    """The overrides of every job the basic sweeper makes, in its order (its own grid expansion)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    (jobs,) = BasicSweeper.split_arguments(_sweep_overrides(command_line, sweeper_params, config_loader), None)
+    return jobs
+
+
+def _job_configs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> Iterator[DictConfig]:
+    """Each job's config (without its `hydra` node) as its launcher will compose it.
+
+    Composing costs ~70 ms, so it is done once per distinct choice of config groups; the other
+    overrides are then applied to a copy, as Hydra applies them after composing the defaults.
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    parser = OverridesParser.create(loader)
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    for overrides in jobs:
+        parsed = parser.parse_overrides(overrides)
+        is_group = [loader.repository.group_exists(override.key_or_group) for override in parsed]
+        groups = tuple(override.input_line for override, group in zip(parsed, is_group) if group)
+        if groups not in composed:
+            composed[groups] = loader.load_sweep_config(config, list(groups))
+        job = copy.deepcopy(composed[groups])
+        ConfigLoaderImpl._apply_overrides_to_config([o for o, group in zip(parsed, is_group) if not group], job)
+        with open_dict(job):
+            del job["hydra"]
+        yield job
+
+
+class SweepCheck(Callback):
+    """Validate every job of a grid sweep before the first one starts (`hydra.callbacks.sweep_check`).
+
+    Each job's config is composed as its launcher will compose it and checked by
+    `nnresearch.config.validate`; the first bad one ends the multirun with its job number,
+    overrides and reason, before any MLflow run (or sweep parent) exists. Searches (Optuna) draw
+    their jobs as they go; each is validated when it runs.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+            return
+        from hydra.core.global_hydra import GlobalHydra
+
+        from nnresearch.config import validate
+
+        loader = GlobalHydra.instance().config_loader()
+        jobs = sweep_jobs(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}), loader)
+        for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
+            try:
+                validate(job)
+            except ValueError as error:
+                swept = [override for override in overrides if any(override not in other for other in jobs)]
+                print(f"sweep refused before any run started: job {number} of {len(jobs)} ({' '.join(swept)}): {error}",
+                      file=sys.stderr)
+                raise SystemExit(2) from None
 
 
 class SweepProgress(Callback):

@@ -12,7 +12,7 @@ import hashlib
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from nnresearch.startup import frozen_imports
@@ -93,20 +93,34 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+@contextlib.contextmanager
+def _refused_plainly(in_sweep: bool) -> Iterator[None]:
+    """A bad config value or an unusable store, found before any run exists: one line on stderr
+    and exit status 2 instead of a traceback. In a sweep the error stays an exception, which the
+    launcher reports against its job (a grid's jobs were all validated before the first started)."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        if in_sweep:
+            raise
+        print(f"refused, no run created: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> float:
     # Imported here, not at the top: MLflow and scikit-learn take seconds to import and --help needs neither.
     # validate() imports the data sets (scikit-learn), and MLflow imports its SQLAlchemy store (~1 s) when
     # the store is first opened: both belong in the block too.
-    with frozen_imports():
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    with frozen_imports(), _refused_plainly(in_sweep):
         cfg = validate(dict_cfg)
         from nnresearch import stores, tracking
         from nnresearch.experiment import already_finished, execute
 
         if cfg.tracking.enabled:
             stores.ensure_store(cfg.tracking.uri)
-    hydra_cfg = HydraConfig.get()
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     finished = already_finished(cfg, in_sweep)
     if finished is not None:
         parent = sweep_parent(cfg, hydra_cfg)

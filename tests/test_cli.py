@@ -190,10 +190,51 @@ def test_bad_config_fails_before_a_run_exists(tmp_path, monkeypatch, capsys, cas
     monkeypatch.chdir(tmp_path)
     overrides, words = BAD_CONFIGS[case]
     code, out, err = main_in_process(monkeypatch, capsys, *overrides, *QUICK, f"tracking.uri={store_uri(tmp_path)}")
+    assert code != 0, out + err  # 2 from validate; 1 from Hydra for keys or options that do not exist
+    for word in words:
+        assert word in err, f"stderr does not mention {word!r}:\n{err}"
+    assert "Traceback" not in err
+    assert count_runs(tmp_path / "mlflow.db") == 0
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "sqlite:///{tmp}/file/mlflow.db"])
+def test_an_unusable_store_is_refused_in_one_line(tmp_path, monkeypatch, capsys, uri):
+    """No server at the URI, or a store path under a file: exit status 2 and the reason, no traceback."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, *QUICK, f"tracking.uri={uri.format(port=port, tmp=tmp_path)}")
+    assert code == 2, out + err
+    assert err.startswith("refused, no run created:") and "Traceback" not in err, err
+
+
+BAD_SWEEPS = {
+    # id: (sweep overrides, the job's overrides and reason that stderr must show)
+    "one_bad_value": (["optim.lr=0.1,-1"], ["job 1 of 2 (optim.lr=-1)", "optim.lr=-1.0 is out of range"]),
+    "model_unfit_for_a_data_set": (["model=logistic", "data=moons,spirals"],
+                                   ["job 1 of 2 (data=spirals)", "model=logistic needs a binary data set"]),
+    "bad_value_in_an_experiment_grid": (["experiment=width_vs_depth", "optim.lr=-1"], ["job 0 of", "optim.lr"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SWEEPS)
+def test_a_sweep_with_one_bad_job_fails_before_any_run_exists(tmp_path, monkeypatch, capsys, case):
+    """Every job of a grid sweep is validated up front (`callbacks.SweepCheck`): no job trains and
+    no run, not even the sweep's parent, is created when any of them is refused."""
+    monkeypatch.chdir(tmp_path)
+    overrides, words = BAD_SWEEPS[case]
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", *overrides, "trainer.epochs=1", *QUICK,
+                                     f"tracking.uri={store_uri(tmp_path)}")
     assert code != 0, out + err
+    assert "sweep refused before any run started" in err, err
     for word in words:
         assert word in err, f"stderr does not mention {word!r}:\n{err}"
     assert count_runs(tmp_path / "mlflow.db") == 0
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*/*.log"))
 
 
 def test_bad_configs_fail_from_the_command_line(tmp_path_factory):
@@ -206,7 +247,7 @@ def test_bad_configs_fail_from_the_command_line(tmp_path_factory):
     for case, (folder, process) in started.items():
         stdout, stderr = process.communicate(timeout=120)
         result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        assert result.returncode != 0, failure_report(result)
+        assert result.returncode == 2 and "Traceback" not in stderr, failure_report(result)
         for word in BAD_CONFIGS[case][1]:
             assert word in stderr, f"{case}: stderr does not mention {word!r}\n{failure_report(result)}"
         assert count_runs(folder / "mlflow.db") == 0
