@@ -12,7 +12,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 from nnresearch.train import evaluate
 
 
@@ -90,4 +90,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("batch_size", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

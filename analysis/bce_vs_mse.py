@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 TARGET = 0.9
 EARLY = 5  # epochs of the gradient panel
@@ -68,4 +68,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("bce_vs_mse", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

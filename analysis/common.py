@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -207,6 +208,16 @@ def settle(verdict: Verdict, runs: pd.DataFrame) -> Verdict:
     reason = (f"inconclusive: {seeds} seed(s) for the configuration of run {example}, a verdict needs at least "
               f"{MIN_SEEDS} seeds per configuration (the quick profile runs one)")
     return replace(verdict, held=None, evidence=f"{reason}; {verdict.evidence}")
+
+
+def from_shell(main: Callable[[], Any]) -> None:
+    """`python -m analysis.<script>`: run `main`; a study not run yet or a store that cannot be read
+    is one line on stderr and exit status 2, not a traceback (callers of `main` get the exception)."""
+    try:
+        main()
+    except (StudyNotRun, OSError) as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Callable[[Sequence[str] | None], Verdict]:

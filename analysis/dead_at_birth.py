@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
@@ -58,4 +58,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("dead_at_birth", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 
 def dead_and_frozen(study: Study, run) -> dict[str, float]:
@@ -66,4 +66,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("dying_relu", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

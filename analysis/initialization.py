@@ -13,7 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 INITS = ("zeros", "normal", "xavier_normal", "he_normal")
 LABEL = {"zeros": "zeros", "normal": "N(0,1)", "xavier_normal": "Xavier", "he_normal": "He"}
@@ -98,4 +98,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("initialization", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 CASES = {"vanishing": ("baseline", "residual", "batchnorm"), "exploding": ("baseline", "clip_norm", "weight_decay")}
 
@@ -103,4 +103,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("mitigations", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

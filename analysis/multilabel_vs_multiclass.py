@@ -14,7 +14,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 from nnresearch.data import load_dataset
 
 HEADS = ("sigmoid_bce", "softmax_ce")
@@ -78,4 +78,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("multilabel_vs_multiclass", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 SHAPE = (64, 64, 3)  # images64 flattens row, column, channel
 
@@ -59,4 +59,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("one_neuron_images", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

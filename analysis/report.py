@@ -15,7 +15,7 @@ import importlib
 import time
 from pathlib import Path
 
-from analysis.common import StudyNotRun, Verdict
+from analysis.common import StudyNotRun, Verdict, from_shell
 from nnresearch import tracking
 
 STUDIES = (
@@ -85,4 +85,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

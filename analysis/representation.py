@@ -14,7 +14,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, study_main
 from nnresearch.data import load_dataset
 
 SIDE = 8
@@ -89,4 +89,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("representation", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 EXP_OVERFLOW = float(np.log(np.finfo(np.float32).max))  # 88.72
 HEADS = {"softmax_ce": "shifted softmax", "naive_softmax_ce": "naive softmax"}
@@ -63,4 +63,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("softmax_stability", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
@@ -48,4 +48,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("vanishing_gradients", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

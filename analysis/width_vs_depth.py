@@ -15,7 +15,7 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.common import Study, Verdict, mean_band, plot_band, study_main
+from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
 from nnresearch.data import load_dataset, tent_power
 
 GRID = 20_001
@@ -87,4 +87,4 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 main = study_main("width_vs_depth", analyse)
 
 if __name__ == "__main__":
-    main()
+    from_shell(main)

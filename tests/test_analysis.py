@@ -25,7 +25,7 @@ from test_verdicts import (
 )
 
 from analysis import mitigations, representation
-from analysis.common import Study, StudyNotRun, Verdict, fewest_seeds, settle
+from analysis.common import Study, StudyNotRun, Verdict, fewest_seeds, from_shell, settle
 
 
 @pytest.fixture
@@ -85,6 +85,17 @@ def test_a_study_never_run_or_without_finished_runs_is_study_not_run(mlflow_uri)
     client.create_run(client.create_experiment("mitigations"))  # RUNNING, never finished
     with pytest.raises(StudyNotRun, match="no finished runs"):
         Study("mitigations", mlflow_uri).runs
+
+
+def test_from_the_shell_a_study_not_run_or_a_missing_store_is_one_line(mlflow_uri, tmp_path, capsys):
+    """`python -m analysis.<study>` goes through `from_shell`: exit status 2 and the reason, no traceback."""
+    for argv in (["--uri", mlflow_uri], ["--uri", f"sqlite:///{tmp_path / 'none.db'}"]):
+        with pytest.raises(SystemExit) as exit:
+            from_shell(lambda: mitigations.main([*argv, "--out", str(tmp_path / "figures")]))
+        assert exit.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("run it first" in err or "no MLflow store" in err), err
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_study_analysis_leaves_no_temporary_folder(sweep, tmp_path, monkeypatch):
