@@ -138,9 +138,9 @@ def main(dict_cfg: DictConfig) -> float:
         outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
                           parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
     except Exception:
-        if parent is not None:  # a job refused before its run existed ends the parent as a child run would
+        if parent is not None:  # a job that failed before its run existed fails the sweep, as a failed child does
             with contextlib.suppress(Exception):  # the job's own error (perhaps the store's) is the one to see
-                tracking.finish_parent_run(cfg.tracking.uri, parent)
+                tracking.finish_parent_run(cfg.tracking.uri, parent, "FAILED")
         raise
     show_in_dashboard(cfg, hydra_cfg, parent, outcome.metrics)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))

@@ -137,8 +137,9 @@ def open_run(
     """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING.
 
     The experiment is created if absent. `parent_run_id` nests the run under that run (same
-    experiment) in the UI and, when this run ends, marks the parent FINISHED with the current end
-    time, so a sweep's parent ends with its last child. `description` is the run's note.
+    experiment) in the UI and, when this run ends, ends the parent at that time with the worst status
+    of its children (`end_parent_run`), so a sweep's parent ends with its last child and shows
+    whether any job failed. `description` is the run's note.
 
     On an exception the run is FAILED; on KeyboardInterrupt or SystemExit (e.g. raised by a
     SIGTERM handler) KILLED; the exception propagates either way, after the buffered metrics are
@@ -173,7 +174,7 @@ def open_run(
     finally:
         sink.end(status)
         if parent_run_id is not None:
-            client.set_terminated(parent_run_id, "FINISHED")
+            end_parent_run(uri, parent_run_id)
 
 
 def open_parent_run(
@@ -189,8 +190,9 @@ def open_parent_run(
     The parent is the active run tagged `nnresearch.sweep_id = sweep_id` and
     `nnresearch.role = parent`. For SQLite the look-up-or-create holds `<db>-lock`; for other
     stores, parallel creators all keep the oldest parent and delete their own duplicate. The
-    parent is RUNNING until its first child ends; each child that ends marks it FINISHED at that
-    time (see `open_run`). `finish_parent_run` sets another status explicitly. A process asks the
+    parent is RUNNING until its first child ends; each child that ends ends it again at that time,
+    with the worst status of the children so far (`end_parent_run`). `finish_parent_run` sets a
+    status explicitly. A process asks the
     store once per sweep: its later jobs get the same id without a query.
     """
     if not isinstance(sweep_id, str) or not sweep_id or "'" in sweep_id or '"' in sweep_id:
@@ -257,11 +259,37 @@ def end_running_runs(uri: str | None, parent_run_id: str, status: str = "KILLED"
         filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
     )
     ended = [run.info.run_id for run in children]
-    if parent.info.status == "RUNNING":
+    if parent.info.status in ("RUNNING", "FINISHED"):  # a sweep cut short did not finish, even if its last child did
         ended.append(parent_run_id)
     for run_id in ended:
         client.set_terminated(run_id, status)
     return ended
+
+
+# The status a sweep's parent takes from its children, worst first: one failed job fails the sweep.
+PARENT_STATUS_ORDER = ("FAILED", "KILLED", "FINISHED")
+
+
+def end_parent_run(uri: str | None, parent_run_id: str) -> str:
+    """End `parent_run_id` now with the worst status of its ended children (`PARENT_STATUS_ORDER`);
+    returns it. FINISHED only when every ended child finished; children still RUNNING do not count
+    (the last to end sets the status again). For SQLite the look-up and the update hold `<db>-lock`,
+    so two children ending together cannot leave the parent with the status of only one of them.
+    """
+    uri = ensure_store(uri)
+    client = MlflowClient(uri)
+    with store_lock(uri):
+        if (uri, parent_run_id) not in _RUN_EXPERIMENTS:
+            _RUN_EXPERIMENTS[(uri, parent_run_id)] = client.get_run(parent_run_id).info.experiment_id
+        experiment_id = _RUN_EXPERIMENTS[(uri, parent_run_id)]
+        status = PARENT_STATUS_ORDER[-1]
+        for worse in PARENT_STATUS_ORDER[:-1]:
+            if client.search_runs([experiment_id], max_results=1, filter_string=(
+                    f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = '{worse}'")):
+                status = worse
+                break
+        client.set_terminated(parent_run_id, status)
+    return status
 
 
 def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") -> None:
@@ -286,9 +314,9 @@ def finished_run_with_config(uri: str | None, experiment_name: str, config_hash:
 def adopt_run(uri: str | None, run_id: str, parent_run_id: str) -> None:
     """Move an existing run under `parent_run_id`: a resumed sweep lists the jobs it skipped as its own.
 
-    The parent is marked FINISHED at this time, as when a child run ends (`open_run`): a resumed
-    sweep whose every job is skipped still ends its parent.
+    The parent is ended at this time, as when a child run ends (`open_run`): a resumed sweep whose
+    every job is skipped still ends its parent.
     """
     client = MlflowClient(ensure_store(uri))
     client.set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
-    client.set_terminated(parent_run_id, "FINISHED")
+    end_parent_run(uri, parent_run_id)

@@ -329,6 +329,29 @@ def test_multirun_continues_past_a_diverged_job(mlflow_uri, tmp_path, monkeypatc
     assert "val/loss" in by_lr["0.1"].data.metrics
 
 
+def test_a_sweep_with_a_failed_job_ends_its_parent_failed(mlflow_uri, tmp_path, monkeypatch, capsys):
+    """The second job raises mid-run: it ends FAILED, and so does the sweep's parent (not FINISHED
+    because the first job finished)."""
+    from nnresearch import experiment
+
+    def train_or_fail(network, data, optimizer, schedule, options, *args, **kwargs):
+        if schedule(0) == 0.01:
+            raise RuntimeError("a bug in the second job")
+        return real_train(network, data, optimizer, schedule, options, *args, **kwargs)
+
+    real_train = experiment.train
+    monkeypatch.setattr(experiment, "train", train_or_fail)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "optim.lr=0.1,0.01", "trainer.epochs=1", *QUICK,
+                                     f"tracking.uri={mlflow_uri}", "study=failing_sweep")
+    assert code != 0 and "a bug in the second job" in err, out + err
+    runs = all_runs(mlflow_uri)
+    (parent,) = [r for r in runs if r.data.tags.get("nnresearch.role") == "parent"]
+    statuses = {r.data.params["optim.lr"]: r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert statuses == {"0.1": "FINISHED", "0.01": "FAILED"}
+    assert parent.info.status == "FAILED"
+
+
 # --------------------------------------------------------------------------------------------
 # 10. A wheel carries the configs and runs without the checkout
 

@@ -6,6 +6,7 @@ a store runs MLflow's migrations, seconds each); the race test creates fresh one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import shutil
@@ -368,6 +369,31 @@ def test_children_nest_under_one_parent_per_sweep(uri):
     assert get_run(uri, other).info.status == "KILLED"
 
 
+def test_a_sweep_s_parent_ends_with_the_worst_status_of_its_children(uri):
+    """One failed job fails the sweep and one killed job marks it KILLED, whichever job ends last;
+    a child still running does not count, and an interrupted sweep is KILLED even if its last job finished."""
+    def child(parent: str, outcome: type[BaseException] | None) -> None:
+        with contextlib.suppress(BaseException), tracking.open_run(uri, "worst", "job", parent_run_id=parent):
+            if outcome is not None:
+                raise outcome
+
+    expected = {(None, None): "FINISHED", (RuntimeError, None): "FAILED", (None, KeyboardInterrupt): "KILLED",
+                (KeyboardInterrupt, RuntimeError): "FAILED"}
+    for number, (outcomes, status) in enumerate(expected.items()):
+        parent = tracking.open_parent_run(uri, "worst", f"sweep{number}")
+        for outcome in outcomes:
+            child(parent, outcome)
+        assert get_run(uri, parent).info.status == status, outcomes
+
+    parent = tracking.open_parent_run(uri, "worst", "interrupted")
+    child(parent, None)
+    client = MlflowClient(stores.resolve_uri(uri))
+    running = client.create_run(get_run(uri, parent).info.experiment_id, tags={"mlflow.parentRunId": parent})
+    assert tracking.end_parent_run(uri, parent) == "FINISHED"  # the running child does not count
+    assert set(tracking.end_running_runs(uri, parent)) == {running.info.run_id, parent}
+    assert get_run(uri, parent).info.status == "KILLED"
+
+
 def test_parent_must_be_in_the_same_experiment(uri):
     parent = tracking.open_parent_run(uri, "sweep-a", "s1")
     with pytest.raises(ValueError, match="experiment"):
@@ -391,8 +417,7 @@ def test_a_sweep_s_later_jobs_in_one_process_look_nothing_up(uri, monkeypatch):
         monkeypatch.setattr(MlflowClient, name, lambda self, *a, _name=name, _original=original, **k:
                             lookups.append(_name) or _original(self, *a, **k))
     with tracking.open_run(uri, "sweep-c", "job2", parent_run_id=tracking.open_parent_run(uri, "sweep-c", "s1")) as job:
-        pass
-    assert lookups == []
+        assert lookups == []  # ending it asks for the children's statuses (end_parent_run)
     assert tracking.find_parent_run(uri, "sweep-c", "s1") == parent
     assert get_run(uri, job.run_id).data.tags["mlflow.parentRunId"] == parent
 
