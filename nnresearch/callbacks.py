@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import copy
 import functools
+import importlib
 import math
 import os
 import shutil
@@ -214,14 +215,22 @@ class SweepGuard(Callback):
                 OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS:
             from nnresearch.run import sweep_id  # the parent run's key, as the jobs compute it
 
+            # MLflow cannot be imported at exit, nor safely inside a signal handler (a second signal
+            # would cut the import short): it is imported now, beside the launcher, for the reaper.
+            preload = threading.Thread(target=importlib.import_module, args=("nnresearch.tracking",),
+                                       name="sweep-guard-import", daemon=True)
+            preload.start()
             experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(config, "study")
-            reap = functools.partial(_end_interrupted_sweep, OmegaConf.select(config, "tracking.uri"), experiment,
-                                     sweep_id(config.hydra))
+            reap = functools.partial(_end_interrupted_sweep, preload, OmegaConf.select(config, "tracking.uri"),
+                                     experiment, sweep_id(config.hydra))
+        stopping = threading.Event()
 
         def interrupted(signum: int, frame: object) -> None:
+            if stopping.is_set():  # a second signal would cut short the launcher stopping its workers
+                print("already stopping the sweep", file=sys.stderr)
+                return
+            stopping.set()
             if reap is not None:
-                import nnresearch.tracking  # noqa: F401 - now: MLflow cannot be imported at exit any more
-
                 atexit.register(reap)  # runs after the launcher has stopped its workers
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -235,10 +244,15 @@ class SweepGuard(Callback):
         self._previous = {}
 
 
-def _end_interrupted_sweep(uri: str | None, experiment: str, sweep: str) -> None:
-    from nnresearch import tracking
-
+def _end_interrupted_sweep(preload: threading.Thread, uri: str | None, experiment: str, sweep: str) -> None:
+    """At exit after an interrupt: end what the killed workers left RUNNING, and the parent, KILLED.
+    Signals are ignored meanwhile: a second Ctrl-C would otherwise leave the runs RUNNING for good."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     try:
+        preload.join()
+        from nnresearch import tracking
+
         parent = tracking.find_parent_run(uri, experiment, sweep)
         ended = tracking.end_running_runs(uri, parent, "KILLED") if parent else []
     except Exception as error:  # noqa: BLE001 - at exit: report, never mask the interrupt

@@ -373,13 +373,15 @@ def test_a_sweep_whose_jobs_are_refused_before_their_runs_exist_ends_its_parent(
                                      "study=refused_sweep", f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code != 0 and "cannot fit data.name=sine" in err, out + err
     parents, children = parents_and_children(mlflow_uri)
-    assert ([p.info.status for p in parents], children) == (["FINISHED"], [])
+    assert ([p.info.status for p in parents], children) == (["FAILED"], [])  # its jobs failed: so did the sweep
 
 
 SIGNALS = {
-    # how: (signal, sent to the whole process group as a terminal's Ctrl-C does, or to the main process only)
-    "ctrl-c": (signal.SIGINT, True),
-    "sigterm": (signal.SIGTERM, False),  # kill <pid>, docker stop, a scheduler ending the launching process
+    # how: (signal, sent to the whole process group as a terminal's Ctrl-C does or to the main process only, times)
+    "ctrl-c": (signal.SIGINT, True, 1),
+    "sigterm": (signal.SIGTERM, False, 1),  # kill <pid>, docker stop, a scheduler ending the launching process
+    "ctrl-c-twice": (signal.SIGINT, True, 2),  # an impatient user: the second arrives while the sweep is stopping
+    "sigterm-twice": (signal.SIGTERM, False, 2),
 }
 
 
@@ -388,7 +390,7 @@ SIGNALS = {
 def test_interrupted_parallel_sweep_leaves_nothing_running(mlflow_uri, tmp_path, how):
     """Ctrl-C / SIGTERM on a joblib sweep: every started run ends KILLED (with what it logged) and
     the parent is not left RUNNING; no worker process outlives the sweep."""
-    signum, to_group = SIGNALS[how]
+    signum, to_group, times = SIGNALS[how]
     db, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
     process = popen("-m", "trainer.seed=0,1,2,3", "trainer.epochs=100000", "data.n_samples=120", *QUIET, "study=interrupted",
                     f"tracking.uri={mlflow_uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -398,10 +400,12 @@ def test_interrupted_parallel_sweep_leaves_nothing_running(mlflow_uri, tmp_path,
         rows = wait_for(db, process, log, lambda rows: sum(r[4] and r[3] >= 2 for r in rows) >= 2,
                         "two running jobs with logged steps")
         seen = {r[0]: r[3] for r in rows if r[4]}
-        if to_group:
-            os.killpg(process.pid, signum)
-        else:
-            process.send_signal(signum)
+        for _ in range(times):
+            if to_group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+            time.sleep(0.3)
         process.wait(timeout=60)
         deadline = time.monotonic() + 15
         while (leaked := live_processes_in_group(process.pid)) and time.monotonic() < deadline:
