@@ -80,16 +80,33 @@ def _job_configs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> Iter
         yield job
 
 
+# The direction in which each objective improves; a search told the other way finds the worst config.
+OBJECTIVE_DIRECTIONS = {"val/loss": "minimize", "val/acc": "maximize"}
+
+
+def _check_search_direction(config: DictConfig) -> None:
+    """SystemExit(2) if a search's `hydra.sweeper.direction` (Optuna's) works against `objective`."""
+    direction = OmegaConf.select(config, "hydra.sweeper.direction")
+    objective = OmegaConf.select(config, "objective")
+    if isinstance(direction, str) and OBJECTIVE_DIRECTIONS.get(objective, direction) != direction:
+        print(f"sweep refused before any run started: objective={objective} with hydra.sweeper.direction={direction} "
+              f"would search for the worst config; set hydra.sweeper.direction={OBJECTIVE_DIRECTIONS[objective]}",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
 class SweepCheck(Callback):
     """Validate every job of a grid sweep before the first one starts (`hydra.callbacks.sweep_check`).
 
     Each job's config is composed as its launcher will compose it and checked by
     `nnresearch.config.validate`; the first bad one ends the multirun with its job number,
     overrides and reason, before any MLflow run (or sweep parent) exists. Searches (Optuna) draw
-    their jobs as they go; each is validated when it runs.
+    their jobs as they go; each is validated when it runs, and the search's direction is checked
+    against the objective up front.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_search_direction(config)
         if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
             return
         from hydra.core.global_hydra import GlobalHydra

@@ -556,3 +556,16 @@ def test_optuna_search_over_lr_and_width_gets_the_validation_objective(mlflow_ur
     assert set(best["best_params"]) == {"optim.lr", "model.width"}
     broken = [str(w.message) for w in recwarn if "Callback" in str(w.message)]
     assert not broken, f"a Hydra callback failed under the Optuna sweeper: {broken}"
+
+
+@pytest.mark.parametrize(("objective", "direction"), [("val/acc", "minimize"), ("val/loss", "maximize")])
+def test_a_search_told_to_find_the_worst_objective_is_refused(mlflow_uri, tmp_path, monkeypatch, main_in_process,
+                                                              objective, direction):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process("-m", "hydra/sweeper=optuna_lr_width", f"objective={objective}",
+                                     f"hydra.sweeper.direction={direction}", *QUIET, f"tracking.uri={mlflow_uri}",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 2, out + err
+    assert f"objective={objective} with hydra.sweeper.direction={direction} would search for the worst config" in err
+    assert all_runs(mlflow_uri) == []
