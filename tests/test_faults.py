@@ -67,9 +67,11 @@ def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = 
 
 
 def message(err: str) -> str:
-    """The exception line as Hydra reports it (`ValueError: ...`), without its echo of the overrides
-    or the traceback, both of which repeat values given on the command line."""
-    found = [line for line in err.splitlines() if re.match(r"^[\w.]*(Error|Exception)\w*: ", line)]
+    """The reason line: a refusal before any run (`refused, no run created: ...`) or the exception
+    line as Hydra reports it (`ValueError: ...`), without its echo of the overrides or the
+    traceback, both of which repeat values given on the command line."""
+    found = [line for line in err.splitlines()
+             if re.match(r"^(refused, no run created: |[\w.]*(Error|Exception)\w*: )", line)]
     assert found, f"no exception message in:\n{err}"
     return found[-1]
 
