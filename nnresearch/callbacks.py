@@ -224,6 +224,14 @@ class SweepGuard(Callback):
     def __init__(self) -> None:
         self._previous: dict[int, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a job in another process gets (submitit pickles the launcher with its callbacks): a
+        guard without the launching process's signal handlers, which hold locks and threads."""
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._previous = {}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
             return

@@ -146,3 +146,28 @@ def test_parallel_sweep_from_a_terminal_finishes_and_counts_every_job(tmp_path):
     assert "Traceback" not in output
     assert not list(tmp_path.glob("multirun/*/*/.jobs_done"))  # the marks are gone with the sweep
     assert re.search(r"sweep: 100%\S* *\| *4/4", output), output[-3000:]
+
+
+def test_the_sweep_guard_pickles_while_it_guards(tmp_path):
+    """Submitit pickles the launcher with its callbacks: a guard holding the launching process's
+    handlers (one of them may be an earlier sweep's, with its lock and import thread) must pickle."""
+    import signal
+
+    from hydra.types import RunMode
+
+    from nnresearch.callbacks import SweepGuard
+
+    config = OmegaConf.merge(sweep_config(tmp_path, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+                             {"tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "study": "s",
+                              "hydra": {"mode": RunMode.MULTIRUN}})
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    first, second = SweepGuard(), SweepGuard()
+    try:
+        first.on_multirun_start(config)
+        second.on_multirun_start(config)  # its previous handlers are the first guard's
+        assert second._previous
+        copy = pickle.loads(pickle.dumps(second))
+        assert copy._previous == {}
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
