@@ -110,12 +110,15 @@ def _refused_plainly(in_sweep: bool) -> Iterator[None]:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> float:
     # Imported here, not at the top: MLflow and scikit-learn take seconds to import and --help needs neither.
-    # validate() imports the data sets (scikit-learn), and MLflow imports its SQLAlchemy store (~1 s) when
-    # the store is first opened: both belong in the block too.
+    # The data sets import scikit-learn only when they generate (so validating is cheap), and MLflow
+    # imports its SQLAlchemy store (~1 s) when the store is first opened: both belong in the block too.
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     with frozen_imports(), _refused_plainly(in_sweep):
         cfg = validate(dict_cfg)
+        import sklearn.datasets  # noqa: F401
+        import sklearn.model_selection  # noqa: F401
+
         from nnresearch import stores, tracking
         from nnresearch.experiment import already_finished, execute
 

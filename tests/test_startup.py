@@ -78,7 +78,7 @@ runpy.run_module("nnresearch.run", run_name="__main__")
 
 
 def test_a_run_freezes_what_it_imports_scikit_learn_and_mlflow_s_store_included(tmp_path):
-    """The imports that main() makes lazily (scikit-learn through validate(), MLflow's SQLAlchemy
+    """The imports that main() makes lazily (scikit-learn beside validate(), MLflow's SQLAlchemy
     store on the first store access) run inside `frozen_imports`: otherwise the collector scans
     their objects again and again during the run (0.15-0.2 s of full collections in a default run)."""
     done = subprocess.run([sys.executable, "-c", FROZEN_AFTER_A_RUN, "trainer.epochs=1", "trainer.progress=false",
@@ -86,3 +86,14 @@ def test_a_run_freezes_what_it_imports_scikit_learn_and_mlflow_s_store_included(
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "NOT FROZEN: []" in done.stdout, done.stdout
+
+
+def test_validating_a_config_imports_no_scikit_learn():
+    """The process that launches a parallel sweep validates every job but generates no data: the
+    data sets' registry it reads must not cost scikit-learn's import (about a second)."""
+    probe = ("import sys\nfrom nnresearch.config import Config, validate\nfrom nnresearch.data import DATASETS\n"
+             "for name in DATASETS:\n    cfg = Config()\n    cfg.data.name = name\n    cfg.model.name = 'mlp'\n"
+             "    validate(cfg)\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'mnist1d')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stdout

@@ -9,8 +9,6 @@ import random
 from types import SimpleNamespace
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 
 from .dataset import Samples
 from .seeding import int_seed
@@ -30,6 +28,8 @@ def _subsample(
             f"n_samples={n_samples} for {name!r}; expected between {n_classes} (one per class) "
             f"and {len(y)} (the whole set)"
         )
+    from sklearn.model_selection import train_test_split
+
     X, _, y, _ = train_test_split(
         X, y, train_size=n_samples, stratify=y, random_state=int_seed(rng)
     )
@@ -46,6 +46,8 @@ def digits(
     """
     if n_classes > 10:
         raise ValueError(f"n_classes={n_classes} for 'digits'; expected at most 10")
+    from sklearn.datasets import load_digits
+
     X, y = load_digits(n_class=n_classes, return_X_y=True)
     X, y = _subsample(X.astype(np.float64), y, n_samples, rng, "digits")
     return Samples(X, y, "multiclass")
@@ -56,6 +58,8 @@ def breast_cancer(rng: np.random.Generator, *, n_samples: int | None = None) -> 
 
     X: `(m, 30)`, y: `(m,)` 0/1. `n_samples` (default: all) draws a stratified subset.
     """
+    from sklearn.datasets import load_breast_cancer
+
     X, y = load_breast_cancer(return_X_y=True)
     X, y = _subsample(X, y, n_samples, rng, "breast_cancer")
     return Samples(X, y, "binary")

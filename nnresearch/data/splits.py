@@ -7,7 +7,6 @@ from the train split only and are applied to all three.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .dataset import Dataset, Samples, content_hash
 from .seeding import int_seed
@@ -79,6 +78,8 @@ def build_dataset(
     sizes = _split_sizes(samples, val_fraction, test_fraction)
     stratified = samples.task in STRATIFIED_TASKS
     X, y = samples.X, samples.y
+    from sklearn.model_selection import train_test_split
+
     X_rest, X_test, y_rest, y_test = train_test_split(
         X, y, test_size=sizes["test"], stratify=y if stratified else None,
         random_state=int_seed(rng),

@@ -7,7 +7,6 @@ Each function returns `Samples` with `X` of shape `(m, n_features)` (one example
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import make_blobs, make_circles, make_moons, make_multilabel_classification
 
 from .dataset import Samples
 from .seeding import int_seed
@@ -29,12 +28,16 @@ def xor(rng: np.random.Generator, *, n_samples: int = 1000, noise: float = 0.3) 
 
 def moons(rng: np.random.Generator, *, n_samples: int = 1000, noise: float = 0.2) -> Samples:
     """scikit-learn's two interleaving half circles. X: `(m, 2)`, y: `(m,)` 0/1."""
+    from sklearn.datasets import make_moons
+
     X, y = make_moons(n_samples=n_samples, noise=noise, random_state=int_seed(rng))
     return Samples(X, y, "binary")
 
 
 def circles(rng: np.random.Generator, *, n_samples: int = 1000, noise: float = 0.1) -> Samples:
     """scikit-learn's two concentric circles (inner radius 0.5). X: `(m, 2)`, y: `(m,)` 0/1."""
+    from sklearn.datasets import make_circles
+
     X, y = make_circles(n_samples=n_samples, noise=noise, factor=0.5, random_state=int_seed(rng))
     return Samples(X, y, "binary")
 
@@ -61,6 +64,8 @@ def blobs(
 
     X: `(m, 2)`, y: `(m,)` ints in `[0, C)`.
     """
+    from sklearn.datasets import make_blobs
+
     X, y = make_blobs(
         n_samples=n_samples, centers=n_classes, n_features=2, cluster_std=noise,
         random_state=int_seed(rng),
@@ -73,6 +78,8 @@ def multilabel(rng: np.random.Generator, *, n_samples: int = 1000, n_classes: in
 
     X: `(m, 20)`, y: `(m, C)` 0/1 (an example may carry no label).
     """
+    from sklearn.datasets import make_multilabel_classification
+
     X, Y = make_multilabel_classification(
         n_samples=n_samples, n_features=20, n_classes=n_classes, n_labels=2,
         random_state=int_seed(rng),
