@@ -122,12 +122,15 @@ def startup(repeats: int, template: StoreTemplate, new_store: bool, timeout_s: f
     return out
 
 
-LAUNCHERS = {"basic": [], "joblib_2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+LAUNCHERS = {"basic": [], "joblib_2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+             # the same without the up-front validation of every job (callbacks.SweepCheck): what the check costs
+             "joblib_2_unchecked": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "~hydra.callbacks.sweep_check"]}
 
 
 def sweep(depths: list[int], seeds: list[int], epochs: int, template: StoreTemplate, launchers: tuple[str, ...],
           timeout_s: float = 600.0) -> dict[str, Any]:
-    """Runs per minute of one multirun with each of `launchers` (Hydra's basic, joblib with 2 workers)."""
+    """Runs per minute of one multirun with each of `launchers` (Hydra's basic, joblib with 2 workers,
+    and joblib without the sweep check, whose cost is `sweep_check_s`: checked wall - unchecked wall)."""
     grid = [f"model.depth={','.join(map(str, depths))}", f"trainer.seed={','.join(map(str, seeds))}",
             f"trainer.epochs={epochs}", "trainer.progress=false"]
     n_runs = len(depths) * len(seeds)
@@ -146,4 +149,7 @@ def sweep(depths: list[int], seeds: list[int], epochs: int, template: StoreTempl
         out[name] = result
     basic, joblib = (out.get(name, {}).get("runs_per_minute") for name in ("basic", "joblib_2"))
     out["joblib_speedup"] = joblib / basic if basic and joblib else None
+    checked, unchecked = (out.get(name, {}) for name in ("joblib_2", "joblib_2_unchecked"))
+    out["sweep_check_s"] = checked["wall_s"] - unchecked["wall_s"] \
+        if "runs_per_minute" in checked and "runs_per_minute" in unchecked else None
     return out

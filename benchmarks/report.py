@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from benchmarks.processes import LAUNCHERS
+
 CONTENDERS = ("nnresearch", "torch", "sklearn", "gemm_only", "torch_gemm_only")
 GPU_CONTENDERS = ("nnresearch_cupy", "torch_cuda", "gemm_only_cupy", "torch_gemm_only_cuda")
 
@@ -136,14 +138,17 @@ def markdown(results: dict[str, Any]) -> str:
         sw = results["sweep"]
         lines += [f"## Sweep throughput ({sw.get('runs')} runs)", ""]
         rows = [[name, _s(sw[name].get("wall_s")), _x(sw[name].get("runs_per_minute"), 1), f"`{sw[name].get('command', '')}`"]
-                for name in ("basic", "joblib_2") if name in sw]
+                for name in LAUNCHERS if name in sw]
         lines += _table(["launcher", "wall", "runs/min", "command"], rows)
         lines += ["Both sweeps start from a copy of an existing MLflow store (see start-up for what creating one costs)."
                   if sw.get("basic", {}).get("store") == "existing" else "Each sweep creates its own MLflow store.", ""]
         if sw.get("joblib_speedup") is not None:
             lines += [f"joblib (2 workers) / basic: {_x(sw.get('joblib_speedup'))}x", ""]
-        lines += [f"- **{n} failed**: `{sw[n]['error'][-300:]}`" for n in ("basic", "joblib_2") if "error" in sw.get(n, {})]
-        lines += [""] if any("error" in sw.get(n, {}) for n in ("basic", "joblib_2")) else []
+        if sw.get("sweep_check_s") is not None:
+            lines += [f"Validating every job before the first starts (`callbacks.SweepCheck`) cost "
+                      f"{_s(sw['sweep_check_s'])} of the joblib sweep (one sample each: noise of a few hundred ms).", ""]
+        lines += [f"- **{n} failed**: `{sw[n]['error'][-300:]}`" for n in LAUNCHERS if "error" in sw.get(n, {})]
+        lines += [""] if any("error" in sw.get(n, {}) for n in LAUNCHERS) else []
     if "startup" in results:
         st = results["startup"]
         lines += ["## Start-up (target < 5 s)", ""]
