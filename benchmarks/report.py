@@ -144,9 +144,14 @@ def markdown(results: dict[str, Any]) -> str:
                   if sw.get("basic", {}).get("store") == "existing" else "Each sweep creates its own MLflow store.", ""]
         if sw.get("joblib_speedup") is not None:
             lines += [f"joblib (2 workers) / basic: {_x(sw.get('joblib_speedup'))}x", ""]
-        if sw.get("sweep_check_s") is not None:
-            lines += [f"Validating every job before the first starts (`callbacks.SweepCheck`) cost "
-                      f"{_s(sw['sweep_check_s'])} of the joblib sweep (one sample each: noise of a few hundred ms).", ""]
+        check = sw.get("check", {})
+        if "check_s" in check:
+            lines += [f"Validating the {check['jobs']} jobs before the first starts (`callbacks.SweepCheck`, "
+                      f"`benchmarks/sweep_check.py`): {_s(check['check_cold_s'])} in a fresh process, imports included; "
+                      f"{_s(check['check_s'])} warm against {_s(check['compose_each_s'])} for composing each job "
+                      f"(Hydra's `load_sweep_config`) and validating it: {_x(check['check_s'] / check['compose_each_s'])}x.", ""]
+        elif "error" in check:
+            lines += [f"- **the sweep check's measurement failed**: `{check['error'][-300:]}`", ""]
         lines += [f"- **{n} failed**: `{sw[n]['error'][-300:]}`" for n in LAUNCHERS if "error" in sw.get(n, {})]
         lines += [""] if any("error" in sw.get(n, {}) for n in LAUNCHERS) else []
     if "startup" in results:
