@@ -123,7 +123,9 @@ def startup(repeats: int, template: StoreTemplate, new_store: bool, timeout_s: f
     return out
 
 
-LAUNCHERS = {"basic": [], "joblib_2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+LAUNCHERS = {"basic": [], "joblib_2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+             # the reference for the grid sweeper (the default): Hydra's basic sweeper, basic launcher
+             "basic_hydra_sweeper": ["hydra/sweeper=basic"]}
 
 
 def sweep_check(grid: list[str], timeout_s: float) -> dict[str, Any]:
@@ -140,8 +142,8 @@ def sweep_check(grid: list[str], timeout_s: float) -> dict[str, Any]:
 
 def sweep(depths: list[int], seeds: list[int], epochs: int, template: StoreTemplate, launchers: tuple[str, ...],
           timeout_s: float = 600.0) -> dict[str, Any]:
-    """Runs per minute of one multirun with each of `launchers` (Hydra's basic, joblib with 2 workers),
-    and what the sweep check costs on the same grid (`check`)."""
+    """Runs per minute of one multirun with each of `launchers` (Hydra's basic, joblib with 2 workers,
+    and the basic one under Hydra's own sweeper), and what the grid sweeper's check costs (`check`)."""
     grid = [f"model.depth={','.join(map(str, depths))}", f"trainer.seed={','.join(map(str, seeds))}",
             f"trainer.epochs={epochs}", "trainer.progress=false"]
     n_runs = len(depths) * len(seeds)
@@ -160,5 +162,7 @@ def sweep(depths: list[int], seeds: list[int], epochs: int, template: StoreTempl
         out[name] = result
     basic, joblib = (out.get(name, {}).get("runs_per_minute") for name in ("basic", "joblib_2"))
     out["joblib_speedup"] = joblib / basic if basic and joblib else None
+    hydra_sweeper = out.get("basic_hydra_sweeper", {}).get("runs_per_minute")
+    out["grid_sweeper_speedup"] = basic / hydra_sweeper if basic and hydra_sweeper else None
     out["check"] = sweep_check(grid, timeout_s)
     return out

@@ -140,16 +140,20 @@ def markdown(results: dict[str, Any]) -> str:
         rows = [[name, _s(sw[name].get("wall_s")), _x(sw[name].get("runs_per_minute"), 1), f"`{sw[name].get('command', '')}`"]
                 for name in LAUNCHERS if name in sw]
         lines += _table(["launcher", "wall", "runs/min", "command"], rows)
-        lines += ["Both sweeps start from a copy of an existing MLflow store (see start-up for what creating one costs)."
+        lines += ["Every sweep starts from a copy of an existing MLflow store (see start-up for what creating one costs)."
                   if sw.get("basic", {}).get("store") == "existing" else "Each sweep creates its own MLflow store.", ""]
         if sw.get("joblib_speedup") is not None:
             lines += [f"joblib (2 workers) / basic: {_x(sw.get('joblib_speedup'))}x", ""]
+        if sw.get("grid_sweeper_speedup") is not None:
+            lines += [f"grid sweeper (the default) / Hydra's basic sweeper, basic launcher: {_x(sw['grid_sweeper_speedup'])}x",
+                      ""]
         check = sw.get("check", {})
         if "check_s" in check:
-            lines += [f"Validating the {check['jobs']} jobs before the first starts (`callbacks.SweepCheck`, "
-                      f"`benchmarks/sweep_check.py`): {_s(check['check_cold_s'])} in a fresh process, imports included; "
-                      f"{_s(check['check_s'])} warm against {_s(check['compose_each_s'])} for composing each job "
-                      f"(Hydra's `load_sweep_config`) and validating it: {_x(check['check_s'] / check['compose_each_s'])}x.", ""]
+            lines += [f"Checking the {check['jobs']} jobs before the first starts (the grid sweeper, "
+                      f"`callbacks.refuse_bad_jobs`; `benchmarks/sweep_check.py`): {_s(check['check_cold_s'])} in a fresh "
+                      f"process, imports included; {_s(check['check_s'])} warm against {_s(check['hydra_check_s'])} for "
+                      f"the check of Hydra's basic sweeper it replaces (composing every job): "
+                      f"{_x(check['check_s'] / check['hydra_check_s'])}x.", ""]
         elif "error" in check:
             lines += [f"- **the sweep check's measurement failed**: `{check['error'][-300:]}`", ""]
         lines += [f"- **{n} failed**: `{sw[n]['error'][-300:]}`" for n in LAUNCHERS if "error" in sw.get(n, {})]

@@ -6,8 +6,8 @@ One invocation measures everything side by side and writes `DIR/results.{json,md
 1. step     one training step per shape: nnresearch vs PyTorch eager vs scikit-learn, plus the
             step's GEMMs alone; FLOP/s against the float32 matmul peak timed in the same rounds
 2. harness  a whole run through `experiment.execute` (tracking on/off) and `train` vs the bare loop
-3. sweep    runs per minute of a multirun, Hydra's basic launcher vs joblib with 2 workers, and
-            what validating the grid's jobs up front costs against composing each
+3. sweep    runs per minute of a multirun, Hydra's basic launcher vs joblib with 2 workers and vs
+            Hydra's own sweeper, and the grid sweeper's check of the jobs against Hydra's
 4. startup  `python -m nnresearch.run --help` and a default run, wall time
 5. gpu      the step on CuPy against PyTorch CUDA at the three largest shapes (skipped, saying
             why, without CuPy and a CUDA device)
@@ -68,7 +68,7 @@ class Plan:
 FULL = Plan(shapes=SHAPES, repeats_small=12, repeats_large=12, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
             sklearn_batches_small=8, sklearn_batches_large=2, harness_workloads=harness.FULL,
             sweep_depths=[1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4, 5], sweep_epochs=2,
-            sweep_launchers=("basic", "joblib_2"), startup_repeats=3, startup_new_store=True)
+            sweep_launchers=("basic", "joblib_2", "basic_hydra_sweeper"), startup_repeats=3, startup_new_store=True)
 SMOKE = Plan(shapes=SHAPES[:2], repeats_small=2, repeats_large=2, block_s=0.02, peak_sides=(256, 512), peak_repeats=2,
              sklearn_batches_small=2, sklearn_batches_large=2, harness_workloads=(harness.SMOKE,),
              sweep_depths=[1, 2], sweep_seeds=[0], sweep_epochs=1, sweep_launchers=("basic",), startup_repeats=1,

@@ -1,4 +1,4 @@
-"""Hydra callbacks: a check of every job of a grid sweep before any starts (`hydra.callbacks.sweep_check`),
+"""Hydra callbacks: a check of a search's direction before any trial (`hydra.callbacks.sweep_check`),
 a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and a guard that
 leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`).
 
@@ -33,7 +33,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # a grid: every job known up front
 
 
 def _sweep_overrides(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list:
@@ -95,34 +94,30 @@ def _check_search_direction(config: DictConfig) -> None:
         raise SystemExit(2)
 
 
-class SweepCheck(Callback):
-    """Validate every job of a grid sweep before the first one starts (`hydra.callbacks.sweep_check`).
+def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
+    """SystemExit(2), naming the job and its reason, if any of `jobs` composes a config that
+    `nnresearch.config.validate` refuses: the grid sweeper's check before the first job starts."""
+    from nnresearch.config import validate
 
-    Each job's config is composed as its launcher will compose it and checked by
-    `nnresearch.config.validate`; the first bad one ends the multirun with its job number,
-    overrides and reason, before any MLflow run (or sweep parent) exists. Searches (Optuna) draw
-    their jobs as they go; each is validated when it runs, and the search's direction is checked
-    against the objective up front.
+    for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
+        try:
+            validate(job)
+        except ValueError as error:
+            swept = [override for override in overrides if any(override not in other for other in jobs)]
+            print(f"sweep refused before any run started: job {number} of {len(jobs)} ({' '.join(swept)}): {error}",
+                  file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+class SweepCheck(Callback):
+    """Refuse a search (Optuna) whose direction works against the objective, before any trial
+    (`hydra.callbacks.sweep_check`). A search draws its jobs as it goes, and each is validated
+    when it runs; a grid's jobs are all validated up front by the grid sweeper
+    (`hydra_plugins.nnresearch_sweeper.GridSweeper`, `refuse_bad_jobs`).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_search_direction(config)
-        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
-            return
-        from hydra.core.global_hydra import GlobalHydra
-
-        from nnresearch.config import validate
-
-        loader = GlobalHydra.instance().config_loader()
-        jobs = sweep_jobs(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}), loader)
-        for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
-            try:
-                validate(job)
-            except ValueError as error:
-                swept = [override for override in overrides if any(override not in other for other in jobs)]
-                print(f"sweep refused before any run started: job {number} of {len(jobs)} ({' '.join(swept)}): {error}",
-                      file=sys.stderr)
-                raise SystemExit(2) from None
 
 
 class SweepProgress(Callback):

@@ -144,8 +144,8 @@ def test_smoke_harness_sweep_and_startup_parts_measure_what_they_promise(tmp_pat
     assert "error" not in basic and basic["runs_per_minute"] > 0
     check = written["sweep"]["check"]
     assert check["jobs"] == written["sweep"]["runs"]
-    assert all(check[key] > 0 for key in ("check_cold_s", "check_s", "compose_each_s"))
-    assert "(`callbacks.SweepCheck`" in markdown
+    assert all(check[key] > 0 for key in ("check_cold_s", "check_s", "hydra_check_s"))
+    assert "(the grid sweeper, `callbacks.refuse_bad_jobs`" in markdown
     timed = {name: v for name, v in written["startup"].items() if isinstance(v, dict) and "command" in v}
     assert {"python_pass", "run_help", "default_run_existing_store"} <= set(timed)
     assert all("error" not in v and v["median_s"] > 0 for v in timed.values())

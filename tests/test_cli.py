@@ -223,7 +223,7 @@ BAD_SWEEPS = {
 
 @pytest.mark.parametrize("case", BAD_SWEEPS)
 def test_a_sweep_with_one_bad_job_fails_before_any_run_exists(tmp_path, monkeypatch, capsys, case):
-    """Every job of a grid sweep is validated up front (`callbacks.SweepCheck`): no job trains and
+    """Every job of a grid sweep is validated up front (the grid sweeper, `callbacks.refuse_bad_jobs`): no job trains and
     no run, not even the sweep's parent, is created when any of them is refused."""
     monkeypatch.chdir(tmp_path)
     overrides, words = BAD_SWEEPS[case]
@@ -235,6 +235,24 @@ def test_a_sweep_with_one_bad_job_fails_before_any_run_exists(tmp_path, monkeypa
         assert word in err, f"stderr does not mention {word!r}:\n{err}"
     assert count_runs(tmp_path / "mlflow.db") == 0
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*/*.log"))
+
+
+def test_the_grid_sweeper_composes_each_choice_of_config_groups_once_before_launching(tmp_path, monkeypatch, capsys):
+    """Hydra's basic sweeper composes every job's config to check the batch, then the launcher
+    composes each again; the grid sweeper (the default) composes each choice of groups once: here
+    2 choices of `optim` for 6 jobs, so 2 + 6 compositions instead of 6 + 6."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    composed = []
+    real = ConfigLoaderImpl.load_sweep_config
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config",
+                        lambda self, master, overrides: composed.append(list(overrides)) or real(self, master, overrides))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "optim=sgd,adam", "optim.lr=0.1,0.01,0.001",
+                                     "trainer.epochs=1", "data.n_samples=60", "tracking=off", *QUICK)
+    assert code == 0, out + err
+    assert out.count("tracking off") == 6
+    assert len(composed) == 2 + 6, composed
 
 
 def test_bad_configs_fail_from_the_command_line(tmp_path_factory):
@@ -364,7 +382,7 @@ def test_wheel_carries_configs_and_runs(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("pyproject.toml", "README.md", "LICENSE", "conf", "experiments", "nnresearch"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "conf", "experiments", "nnresearch", "hydra_plugins"):
         path = REPO / name
         if path.is_dir():
             shutil.copytree(path, source / name, symlinks=True, ignore=ignore)
@@ -385,6 +403,7 @@ def test_wheel_carries_configs_and_runs(tmp_path):
     assert "nnresearch/conf/config.yaml" in names
     assert f"nnresearch/conf/experiment/{probe}.yaml" in names
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+    assert "hydra_plugins/nnresearch_sweeper/__init__.py" in names  # the grid sweeper, the default for -m
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -400,6 +419,9 @@ def test_wheel_carries_configs_and_runs(tmp_path):
                  cwd=elsewhere, env=env)
     assert result.returncode == 0, failure_report(result)
     assert "tracking off" in result.stdout
+    sweep = cli("-m", "trainer.seed=0,1", "tracking=off", "trainer.epochs=1", "data.n_samples=60", *QUICK,
+                cwd=elsewhere, env=env)
+    assert sweep.returncode == 0 and sweep.stdout.count("tracking off") == 2, failure_report(sweep)
     assert not (elsewhere / "mlflow.db").exists()
 
 
