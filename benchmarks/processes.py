@@ -36,8 +36,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def timed(args: list[str], cwd: Path, timeout_s: float) -> dict[str, Any]:
-    """Wall time of `python args...` in `cwd`; `error` carries the tail of its output if it failed."""
+def timed(args: list[str], cwd: Path, timeout_s: float, keep_stdout: bool = False) -> dict[str, Any]:
+    """Wall time of `python args...` in `cwd`; `error` carries the tail of its output if it failed,
+    `stdout` its output if `keep_stdout`."""
     start = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
@@ -45,6 +46,8 @@ def timed(args: list[str], cwd: Path, timeout_s: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         return {"wall_s": time.perf_counter() - start, "error": f"timed out after {timeout_s:.0f} s"}
     result: dict[str, Any] = {"wall_s": time.perf_counter() - start}
+    if keep_stdout:
+        result["stdout"] = done.stdout
     if done.returncode != 0:
         result["error"] = f"exit {done.returncode}: " + (done.stderr or done.stdout)[-1500:]
     return result
@@ -130,14 +133,8 @@ LAUNCHERS = {"basic": [], "joblib_2": ["hydra/launcher=joblib", "hydra.launcher.
 
 def sweep_check(grid: list[str], timeout_s: float) -> dict[str, Any]:
     """`benchmarks.sweep_check` on `grid` in a fresh process: what validating every job up front costs."""
-    try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.sweep_check", *grid], cwd=ROOT, env=_env(),
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
-    if done.returncode != 0:
-        return {"error": f"exit {done.returncode}: " + (done.stderr or done.stdout)[-1500:]}
-    return json.loads(done.stdout.splitlines()[-1])
+    done = timed(["-m", "benchmarks.sweep_check", *grid], ROOT, timeout_s, keep_stdout=True)
+    return {"error": done["error"]} if "error" in done else json.loads(done["stdout"].splitlines()[-1])
 
 
 def sweep(depths: list[int], seeds: list[int], epochs: int, template: StoreTemplate, launchers: tuple[str, ...],

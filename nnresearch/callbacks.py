@@ -1,6 +1,8 @@
 """Hydra callbacks: a check of a search's direction before any trial (`hydra.callbacks.sweep_check`),
 a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and a guard that
-leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`).
+leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`); and the
+grid's expansion they share with the grid sweeper (`hydra_plugins.nnresearch_sweeper`), whose
+check of every job before the first starts is `refuse_bad_jobs`.
 
 The bar lives in the process that launches the sweep and counts jobs as they end, whatever runs
 them: Hydra's basic launcher runs jobs in that process, which advances the bar directly; joblib
