@@ -2,7 +2,8 @@
 
 `python -m benchmarks.sweep_check OVERRIDE...` prints one JSON object, timed in a fresh process:
 
-- `check_cold_s`: the grid sweeper's first check of the batch (`callbacks.refuse_bad_jobs`),
+- `check_cold_s`: the grid sweeper's first check of the batch (`callbacks.refuse_bad_jobs` with
+  a new `composition.ComposeOncePerChoice`, whose compositions the jobs then reuse),
   imports included, as a sweep's launching process pays it (with joblib that process trains nothing).
 - `check_s` and `hydra_check_s`: medians of warm repeats, interleaved, of that check (one
   composition per choice of config groups, the other overrides applied to a copy, every job
@@ -33,6 +34,7 @@ def measure(grid: list[str], repeats: int = REPEATS) -> dict[str, float | int]:
     from hydra.types import RunMode
 
     from nnresearch.callbacks import refuse_bad_jobs, sweep_jobs
+    from nnresearch.composition import ComposeOncePerChoice
     from nnresearch.config import register
     from nnresearch.paths import CONFIG_DIR
 
@@ -41,7 +43,7 @@ def measure(grid: list[str], repeats: int = REPEATS) -> dict[str, float | int]:
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", overrides=grid, run_mode=RunMode.MULTIRUN)
         jobs = sweep_jobs(list(master.hydra.overrides.task), dict(master.hydra.sweeper.get("params") or {}), loader)
-        check = lambda: refuse_bad_jobs(loader, master, jobs)  # noqa: E731
+        check = lambda: refuse_bad_jobs(ComposeOncePerChoice(loader), master, jobs)  # noqa: E731
 
         def hydra_check() -> None:
             for overrides in jobs:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import functools
 import importlib
 import math
@@ -59,23 +58,11 @@ def sweep_jobs(command_line: list[str], sweeper_params: dict[str, Any], config_l
 
 
 def _job_configs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> Iterator[DictConfig]:
-    """Each job's config (without its `hydra` node) as its launcher will compose it.
-
-    Composing costs ~70 ms, so it is done once per distinct choice of config groups; the other
-    overrides are then applied to a copy, as Hydra applies them after composing the defaults.
-    """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    parser = OverridesParser.create(loader)
-    composed: dict[tuple[str, ...], DictConfig] = {}
+    """Each job's config (without its `hydra` node) as `loader` composes it for the launcher: the
+    grid sweeper's `nnresearch.composition.ComposeOncePerChoice`, which keeps what it composes here
+    for the jobs to reuse."""
     for overrides in jobs:
-        parsed = parser.parse_overrides(overrides)
-        is_group = [loader.repository.group_exists(override.key_or_group) for override in parsed]
-        groups = tuple(override.input_line for override, group in zip(parsed, is_group) if group)
-        if groups not in composed:
-            composed[groups] = loader.load_sweep_config(config, list(groups))
-        job = copy.deepcopy(composed[groups])
-        ConfigLoaderImpl._apply_overrides_to_config([o for o, group in zip(parsed, is_group) if not group], job)
+        job = loader.load_sweep_config(config, overrides)
         with open_dict(job):
             del job["hydra"]
         yield job

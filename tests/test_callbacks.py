@@ -23,36 +23,6 @@ def test_sweep_size_multiplies_sweeps_and_command_line_wins():
     assert sweep_size([], {}) == 1
 
 
-@pytest.mark.parametrize("sweep", [
-    ["model.depth=1,2", "optim.lr=0.1,0.01", "trainer.epochs=3"],
-    ["model=mlp,residual_mlp", "data=moons,spirals", "model.width=8,16", "+model.widths=[4,4]"],
-    ["experiment=mitigations"],  # a @package _global_ config with its own sweeper params and group choices
-    ["experiment=initialization", "profile=quick", "trainer.seed=0,1"],
-])
-def test_the_sweep_check_composes_each_job_as_its_launcher_does(sweep):
-    """`_job_configs` composes once per choice of config groups and applies the rest; the configs
-    must be those Hydra's `load_sweep_config` composes for every job from scratch."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
-    from nnresearch.callbacks import _job_configs, sweep_jobs
-    from nnresearch.config import register
-    from nnresearch.paths import CONFIG_DIR
-
-    register()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("config", overrides=sweep, run_mode=RunMode.MULTIRUN)
-        jobs = sweep_jobs(list(master.hydra.overrides.task), dict(master.hydra.sweeper.get("params") or {}), loader)
-        assert len(jobs) == sweep_size(list(master.hydra.overrides.task), dict(master.hydra.sweeper.get("params") or {}))
-        assert len(jobs) > 1
-        for overrides, job in zip(jobs, _job_configs(loader, master, jobs), strict=True):
-            expected = OmegaConf.to_container(loader.load_sweep_config(master, overrides))
-            del expected["hydra"]
-            assert OmegaConf.to_container(job) == expected, overrides
-
-
 def sweep_config(tmp_path, launcher: str):
     return OmegaConf.create({"hydra": {"overrides": {"task": ["trainer.seed=0,1,2"]}, "sweeper": {"params": {}},
                                        "sweep": {"dir": str(tmp_path / "multirun")}, "launcher": {"_target_": launcher},

@@ -1,0 +1,113 @@
+"""`nnresearch.composition.ComposeOncePerChoice`: a sweep's job configs, composed once per choice of
+config groups, must equal those Hydra composes for every job from scratch, `hydra` node included."""
+
+import pickle
+
+import pytest
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from nnresearch.callbacks import sweep_jobs, sweep_size
+from nnresearch.composition import ComposeOncePerChoice
+
+
+@pytest.fixture
+def hydra_loader():
+    """Hydra's own loader over conf/, as `python -m nnresearch.run` builds it."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from nnresearch.config import register
+    from nnresearch.paths import CONFIG_DIR
+
+    register()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+
+
+def master_config(loader, sweep):
+    from hydra.types import RunMode
+
+    return loader.load_configuration("config", overrides=sweep, run_mode=RunMode.MULTIRUN)
+
+
+def jobs_of(loader, master):
+    task, params = list(master.hydra.overrides.task), dict(master.hydra.sweeper.get("params") or {})
+    jobs = sweep_jobs(task, params, loader)
+    assert len(jobs) == sweep_size(task, params) > 1
+    return jobs
+
+
+def as_hydra_composes(loader, master, overrides):
+    return OmegaConf.to_container(loader.load_sweep_config(master, overrides))
+
+
+@pytest.mark.parametrize("sweep", [
+    ["model.depth=1,2", "optim.lr=0.1,0.01", "trainer.epochs=3"],
+    ["model=mlp,residual_mlp", "data=moons,spirals", "model.width=8,16", "+model.widths=[4,4]"],
+    ["experiment=mitigations"],  # a @package _global_ config with its own sweeper params and group choices
+    ["experiment=initialization", "profile=quick", "trainer.seed=0,1"],
+    ["optim.clip_norm=null,1.0", "hydra.job.config.override_dirname.exclude_keys=[trainer.seed]", "trainer.seed=0,1"],
+    ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+hydra.job.env_set.TEAM=a", "optim.lr=0.1,0.2"],
+])
+def test_each_job_is_composed_as_hydra_composes_it(hydra_loader, sweep):
+    master = master_config(hydra_loader, sweep)
+    reusing = ComposeOncePerChoice(hydra_loader)
+    for overrides in jobs_of(hydra_loader, master):
+        job = reusing.load_sweep_config(master, overrides)
+        assert OmegaConf.to_container(job) == as_hydra_composes(hydra_loader, master, overrides), overrides
+        assert OmegaConf.is_struct(job) and not OmegaConf.is_readonly(job.hydra)
+
+
+def test_hydra_composes_once_per_choice_of_groups_and_every_job_gets_its_own_copy(hydra_loader, monkeypatch):
+    master = master_config(hydra_loader, ["optim=sgd,adam", "optim.lr=0.1,0.01,0.001"])
+    composed = []
+    real = ConfigLoaderImpl.load_sweep_config
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config",
+                        lambda self, master, overrides: composed.append(list(overrides)) or real(self, master, overrides))
+    reusing = ComposeOncePerChoice(hydra_loader)
+    configs = [reusing.load_sweep_config(master, overrides) for overrides in jobs_of(hydra_loader, master)]
+    assert composed == [["optim=sgd"], ["optim=adam"]]
+    assert [(c.optim.name, c.optim.lr) for c in configs] == [(o, lr) for o in ("sgd", "adam") for lr in (0.1, 0.01, 0.001)]
+    configs[0].trainer.seed = 99
+    assert reusing.load_sweep_config(master, ["optim=sgd", "optim.lr=0.1"]).trainer.seed != 99
+
+
+def test_a_job_in_another_process_reuses_what_the_launching_process_composed(hydra_loader, monkeypatch):
+    """What joblib or submitit hands a job: the pickled loader, with the check's compositions."""
+    master = master_config(hydra_loader, ["trainer.seed=0,1,2"])
+    jobs = jobs_of(hydra_loader, master)
+    reusing = ComposeOncePerChoice(hydra_loader)
+    reusing.load_sweep_config(master, jobs[0])
+    in_worker = pickle.loads(pickle.dumps(reusing))
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", lambda *args: pytest.fail("composed again"))
+    assert OmegaConf.to_container(in_worker.load_sweep_config(master, jobs[2])) == \
+        OmegaConf.to_container(reusing.load_sweep_config(master, jobs[2]))
+
+
+@pytest.mark.parametrize("bad", ["model.no_such_key=1", "+model.depth=3", "~model.no_such_key"])
+def test_a_bad_override_fails_as_it_fails_in_hydra(hydra_loader, bad):
+    master = master_config(hydra_loader, ["trainer.seed=0,1"])
+    with pytest.raises(ConfigCompositionException) as hydra_error:
+        hydra_loader.load_sweep_config(master, ["trainer.seed=0", bad])
+    with pytest.raises(ConfigCompositionException) as error:
+        ComposeOncePerChoice(hydra_loader).load_sweep_config(master, ["trainer.seed=0", bad])
+    assert str(error.value) == str(hydra_error.value)
+
+
+def test_a_group_found_through_the_sweeps_search_path_is_composed_by_hydra(hydra_loader, tmp_path):
+    """A user's own configs added with `hydra.searchpath` are groups too, though Hydra's base
+    repository does not know them: their overrides are choices, never plain values, even where
+    the group shares its name with a value (`study`)."""
+    (tmp_path / "optim").mkdir()
+    (tmp_path / "optim" / "fast_sgd.yaml").write_text("defaults:\n  - sgd\n  - _self_\nlr: 0.5\n")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "long.yaml").write_text("# @package _global_\nstudy: long\ntrainer:\n  epochs: 9\n")
+    master = master_config(hydra_loader, [f"hydra.searchpath=[file://{tmp_path}]", "optim=sgd,fast_sgd", "+study=long"])
+    reusing = ComposeOncePerChoice(hydra_loader)
+    for overrides in jobs_of(hydra_loader, master):
+        assert OmegaConf.to_container(reusing.load_sweep_config(master, overrides)) == \
+            as_hydra_composes(hydra_loader, master, overrides), overrides
+    job = reusing.load_sweep_config(master, ["optim=fast_sgd", "+study=long"])
+    assert (job.optim.lr, job.study, job.trainer.epochs) == (0.5, "long", 9)
