@@ -314,10 +314,18 @@ def _check_trainer(t: TrainerConfig) -> None:
 
 # Models built for one task only (the chapter's one-neuron classifiers).
 MODEL_TASKS = {"logistic": "binary", "softmax_regression": "multiclass"}
+# The head a network gets for each task when `model.head` is unset.
+DEFAULT_HEADS = {"binary": "sigmoid_bce", "multiclass": "softmax_ce", "multilabel": "sigmoid_bce", "regression": "linear_mse"}
+# Heads whose targets are one-hot over several classes (multi-hot ones are normalised for them):
+# binary labels (one output row) and regression targets never are.
+ONE_HOT_HEADS = ("softmax_ce", "naive_softmax_ce")
+ONE_HOT_TASKS = ("multiclass", "multilabel")
 
 
 def _check_fits_data(c: Config) -> None:
-    """The model and the objective must suit the data set's task (`nnresearch.data.DATA_TASKS`)."""
+    """The model, its head and the objective must suit the data set's task (`nnresearch.data.DATA_TASKS`);
+    what depends on the data's values (a sigmoid head on regression targets outside [0, 1]) is
+    checked when the data is loaded (`experiment.check_head_fits`)."""
     from nnresearch.data import DATA_TASKS
 
     task = DATA_TASKS[c.data.name]
@@ -326,6 +334,11 @@ def _check_fits_data(c: Config) -> None:
         suited = ", ".join(name for name, its_task in DATA_TASKS.items() if its_task == needed)
         raise ValueError(f"model={c.model.name} needs a {needed} data set; data.name={c.data.name} is {task} "
                          f"(the {needed} ones: {suited})")
+    if c.model.head in ONE_HOT_HEADS and task not in ONE_HOT_TASKS:
+        suited = ", ".join(name for name, its_task in DATA_TASKS.items() if its_task in ONE_HOT_TASKS)
+        raise ValueError(f"model.head={c.model.head} needs one-hot targets; data.name={c.data.name} is {task} "
+                         f"(the multiclass and multilabel ones: {suited}); set model.head={DEFAULT_HEADS[task]}, "
+                         f"or leave model.head unset ({task} data gets {DEFAULT_HEADS[task]})")
     _one_of("objective", c.objective, OBJECTIVES)
     if c.objective == "val/acc" and task == "regression":
         raise ValueError(f"objective=val/acc has no value for data.name={c.data.name} (regression targets: every job "

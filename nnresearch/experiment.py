@@ -18,7 +18,7 @@ import numpy as np
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
-from nnresearch.config import HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash, within
+from nnresearch.config import DEFAULT_HEADS, HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash, within
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
@@ -31,7 +31,6 @@ from nnresearch.sinks import MemorySink, NullSink, TeeSink
 from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
 
 PERMUTATION_SEED = 1234  # one fixed feature permutation for every run of the inductive-bias study
-DEFAULT_HEADS = {"binary": "sigmoid_bce", "multiclass": "softmax_ce", "multilabel": "sigmoid_bce", "regression": "linear_mse"}
 TASK_ACCURACY = {"binary": threshold_accuracy, "multilabel": threshold_accuracy, "multiclass": argmax_accuracy}
 # Keys a checkpoint's numbers do not depend on: where and how a run reports, and how far it goes
 # (trainer.epochs only moves the lr of the cosine schedule, whose T is the run's total steps).

@@ -217,6 +217,8 @@ BAD_SWEEPS = {
     "one_bad_value": (["optim.lr=0.1,-1"], ["job 1 of 2 (optim.lr=-1)", "optim.lr=-1.0 is out of range"]),
     "model_unfit_for_a_data_set": (["model=logistic", "data=moons,spirals"],
                                    ["job 1 of 2 (data=spirals)", "model=logistic needs a binary data set"]),
+    "head_unfit_for_a_data_set": (["model.head=softmax_ce", "data=spirals,moons"],
+                                  ["job 1 of 2 (data=moons)", "model.head=softmax_ce needs one-hot targets"]),
     "bad_value_in_an_experiment_grid": (["experiment=width_vs_depth", "optim.lr=-1"], ["job 0 of", "optim.lr"]),
 }
 

@@ -18,8 +18,19 @@ from dataclasses import fields
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from nnresearch.config import MODEL_TASKS, OPTIMIZER_FIELDS, Config, OptimConfig, config_hash, validate
+from nnresearch.config import (
+    MODEL_TASKS,
+    ONE_HOT_HEADS,
+    ONE_HOT_TASKS,
+    OPTIMIZER_FIELDS,
+    Config,
+    OptimConfig,
+    config_hash,
+    validate,
+)
 from nnresearch.data import DATA_TASKS, DATASETS, load_dataset
+from nnresearch.experiment import check_head_fits, prepare
+from nnresearch.nn.losses import HEADS
 from nnresearch.nn.optim import OPTIMIZERS
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +155,18 @@ def test_what_validate_knows_of_each_data_set_agrees_with_the_loaded_one(name):
         else:
             with pytest.raises(ValueError, match=rf"^model={model} needs a {needed} data set; data.name={name} is {task}"):
                 validate(cfg)
+    for head in HEADS:
+        cfg = Config()
+        cfg.data.name, cfg.model.head = name, head
+        cfg.data.n_samples = small.get("n_samples", cfg.data.n_samples)
+        if head in ONE_HOT_HEADS and task not in ONE_HOT_TASKS:
+            with pytest.raises(ValueError, match=rf"^model.head={head} needs one-hot targets; data.name={name} is {task}"):
+                validate(cfg)
+            with pytest.raises(ValueError, match=f"model.head={head} cannot fit data.name={name}"):  # never a working config refused
+                prepared = prepare(cfg)
+                check_head_fits(cfg, prepared.data, prepared.network, [(prepared.splits.X_train, prepared.splits.Y_train)])
+        else:
+            validate(cfg)
     cfg = Config()
     cfg.data.name, cfg.objective = name, "val/acc"
     if task == "regression":

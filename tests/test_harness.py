@@ -257,11 +257,13 @@ def test_invalid_pairings_fail_clearly(compose, mlflow_uri, model):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize(("data", "head", "fitting"), [("sine", "softmax_ce", "linear_mse"), ("moons", "softmax_ce", "sigmoid_bce")])
+@pytest.mark.parametrize(("data", "head", "fitting"), [("sine", "softmax_ce", "linear_mse"), ("moons", "softmax_ce", "sigmoid_bce"),
+                                                     ("sine", "sigmoid_bce", "linear_mse")])
 def test_a_head_that_cannot_fit_the_data_is_refused_before_a_run_exists(compose, mlflow_uri, data, head, fitting):
     """model.head whose targets the data cannot give (regression values under a softmax, one 0/1
-    column under a softmax): a ValueError naming model.head, data.name and a head that fits, and no
-    run in the store (not even a FAILED one)."""
+    column under a softmax: refused by `validate`; sine's values outside [0, 1] under a sigmoid:
+    refused once the data is loaded): a ValueError naming model.head, data.name and a head that
+    fits, and no run in the store (not even a FAILED one)."""
     overrides = [f"data={data}", f"model.head={head}", *SMOKE, *data_overrides(data), f"tracking.uri={mlflow_uri}",
                  "study=unfit_head"]
     with pytest.raises(ValueError, match=rf"model.head={head}.*data.name={data}.*model.head={fitting}"):
