@@ -3,54 +3,60 @@
 Hydra composes every job of a sweep from scratch (`ConfigLoader.load_sweep_config`: search path,
 defaults list, one YAML merge per group; ~70-120 ms a job), although the jobs of a grid differ
 mostly in plain values (`optim.lr=0.1`, `trainer.seed=3`). The grid sweeper
-(`hydra_plugins.nnresearch_sweeper`) hands its launcher this loader instead: it has Hydra compose
-each distinct choice of config groups once, and makes each job's config from a copy of that, with
-the job's other overrides applied as Hydra applies them after composing the defaults, and the
-`hydra.overrides.task` list and `hydra.job.override_dirname` Hydra would have set. The configs are
-equal to Hydra's (tests/test_composition.py compares them, `hydra` node included).
+(`hydra_plugins.nnresearch_sweeper`) hands its check and its launcher this loader instead: Hydra
+composes each distinct choice once, and each job's config is a copy of that with the job's plain
+values applied as Hydra applies them after composing the defaults, and the `hydra.overrides.task`
+list and `hydra.job.override_dirname` Hydra would have set. The configs are equal to Hydra's
+(tests/test_composition.py compares them, `hydra` node included), and so are the errors.
 
-An override counts as a plain value only where that is certain: its key is not a config group and
-names a value (not a node) in the sweep's master config. Anything else (a group, `+key` for a key
-the master config lacks, a `hydra.*` override) is part of the choice that Hydra composes.
+An override counts as a plain value only where that is certain: it is not a sweep, a `hydra.*`
+override, a group (as Hydra's repository, with the sweep's search path, knows them) or a
+`@package` override; its key names a value in the sweep's master config, not a node nor an
+interpolation (read without resolving it: `${now:...}` stays unresolved); and no override after
+it is one that Hydra applies to the config (it would be applied after it in Hydra's order).
+Everything else is part of the choice that Hydra composes.
 """
 
 from __future__ import annotations
 
-import pickle
+import copy
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from omegaconf import Container, DictConfig, OmegaConf
-
-
-_ABSENT = object()
+from omegaconf import DictConfig, OmegaConf, ValueNode
 
 
 class ComposeOncePerChoice(ConfigLoader):
     """A `ConfigLoader` that composes a sweep's jobs once per choice of config groups (see the
     module); everything else is delegated to Hydra's loader, `loader`.
 
-    Each composition is kept pickled: unpickling is a quicker copy of a config than `deepcopy`,
-    and the loader pickles cheaply with its compositions, so a job in another process (joblib,
-    submitit) finds its choice already composed by the launching process's check of the batch.
+    Compositions stay in the process that made them: a job in another process (joblib,
+    submitit) gets the loader without them and composes its own choice there, as Hydra does;
+    carrying them to every job would grow as jobs x choices.
     """
 
     def __init__(self, loader: ConfigLoader) -> None:
         self.loader = loader
-        self.composed: dict[tuple[str, ...], bytes] = {}
-        self._groups: dict[str, bool] = {}
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
+        self._repository: Any = None  # the sweep's config repository, made on first use
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"loader": self.loader}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["loader"])
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = OverridesParser.create(self).parse_overrides(list(sweep_overrides))
-        is_value = [self._is_plain_value(override, master_config) for override in parsed]
-        choice = tuple(override.input_line for override, value in zip(parsed, is_value) if not value)
+        plain = self._plain_values(parsed, master_config)
+        choice = tuple(override.input_line for override, is_plain in zip(parsed, plain) if not is_plain)
         if choice not in self.composed:
-            self.composed[choice] = pickle.dumps(self.loader.load_sweep_config(master_config, list(choice)))
-        config = pickle.loads(self.composed[choice])
-        ConfigLoaderImpl._apply_overrides_to_config([o for o, value in zip(parsed, is_value) if value], config)
+            self.composed[choice] = self.loader.load_sweep_config(master_config, list(choice))
+        config = copy.deepcopy(self.composed[choice])
+        ConfigLoaderImpl._apply_overrides_to_config([o for o, is_plain in zip(parsed, plain) if is_plain], config)
         task = [override for override in parsed if not override.is_hydra_override()]
         config.hydra.overrides.task = [override.input_line for override in task]
         dirname = config.hydra.job.config.override_dirname
@@ -59,18 +65,27 @@ class ComposeOncePerChoice(ConfigLoader):
         OmegaConf.copy_cache(from_config=master_config, to_config=config)
         return config
 
-    def _is_plain_value(self, override: Override, master_config: DictConfig) -> bool:
-        if override.is_hydra_override() or override.package is not None:
-            return False
-        key = override.key_or_group
-        node = OmegaConf.select(master_config, key, default=_ABSENT, throw_on_resolution_failure=False)
-        if node is _ABSENT or isinstance(node, Container):
-            return False
-        if key not in self._groups:  # searched as Hydra searches, with the sweep's own search path
-            self._groups[key] = bool(self.loader.get_group_options(
-                key, results_filter=None, config_name=master_config.hydra.job.config_name,
-                overrides=list(master_config.hydra.overrides.hydra)))
-        return not self._groups[key]
+    def _plain_values(self, parsed: list[Override], master_config: DictConfig) -> list[bool]:
+        """For each override, whether it is a plain value (see the module)."""
+        repository = self._sweep_repository(master_config)
+        plain = [False] * len(parsed)
+        applied_after = False  # an override later in the list that Hydra applies to the config
+        for index in reversed(range(len(parsed))):
+            override = parsed[index]
+            group = repository.group_exists(override.key_or_group)
+            if not group and not applied_after and _names_a_value(override, master_config):
+                plain[index] = True
+            elif not group or isinstance(override.value(), dict):  # a dict on a group is a config override
+                applied_after = True
+        return plain
+
+    def _sweep_repository(self, master_config: DictConfig) -> Any:
+        """Hydra's config repository with the sweep's search path (`hydra.searchpath` included)."""
+        if self._repository is None:
+            hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
+            _, self._repository = self.loader._parse_overrides_and_create_caching_repo(
+                master_config.hydra.job.config_name, hydra_overrides)
+        return self._repository
 
     def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
         return self.loader.load_configuration(*args, **kwargs)
@@ -90,3 +105,15 @@ class ComposeOncePerChoice(ConfigLoader):
     def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
         return self.loader.compute_defaults_list(*args, **kwargs)
 
+
+def _names_a_value(override: Override, master_config: DictConfig) -> bool:
+    """Whether `override` sets one value that the master config has, neither a node nor an
+    interpolation, looked up without resolving anything."""
+    if override.is_hydra_override() or override.package is not None or override.is_sweep_override():
+        return False
+    node: Any = master_config
+    for part in override.key_or_group.split("."):
+        if not isinstance(node, DictConfig):
+            return False
+        node = node._get_node(part, validate_access=False, throw_on_missing_key=False)
+    return isinstance(node, ValueNode) and not node._is_interpolation()

@@ -1,11 +1,12 @@
 """`nnresearch.composition.ComposeOncePerChoice`: a sweep's job configs, composed once per choice of
 config groups, must equal those Hydra composes for every job from scratch, `hydra` node included."""
 
+import copy
 import pickle
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra.errors import ConfigCompositionException
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from nnresearch.callbacks import sweep_jobs, sweep_size
@@ -50,6 +51,9 @@ def as_hydra_composes(loader, master, overrides):
     ["experiment=initialization", "profile=quick", "trainer.seed=0,1"],
     ["optim.clip_norm=null,1.0", "hydra.job.config.override_dirname.exclude_keys=[trainer.seed]", "trainer.seed=0,1"],
     ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+hydra.job.env_set.TEAM=a", "optim.lr=0.1,0.2"],
+    ["trainer.seed=0,1", "hydra.sweep.subdir=${hydra.job.override_dirname}"],  # a hydra override Hydra keeps unresolved
+    ["trainer.seed=0,1", "trainer={seed: 5}"],  # a later override of the same value wins, as in Hydra's order
+    ["optim.lr=0.1,0.2", "++optim={lr: 0.5}", "trainer.seed=0,1"],
 ])
 def test_each_job_is_composed_as_hydra_composes_it(hydra_loader, sweep):
     master = master_config(hydra_loader, sweep)
@@ -74,26 +78,37 @@ def test_hydra_composes_once_per_choice_of_groups_and_every_job_gets_its_own_cop
     assert reusing.load_sweep_config(master, ["optim=sgd", "optim.lr=0.1"]).trainer.seed != 99
 
 
-def test_a_job_in_another_process_reuses_what_the_launching_process_composed(hydra_loader, monkeypatch):
-    """What joblib or submitit hands a job: the pickled loader, with the check's compositions."""
+def test_a_job_in_another_process_gets_the_loader_without_its_compositions(hydra_loader):
+    """What joblib or submitit hands each job: compositions would grow as jobs x choices there."""
     master = master_config(hydra_loader, ["trainer.seed=0,1,2"])
     jobs = jobs_of(hydra_loader, master)
     reusing = ComposeOncePerChoice(hydra_loader)
     reusing.load_sweep_config(master, jobs[0])
     in_worker = pickle.loads(pickle.dumps(reusing))
-    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", lambda *args: pytest.fail("composed again"))
+    assert reusing.composed and not in_worker.composed
     assert OmegaConf.to_container(in_worker.load_sweep_config(master, jobs[2])) == \
-        OmegaConf.to_container(reusing.load_sweep_config(master, jobs[2]))
+        as_hydra_composes(hydra_loader, master, jobs[2])
 
 
-@pytest.mark.parametrize("bad", ["model.no_such_key=1", "+model.depth=3", "~model.no_such_key"])
+def test_composing_resolves_nothing_in_the_master_config(hydra_loader):
+    """Looking up whether a swept key holds a plain value must not resolve it: a `${now:...}`
+    resolved then would be cached in the master config and copied into every job."""
+    master = master_config(hydra_loader, ["trainer.seed=0,1"])
+    master.study = "${now:%H-%M-%S-%f}"  # as a config file may set it
+    before = OmegaConf.to_container(master), copy.deepcopy(master._metadata.resolver_cache)
+    ComposeOncePerChoice(hydra_loader).load_sweep_config(master, ["study=a", "trainer.seed=0"])
+    assert (OmegaConf.to_container(master), master._metadata.resolver_cache) == before
+
+
+@pytest.mark.parametrize("bad", [["model.no_such_key=1"], ["+model.depth=3"], ["~model.no_such_key"], ["optim.lr=0.1,0.2"],
+                                 ["optim.lr=abc", "model.no_such_key=1"]])  # two bad ones: Hydra names the first
 def test_a_bad_override_fails_as_it_fails_in_hydra(hydra_loader, bad):
     master = master_config(hydra_loader, ["trainer.seed=0,1"])
-    with pytest.raises(ConfigCompositionException) as hydra_error:
-        hydra_loader.load_sweep_config(master, ["trainer.seed=0", bad])
-    with pytest.raises(ConfigCompositionException) as error:
-        ComposeOncePerChoice(hydra_loader).load_sweep_config(master, ["trainer.seed=0", bad])
-    assert str(error.value) == str(hydra_error.value)
+    with pytest.raises(HydraException) as hydra_error:
+        hydra_loader.load_sweep_config(master, ["trainer.seed=0", *bad])
+    with pytest.raises(HydraException) as error:
+        ComposeOncePerChoice(hydra_loader).load_sweep_config(master, ["trainer.seed=0", *bad])
+    assert (type(error.value), str(error.value)) == (type(hydra_error.value), str(hydra_error.value))
 
 
 def test_a_group_found_through_the_sweeps_search_path_is_composed_by_hydra(hydra_loader, tmp_path):
@@ -104,6 +119,8 @@ def test_a_group_found_through_the_sweeps_search_path_is_composed_by_hydra(hydra
     (tmp_path / "optim" / "fast_sgd.yaml").write_text("defaults:\n  - sgd\n  - _self_\nlr: 0.5\n")
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "long.yaml").write_text("# @package _global_\nstudy: long\ntrainer:\n  epochs: 9\n")
+    (tmp_path / "objective").mkdir()  # a group with no options yet: Hydra refuses `objective=...` all the same
+    (tmp_path / "objective" / "README.md").write_text("options to come\n")
     master = master_config(hydra_loader, [f"hydra.searchpath=[file://{tmp_path}]", "optim=sgd,fast_sgd", "+study=long"])
     reusing = ComposeOncePerChoice(hydra_loader)
     for overrides in jobs_of(hydra_loader, master):
@@ -111,3 +128,8 @@ def test_a_group_found_through_the_sweeps_search_path_is_composed_by_hydra(hydra
             as_hydra_composes(hydra_loader, master, overrides), overrides
     job = reusing.load_sweep_config(master, ["optim=fast_sgd", "+study=long"])
     assert (job.optim.lr, job.study, job.trainer.epochs) == (0.5, "long", 9)
+    with pytest.raises(HydraException) as hydra_error:
+        hydra_loader.load_sweep_config(master, ["objective=val/acc"])
+    with pytest.raises(HydraException) as error:
+        reusing.load_sweep_config(master, ["objective=val/acc"])
+    assert str(error.value) == str(hydra_error.value)
