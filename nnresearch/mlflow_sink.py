@@ -4,8 +4,9 @@ Ground floor: this module knows MLflow and nothing of the network code or Hydra.
 opens the run and yields an `MLflowSink`; the training loop only sees the `nnresearch.sinks.Sink`
 protocol (`log_metrics`, `set_tags`).
 
-- Metrics are buffered and sent with `log_batch`, one store write per ~1000 numbers or per
-  `flush_every_s` seconds, instead of one blocking write per number.
+- Metrics are buffered and sent in batches, one store write per ~1000 numbers or per
+  `flush_every_s` seconds, instead of one blocking write per number; into an SQLite store
+  as one bulk insert (`nnresearch.metric_rows`), elsewhere with `log_batch`.
 - Arrays are written by a background thread while training goes on; artifacts go straight to the
   run's artifact repository.
 - `end(status)` sends everything buffered, waits for the uploads and sets the final status; a
@@ -43,6 +44,8 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
+
+from nnresearch import metric_rows
 
 _KEY_CHARS = re.compile(r"^[/\w.\- :]+$")
 
@@ -152,7 +155,7 @@ def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple
 
 
 class MLflowSink:
-    """The Sink of one MLflow run; metrics are buffered and sent with `MlflowClient.log_batch`.
+    """The Sink of one MLflow run; metrics are buffered and sent in batches (`metric_rows.write_metrics`).
 
     Each full batch of MLflow's limit (1000 metrics) is sent as soon as it fills; the whole buffer
     is sent when a `log_metrics` call finds it `flush_every_s` seconds old, and on `flush()` (which
@@ -227,7 +230,7 @@ class MLflowSink:
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             try:
                 with signals_held():
-                    self._client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
+                    metric_rows.write_metrics(self._client, self.run_id, metrics[start : start + MAX_METRICS_PER_BATCH])
             except BaseException:
                 self._buffer = list(metrics[start:]) + self._buffer
                 raise

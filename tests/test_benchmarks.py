@@ -156,7 +156,7 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
     from mlflow import MlflowClient
 
     from benchmarks.harness import TrackingClock, compose
-    from nnresearch import experiment
+    from nnresearch import experiment, metric_rows
     from nnresearch.mlflow_sink import MLflowSink
 
     monkeypatch.chdir(tmp_path)
@@ -165,18 +165,20 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
     store_writes, in_clock, train = [], [], experiment.train
     clock = TrackingClock()
 
-    def slow_store_write(*args, **kwargs):  # every metric/param/tag batch costs 50 ms more: the clock must see it
-        store_writes.append(clock._depth > 0)
-        time.sleep(0.05)
-        return log_batch(*args, **kwargs)
+    def slow_store_write(write):  # every metric/param/tag batch costs 50 ms more: the clock must see it
+        def slowly(*args, **kwargs):
+            store_writes.append(clock._depth > 0)
+            time.sleep(0.05)
+            return write(*args, **kwargs)
+        return slowly
 
     def slow_training(*args, **kwargs):  # 300 ms of training: the clock must not see it
         in_clock.append(clock._depth > 0)
         time.sleep(0.3)
         return train(*args, **kwargs)
 
-    log_batch = MlflowClient.log_batch
-    monkeypatch.setattr(MlflowClient, "log_batch", slow_store_write)
+    monkeypatch.setattr(MlflowClient, "log_batch", slow_store_write(MlflowClient.log_batch))
+    monkeypatch.setattr(metric_rows, "write_metrics", slow_store_write(metric_rows.write_metrics))
     monkeypatch.setattr(experiment, "train", slow_training)
     untouched = (experiment.open_tracking, MLflowSink.flush)
     start = time.perf_counter()

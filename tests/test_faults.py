@@ -28,7 +28,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import experiment, stores
+from nnresearch import experiment, metric_rows, stores
 from nnresearch.config import DataConfig, compose, validate
 
 QUIET = ["trainer.progress=false"]
@@ -294,16 +294,16 @@ def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable
 def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """The first batch of metrics sent mid-run fails (a locked database, a server hiccup after MLflow's
     retries): the run ends FAILED, and every metric logged before the failure is still in the store."""
-    real_log_batch = MlflowClient.log_batch
+    real_write = metric_rows.write_metrics
     failed = []
 
-    def log_batch_failing_once(self, run_id, metrics=(), params=(), tags=(), **kwargs):
-        if metrics and not failed:
+    def write_failing_once(client, run_id, metrics):
+        if not failed:
             failed.append(max(m.step for m in metrics if m.key == "train/loss"))
             raise ConnectionError("the tracking store did not answer (injected)")
-        return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+        return real_write(client, run_id, metrics)
 
-    monkeypatch.setattr(MlflowClient, "log_batch", log_batch_failing_once)
+    monkeypatch.setattr(metric_rows, "write_metrics", write_failing_once)
     monkeypatch.chdir(tmp_path)
     # ~30 numbers per epoch: the first full batch (1000) is sent during training, around epoch 33
     code, out, err = main_in_process(*SMALL, "trainer.epochs=60", f"tracking.uri={mlflow_uri}",
@@ -322,17 +322,17 @@ def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_pa
 def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """Ctrl-C (or SIGTERM) arriving while the run writes its last metrics and status, e.g. a second
     Ctrl-C after the first started the clean-up: the run still gets its final status and metrics."""
-    real_log_batch = MlflowClient.log_batch
+    real_write = metric_rows.write_metrics
     sent = []
 
-    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
-        if metrics and not sent and any(frame.name == "end" and frame.filename.endswith("mlflow_sink.py")
-                                        for frame in traceback.extract_stack()):
+    def write_metrics(client, run_id, metrics):
+        if not sent and any(frame.name == "end" and frame.filename.endswith("mlflow_sink.py")
+                            for frame in traceback.extract_stack()):
             sent.append(1)
             os.kill(os.getpid(), signal.SIGINT)  # delivered while this write is in progress
-        return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+        return real_write(client, run_id, metrics)
 
-    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    monkeypatch.setattr(metric_rows, "write_metrics", write_metrics)
     monkeypatch.chdir(tmp_path)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also in a background job
     try:

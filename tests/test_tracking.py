@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import mlflow_sink, sinks, stores, tracking
+from nnresearch import metric_rows, mlflow_sink, sinks, stores, tracking
 
 
 @pytest.fixture(scope="module")
@@ -314,34 +314,34 @@ def test_a_failed_upload_fails_a_run_that_ends_first(uri, monkeypatch):
 
 
 @pytest.fixture
-def log_batch_calls(monkeypatch) -> list[int]:
-    """Counts `MlflowClient.log_batch` calls: one entry (number of metrics) per call."""
+def metric_writes(monkeypatch) -> list[int]:
+    """Counts the sink's writes of metrics to the store: one entry (number of metrics) per write."""
     calls: list[int] = []
-    original = MlflowClient.log_batch
+    original = metric_rows.write_metrics
 
-    def counting(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+    def counting(client, run_id, metrics):
         calls.append(len(metrics))
-        return original(self, run_id, metrics, params, tags, synchronous=synchronous)
+        return original(client, run_id, metrics)
 
-    monkeypatch.setattr(MlflowClient, "log_batch", counting)
+    monkeypatch.setattr(metric_rows, "write_metrics", counting)
     return calls
 
 
-def test_metrics_are_sent_in_few_batches(uri, log_batch_calls):
+def test_metrics_are_sent_in_few_batches(uri, metric_writes):
     with tracking.open_run(uri, "demo", "batched", flush_every_s=3600) as sink:
         for epoch in range(100):
             sink.log_metrics({f"layer{i}/grad_norm": epoch + i / 100 for i in range(30)}, epoch)
-    assert log_batch_calls == [1000, 1000, 1000]
+    assert metric_writes == [1000, 1000, 1000]
     for i in (0, 17, 29):
         steps = history(uri, sink.run_id, f"layer{i}/grad_norm")
         assert steps == [(epoch, epoch + i / 100) for epoch in range(100)]
 
 
-def test_old_buffer_is_sent_on_the_next_call(uri, log_batch_calls):
+def test_old_buffer_is_sent_on_the_next_call(uri, metric_writes):
     with tracking.open_run(uri, "demo", "timed", flush_every_s=0.0) as sink:
         for epoch in range(5):
             sink.log_metrics({"a": 1.0, "b": 2.0}, epoch)
-        assert log_batch_calls == [2] * 5
+        assert metric_writes == [2] * 5
 
 
 # --- nesting ------------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""`nnresearch.metric_rows`: metrics bulk-inserted into an SQLite store must be stored exactly as
+MLflow's own `log_batch` stores them: every row of the history and the run's latest values."""
+
+import math
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from nnresearch import metric_rows
+
+INF = float("inf")
+BATCHES = [
+    [Metric("loss", 1.0, 1000, 0), Metric("loss", 0.5, 1001, 1), Metric("acc", 0.1, 1000, 0),
+     Metric("loss", 0.5, 1001, 1),  # the same number twice in one batch: stored once
+     Metric("nan", math.nan, 1000, 0), Metric("inf", INF, 1000, 0), Metric("inf", -INF, 1000, 1),
+     Metric("late", 3.0, 1000, 5), Metric("late", 4.0, 1000, 2),  # an older step logged after a newer one
+     Metric("tie", 2.0, 1000, 3), Metric("tie", 1.0, 1000, 3)],  # one step, one time, two values
+    [Metric("loss", 0.25, 1002, 2), Metric("nan", 2.0, 1002, 1), Metric("late", 5.0, 999, 5),
+     Metric("acc", 0.2, 900, 0)],  # an earlier timestamp at the same step
+    [Metric("loss", 0.25, 1002, 2), Metric("loss", 0.125, 1003, 3)],  # a row already stored, then a new one
+]
+
+
+@pytest.fixture
+def client(tmp_path):
+    from nnresearch.stores import ensure_store
+
+    return MlflowClient(ensure_store(f"sqlite:///{tmp_path}/mlflow.db"))
+
+
+def stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
+    """Every key's history as sorted (step, timestamp, value) rows (NaN as a string), and the latest values."""
+    def plain(value):
+        return "nan" if math.isnan(value) else value
+
+    metrics = client.get_run(run_id).data.metrics
+    histories = {key: sorted((m.step, m.timestamp, plain(m.value)) for m in client.get_metric_history(run_id, key))
+                 for key in metrics}
+    return histories, {key: plain(value) for key, value in metrics.items()}
+
+
+def test_the_bulk_insert_stores_what_log_batch_stores(client, monkeypatch):
+    experiment = client.create_experiment("rows")
+    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+    assert metric_rows._sqlite_store(client) is not None  # the bulk insert, not log_batch, is under test
+    log_batch, fell_back = MlflowClient.log_batch, []
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kwargs: (
+        fell_back.append(number) if run_id == by_insert else None, log_batch(self, run_id, **kwargs)))
+    for number, batch in enumerate(BATCHES):
+        client.log_batch(by_mlflow, metrics=batch, synchronous=True)
+        metric_rows.write_metrics(client, by_insert, batch)
+        assert stored(client, by_insert) == stored(client, by_mlflow)
+    assert fell_back == [2]  # only the batch repeating a stored row; a repeat within a batch is written once
+    histories, latest = stored(client, by_insert)
+    assert latest == {"loss": 0.125, "acc": 0.1, "nan": 2.0, "inf": -1.7976931348623157e308, "late": 3.0, "tie": 2.0}
+    assert histories["loss"] == [(0, 1000, 1.0), (1, 1001, 0.5), (2, 1002, 0.25), (3, 1003, 0.125)]
+
+
+def test_a_deleted_run_is_refused_as_log_batch_refuses_it(client):
+    run_id = client.create_run(client.create_experiment("deleted")).info.run_id
+    client.delete_run(run_id)
+    with pytest.raises(MlflowException) as by_mlflow:
+        client.log_batch(run_id, metrics=BATCHES[0], synchronous=True)
+    with pytest.raises(MlflowException) as by_insert:
+        metric_rows.write_metrics(client, run_id, BATCHES[0])
+    assert str(by_insert.value) == str(by_mlflow.value)
+
+
+def test_other_stores_keep_log_batch(monkeypatch):
+    client = MlflowClient("http://127.0.0.1:9")  # nothing is sent: log_batch is replaced below
+    sent = []
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, metrics, synchronous: sent.append((run_id, metrics)))
+    assert metric_rows._sqlite_store(client) is None
+    metric_rows.write_metrics(client, "run", BATCHES[1])
+    assert sent == [("run", BATCHES[1])]
