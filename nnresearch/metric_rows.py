@@ -6,9 +6,9 @@ default run logs ~600). For the SQLite store, `write_metrics` writes the same ro
 `metrics` table with one Core `INSERT` and has MLflow's own code update the run's latest values,
 in one transaction, after MLflow's own check that the run is active. The rows and the latest
 values are those `log_batch` writes (tests/test_metric_rows.py compares them, NaN and inf
-included); a batch repeating a row already stored goes to `log_batch`, which skips repeats.
-Other stores (a tracking server, PostgreSQL), and an MLflow without the parts used here, keep
-`log_batch`.
+included), and MLflow validates them as `log_batch` does; a batch repeating a row already stored
+goes to `log_batch`, which skips repeats. Other stores (a tracking server, PostgreSQL), metrics
+of a logged model or data set, and an MLflow without the parts used here keep `log_batch`.
 """
 
 from __future__ import annotations
@@ -27,22 +27,32 @@ _STORE_PARTS = ("ManagedSessionMaker", "_get_run", "_check_run_is_active", "_upd
 
 def write_metrics(client: MlflowClient, run_id: str, metrics: Sequence[Metric]) -> None:
     """Store `metrics` (at most MLflow's batch limit) in run `run_id`: the bulk insert into an
-    SQLite store, `client.log_batch` elsewhere."""
+    SQLite store, `client.log_batch` elsewhere, and wherever metrics also belong to a logged model
+    (an active model, `Metric.model_id`) or a data set, which only `log_batch` records."""
+    from mlflow.tracking.fluent import get_active_model_id
+    from mlflow.utils.validation import _validate_batch_log_data, _validate_run_id
+
     store = _sqlite_store(client)
-    if store is None:
+    if store is None or get_active_model_id() is not None or any(
+            metric.model_id or metric.dataset_name or metric.dataset_digest for metric in metrics):
         client.log_batch(run_id, metrics=list(metrics), synchronous=True)
-    else:
-        _insert(store, client, run_id, metrics)
+        return
+    _validate_run_id(run_id)
+    _validate_batch_log_data(metrics, [], [])  # what log_batch refuses is refused the same way
+    _insert(store, client, run_id, metrics)
 
 
 def _sqlite_store(client: MlflowClient) -> Any:
     """The client's store if it is MLflow's SQLite store with every part the bulk insert uses, else None."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    store = client._tracking_client.store
-    usable = (isinstance(store, SqlAlchemyStore) and store.db_type == "sqlite"
-              and all(hasattr(store, part) for part in _STORE_PARTS)
-              and "read_only" in inspect.signature(store.ManagedSessionMaker).parameters)
+    try:
+        store = client._tracking_client.store
+        usable = (isinstance(store, SqlAlchemyStore) and store.db_type == "sqlite"
+                  and all(hasattr(store, part) for part in _STORE_PARTS)
+                  and "read_only" in inspect.signature(store.ManagedSessionMaker).parameters)
+    except (AttributeError, TypeError, ValueError):  # an MLflow built otherwise: its own log_batch
+        return None
     return store if usable else None
 
 

@@ -80,6 +80,7 @@ def _check_key(key: str, kind: str) -> str:
         or len(key) > MAX_ENTITY_KEY_LENGTH
         or not _KEY_CHARS.match(key)
         or posixpath.normpath(key) != key
+        or key == "."
         or key.startswith(("/", ".."))
     ):
         raise ValueError(

@@ -3,6 +3,7 @@ MLflow's own `log_batch` stores them: every row of the history and the run's lat
 
 import math
 
+import mlflow.tracking.fluent
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
@@ -66,6 +67,31 @@ def test_a_deleted_run_is_refused_as_log_batch_refuses_it(client):
     with pytest.raises(MlflowException) as by_insert:
         metric_rows.write_metrics(client, run_id, BATCHES[0])
     assert str(by_insert.value) == str(by_mlflow.value)
+
+
+@pytest.mark.parametrize("bad", [{"run_id": "not a run id"}, {"metrics": [Metric("loss", 1.0, -5, 0)]},
+                                 {"metrics": [Metric("loss", "high", 1000, 0)]}])
+def test_what_log_batch_refuses_is_refused_the_same_way(client, bad):
+    run_id = client.create_run(client.create_experiment("refused")).info.run_id
+    call = {"run_id": run_id, "metrics": BATCHES[1]} | bad
+    with pytest.raises(MlflowException) as by_mlflow:
+        client.log_batch(call["run_id"], metrics=call["metrics"], synchronous=True)
+    with pytest.raises(MlflowException) as by_insert:
+        metric_rows.write_metrics(client, call["run_id"], call["metrics"])
+    assert str(by_insert.value) == str(by_mlflow.value)
+
+
+@pytest.mark.parametrize("linked", ["active model", "model_id", "dataset"])
+def test_metrics_of_a_logged_model_or_a_data_set_go_through_log_batch(client, monkeypatch, linked):
+    """Only `log_batch` links metrics to the active model or a data set (`logged_model_metrics`)."""
+    metric = Metric("loss", 1.0, 1000, 0, model_id="m-1" if linked == "model_id" else None,
+                    dataset_name="moons" if linked == "dataset" else None, dataset_digest="d1" if linked == "dataset" else None)
+    if linked == "active model":  # as `mlflow.set_active_model` or MLFLOW_ACTIVE_MODEL_ID make it
+        monkeypatch.setattr(mlflow.tracking.fluent, "get_active_model_id", lambda: "m-1")
+    sent = []
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, metrics, synchronous: sent.append(metrics))
+    metric_rows.write_metrics(client, "0" * 32, [metric])
+    assert sent == [[metric]]
 
 
 def test_other_stores_keep_log_batch(monkeypatch):
