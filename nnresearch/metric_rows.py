@@ -79,7 +79,7 @@ def _insert(store: Any, client: MlflowClient, run_id: str, metrics: Sequence[Met
     with store.ManagedSessionMaker(read_only=False) as session:
         store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
         try:
-            session.execute(sqlalchemy.insert(SqlMetric), list(rows.values()))
+            session.execute(sqlalchemy.insert(SqlMetric.__table__), list(rows.values()))
         except sqlalchemy.exc.IntegrityError:
             session.rollback()
             repeated = True
