@@ -4,7 +4,8 @@ Hydra composes every job of a sweep from scratch (`ConfigLoader.load_sweep_confi
 defaults list, one YAML merge per group; ~70-120 ms a job), although the jobs of a grid differ
 mostly in plain values (`optim.lr=0.1`, `trainer.seed=3`). The grid sweeper
 (`hydra_plugins.nnresearch_sweeper`) hands its check and its launcher this loader instead: Hydra
-composes each distinct choice once, and each job's config is a copy of that with the job's plain
+composes each distinct choice once per process (the launching one, and each joblib worker), and
+each job's config is a copy of that with the job's plain
 values applied as Hydra applies them after composing the defaults, and the `hydra.overrides.task`
 list and `hydra.job.override_dirname` Hydra would have set. The configs are equal to Hydra's
 (tests/test_composition.py compares them, `hydra` node included), and so are the errors.
@@ -20,6 +21,7 @@ Everything else is part of the choice that Hydra composes.
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -29,25 +31,40 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, ValueNode
 
 
-class ComposeOncePerChoice(ConfigLoader):
-    """A `ConfigLoader` that composes a sweep's jobs once per choice of config groups (see the
-    module); everything else is delegated to Hydra's loader, `loader`.
+# This process's compositions, of one sweep at a time: the launching process's check and the basic
+# launcher share them, and each joblib worker keeps what its earlier jobs composed.
+_IN_THIS_PROCESS: dict[str, Any] = {"sweep": None, "composed": {}, "repository": None}
 
-    Compositions stay in the process that made them: a job in another process (joblib,
-    submitit) gets the loader without them and composes its own choice there, as Hydra does;
-    carrying them to every job would grow as jobs x choices.
+
+class ComposeOncePerChoice(ConfigLoader):
+    """A `ConfigLoader` that composes a sweep's jobs once per choice of config groups in each
+    process (see the module); everything else is delegated to Hydra's loader, `loader`.
+
+    It pickles as Hydra's loader and the sweep's name, without compositions (carrying them to
+    every job would grow as jobs x choices): a job in another process (joblib, submitit) finds
+    those its process already made for the sweep, or composes its choice there, as Hydra does.
     """
 
-    def __init__(self, loader: ConfigLoader) -> None:
+    def __init__(self, loader: ConfigLoader, sweep: str | None = None) -> None:
         self.loader = loader
-        self.composed: dict[tuple[str, ...], DictConfig] = {}
-        self._repository: Any = None  # the sweep's config repository, made on first use
+        self.sweep = sweep or uuid.uuid4().hex  # names this sweep's compositions in every process
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"loader": self.loader}
+        return {"loader": self.loader, "sweep": self.sweep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["loader"])
+        self.__init__(state["loader"], state["sweep"])
+
+    @property
+    def composed(self) -> dict[tuple[str, ...], DictConfig]:
+        """This sweep's compositions in this process, by choice."""
+        return self._kept()["composed"]
+
+    def _kept(self) -> dict[str, Any]:
+        """What this process keeps for this sweep; an earlier sweep's compositions are dropped."""
+        if _IN_THIS_PROCESS["sweep"] != self.sweep:
+            _IN_THIS_PROCESS.update(sweep=self.sweep, composed={}, repository=None)
+        return _IN_THIS_PROCESS
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = OverridesParser.create(self).parse_overrides(list(sweep_overrides))
@@ -81,11 +98,12 @@ class ComposeOncePerChoice(ConfigLoader):
 
     def _sweep_repository(self, master_config: DictConfig) -> Any:
         """Hydra's config repository with the sweep's search path (`hydra.searchpath` included)."""
-        if self._repository is None:
+        kept = self._kept()
+        if kept["repository"] is None:
             hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
-            _, self._repository = self.loader._parse_overrides_and_create_caching_repo(
+            _, kept["repository"] = self.loader._parse_overrides_and_create_caching_repo(
                 master_config.hydra.job.config_name, hydra_overrides)
-        return self._repository
+        return kept["repository"]
 
     def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
         return self.loader.load_configuration(*args, **kwargs)

@@ -9,6 +9,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from nnresearch import composition
 from nnresearch.callbacks import sweep_jobs, sweep_size
 from nnresearch.composition import ComposeOncePerChoice
 
@@ -78,16 +79,25 @@ def test_hydra_composes_once_per_choice_of_groups_and_every_job_gets_its_own_cop
     assert reusing.load_sweep_config(master, ["optim=sgd", "optim.lr=0.1"]).trainer.seed != 99
 
 
-def test_a_job_in_another_process_gets_the_loader_without_its_compositions(hydra_loader):
-    """What joblib or submitit hands each job: compositions would grow as jobs x choices there."""
+def test_a_job_in_another_process_composes_its_choice_once_there(hydra_loader, monkeypatch):
+    """What joblib or submitit hands each job: the loader and the sweep's name, no compositions
+    (they would grow as jobs x choices); each process then composes each choice once."""
     master = master_config(hydra_loader, ["trainer.seed=0,1,2"])
     jobs = jobs_of(hydra_loader, master)
     reusing = ComposeOncePerChoice(hydra_loader)
     reusing.load_sweep_config(master, jobs[0])
-    in_worker = pickle.loads(pickle.dumps(reusing))
-    assert reusing.composed and not in_worker.composed
-    assert OmegaConf.to_container(in_worker.load_sweep_config(master, jobs[2])) == \
-        as_hydra_composes(hydra_loader, master, jobs[2])
+    state = pickle.dumps(reusing)
+    assert reusing.composed and len(state) < len(pickle.dumps(hydra_loader)) + 200  # Hydra's loader and a name
+    monkeypatch.setattr(composition, "_IN_THIS_PROCESS", {"sweep": None, "composed": {}, "repository": None})
+    composed = []
+    real = ConfigLoaderImpl.load_sweep_config
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config",
+                        lambda self, master, overrides: composed.append(list(overrides)) or real(self, master, overrides))
+    for overrides in jobs[1:]:  # each job unpickles its own copy of the loader, as in a worker
+        in_worker = pickle.loads(state)
+        assert OmegaConf.to_container(in_worker.load_sweep_config(master, overrides)) == \
+            as_hydra_composes(hydra_loader, master, overrides)
+    assert composed.count([]) == 1  # the choice (no group: the empty one) once for both jobs; the rest are the comparisons
 
 
 def test_composing_resolves_nothing_in_the_master_config(hydra_loader):
