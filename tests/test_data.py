@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
 import pytest
 
-from nnresearch.data import DATASETS, TASKS, Dataset, load_dataset, tent_power
+from nnresearch.data import DATASETS, TASKS, Dataset, load_dataset, registry, tent_power
 
 # name -> (task, n_features, n_outputs) at the defaults
 EXPECTED = {
@@ -173,6 +174,7 @@ def test_sawtooth_data_are_the_composed_tent_map():
 
 def test_mnist1d_leaves_global_random_state_and_disk_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    registry._made.cache_clear()  # generated here, not taken from an earlier test
     np.random.seed(123)
     random.seed(123)
     expected_np, expected_py = np.random.random(), random.random()
@@ -181,6 +183,27 @@ def test_mnist1d_leaves_global_random_state_and_disk_alone(tmp_path, monkeypatch
     load_dataset("mnist1d", n_samples=95)
     assert (np.random.random(), random.random()) == (expected_np, expected_py)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_makes_each_data_set_once_and_keeps_the_last_few(monkeypatch):
+    """The jobs of a sweep in one process share the data set they ask for (read-only arrays)."""
+    registry._made.cache_clear()
+    made = []
+    moons = DATASETS["moons"]
+
+    @functools.wraps(moons)  # the same signature: load_dataset checks the arguments against it
+    def counted(rng, **kwargs):
+        made.append(kwargs)
+        return moons(rng, **kwargs)
+
+    monkeypatch.setitem(DATASETS, "moons", counted)
+    first = load_dataset("moons", seed=1, n_samples=50)
+    assert load_dataset("moons", seed=1, n_samples=50) is first and len(made) == 1
+    assert load_dataset("moons", seed=2, n_samples=50) is not first  # other arguments: another data set
+    assert load_dataset("moons", seed=1, n_samples=50, noise=0.3).content_hash != first.content_hash
+    for seed in range(registry.KEPT):
+        load_dataset("moons", seed=10 + seed, n_samples=50)
+    assert load_dataset("moons", seed=1, n_samples=50) is not first and len(made) == 3 + registry.KEPT + 1
 
 
 def test_arrays_are_read_only():

@@ -7,6 +7,7 @@ caller set, refusing those the generator does not take.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -85,15 +86,27 @@ def load_dataset(
     and `content_hash`. `n_samples`, `noise`, `n_classes` and `options` (e.g. `compositions` for
     "sawtooth") left as None take the data set's own defaults; setting one the data set does not
     use is an error. Returns X_* `(n_features, m)` and Y_* `(n_outputs, m)`, float64.
+
+    The process keeps the last `KEPT` data sets it made (their arrays are read-only), so the jobs
+    of a sweep that one process runs generate each data set once.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     _check_int("seed", seed, 0)
     check_fractions(val_fraction, test_fraction)
-    generator = DATASETS[name]
-    kwargs = _generator_kwargs(name, generator, n_samples, noise, n_classes, options)
+    kwargs = _generator_kwargs(name, DATASETS[name], n_samples, noise, n_classes, options)
+    return _made(name, seed, val_fraction, test_fraction, standardize, tuple(sorted(kwargs.items())))
+
+
+KEPT = 8
+
+
+@functools.lru_cache(maxsize=KEPT)
+def _made(name: str, seed: int, val_fraction: float, test_fraction: float, standardize: bool,
+          kwargs: tuple[tuple[str, object], ...]) -> Dataset:
+    """Data set `name` generated from `seed` and split (`load_dataset`, its arguments checked)."""
     data_seed, split_seed = np.random.SeedSequence(seed).spawn(2)
-    samples = generator(np.random.default_rng(data_seed), **kwargs)
+    samples = DATASETS[name](np.random.default_rng(data_seed), **dict(kwargs))
     return build_dataset(
         name, samples, np.random.default_rng(split_seed), val_fraction=val_fraction,
         test_fraction=test_fraction, standardize=standardize,
