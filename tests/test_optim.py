@@ -122,6 +122,41 @@ def test_adam_first_two_steps_by_hand(xp):
     assert opt.t == 2
 
 
+def adam_alone(params, grads, state, t, lr, b1=0.9, b2=0.999, eps=1e-8, wd=1e-2):
+    """Adam on each parameter by itself, as the chapter writes it (the reference for the flat buffers)."""
+    for name, g in grads.items():
+        m = b1 * state.setdefault(("m", name), 0 * g) + (1.0 - b1) * g
+        v = b2 * state.setdefault(("v", name), 0 * g) + (1.0 - b2) * (g * g)
+        state["m", name], state["v", name] = m, v
+        update = (m / (1.0 - b1**t)) / (np.sqrt(v / (1.0 - b2**t)) + eps)
+        if name.startswith("W"):
+            update = update + wd * params[name]
+        params[name] -= lr * update
+
+
+def test_adam_s_flat_buffers_give_each_parameter_the_numbers_it_gets_alone():
+    """Bit for bit, through a parameter frozen for a while (the buffers change layout) and a
+    checkpoint of the state taken and loaded mid-way."""
+    params, grads = model(np)
+    reference, state = {k: v.copy() for k, v in params.items()}, {}
+    opt = Adam(weight_decay=1e-2)
+    rng = np.random.default_rng(1)
+    for t in range(1, 9):
+        step_grads = {k: (g * rng.standard_normal()).astype(np.float32) for k, g in grads.items()
+                      if not (k == "b1" and 3 <= t <= 5)}  # b1 frozen for three steps
+        opt.step(params, step_grads, lr=0.01)
+        adam_alone(reference, step_grads, state, t, lr=0.01)
+        for k in params:
+            assert np.array_equal(params[k], reference[k]), (t, k)
+            assert params[k].dtype == np.float32
+        for (slot, name), value in state.items():
+            assert np.array_equal(opt.state[slot][name], value), (t, slot, name)
+        if t == 6:
+            saved = opt.state_dict()
+            opt = Adam(weight_decay=1e-2)
+            opt.load_state_dict(saved, params)
+
+
 # --- dtype, identity ---------------------------------------------------------------------------
 
 ALL = [

@@ -71,7 +71,8 @@ class _Optimizer:
     """What every optimizer shares: per-parameter state slots and their checkpoints.
 
     ``self.state[slot][name]`` is created lazily with ``xp.zeros_like(param)``, so it lives in the
-    parameter's namespace, device and dtype. Subclasses set ``slots`` and implement ``_update``.
+    parameter's namespace, device and dtype. Subclasses set ``slots`` and implement ``_update`` (one
+    parameter) or ``_apply`` (all of them at once, as Adam does).
     """
 
     slots: tuple[str, ...] = ()
@@ -103,11 +104,15 @@ class _Optimizer:
                     f"{p.dtype}{tuple(p.shape)}; they must match"
                 )
         self._begin_step()
-        for name, g in grads.items():
-            self._update(name, params[name], g, lr)
+        self._apply(params, grads, lr)
 
     def _begin_step(self) -> None:
         """Hook for state shared by all parameters (Adam's step counter)."""
+
+    def _apply(self, params: Params, grads: Params, lr: float) -> None:
+        """The update of every parameter in `grads`, one at a time (`_update`)."""
+        for name, g in grads.items():
+            self._update(name, params[name], g, lr)
 
     def _update(self, name: str, p: Any, g: Any, lr: float) -> None:
         raise NotImplementedError
@@ -213,6 +218,7 @@ class Adam(_Optimizer):
     Decoupled decay (Loshchilov & Hutter 2019) shrinks the weight directly instead of adding
     ``wd * W`` to the gradient, which Adam's per-coordinate scaling would otherwise undo; scaled
     by ``lr`` as in PyTorch's ``AdamW``. ``t`` counts ``step`` calls, shared by all parameters.
+    All parameters must share one dtype: their m and v are kept in one flat buffer each (`_apply`).
     """
 
     slots = ("m", "v")
@@ -229,23 +235,95 @@ class Adam(_Optimizer):
         self.eps = _positive("eps", eps)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self.t = 0
+        self._flat: tuple[Any, ...] | None = None  # m and v, flat (see `_apply`)
+        self._layout: tuple[tuple[str, tuple[int, ...], Any], ...] = ()
+        self._spans: list[tuple[int, int]] = []
+        self._scratch: tuple[Any, Any] = ()  # two flat arrays the step works in
         super().__init__()
 
     def _begin_step(self) -> None:
         self.t += 1
 
-    def _update(self, name: str, p: Any, g: Any, lr: float) -> None:
-        xp = namespace(p)
+    def _apply(self, params: Params, grads: Params, lr: float) -> None:
+        """m and v of all parameters live in one flat buffer each, so the moments and the update
+        are a few array operations per step, not a few per parameter (most of a small network's
+        step); they work in place on two flat scratch buffers, so a step allocates one flat array
+        (the square root), not one per operation. Each element goes through the same operations,
+        in the same order, as in the formulas above."""
+        names = tuple(grads)
+        if not names:
+            return
+        m, v = self._flat_moments(names, grads)
+        g, scratch = self._scratch
+        xp = namespace(m)
+        for name, (start, stop) in zip(names, self._spans):
+            g[start:stop] = xp.reshape(grads[name], (-1,))
         b1, b2 = self.beta1, self.beta2
-        m = b1 * self._slot("m", name, p) + (1.0 - b1) * g
-        v = b2 * self._slot("v", name, p) + (1.0 - b2) * (g * g)
-        self.state["m"][name], self.state["v"][name] = m, v
-        m_hat = m / (1.0 - b1**self.t)
-        v_hat = v / (1.0 - b2**self.t)
-        update = m_hat / (xp.sqrt(v_hat) + self.eps)
-        if self.weight_decay and decays(name):
-            update = update + self.weight_decay * p
-        p -= lr * update
+        m *= b1
+        scratch[...] = g
+        scratch *= 1.0 - b1
+        m += scratch
+        g *= g
+        g *= 1.0 - b2
+        v *= b2
+        v += g
+        scratch[...] = v
+        scratch /= 1.0 - b2**self.t
+        denominator = xp.sqrt(scratch)
+        denominator += self.eps
+        update = g  # this step's gradient is no longer needed
+        update[...] = m
+        update /= 1.0 - b1**self.t
+        update /= denominator
+        pieces = [(params[name], xp.reshape(update[start:stop], params[name].shape))
+                  for name, (start, stop) in zip(names, self._spans)]
+        if self.weight_decay:
+            for (p, u), name in zip(pieces, names):
+                if decays(name):
+                    u += self.weight_decay * p
+        update *= lr
+        for p, u in pieces:
+            p -= u
+
+    def _flat_moments(self, names: tuple[str, ...], grads: Params) -> tuple[Any, Any]:
+        """The flat m and v for parameters `names` (shaped like `grads`), made from the per-parameter
+        state (zeros where there is none) when the parameters differ from the last step's."""
+        layout = tuple((name, tuple(grads[name].shape), grads[name].dtype) for name in names)
+        if self._flat is not None and self._layout == layout:
+            return self._flat
+        if len({dtype for _, _, dtype in layout}) > 1:
+            raise ValueError(f"Adam updates its parameters together: they must share one dtype, got "
+                             f"{', '.join(f'{name} {dtype}' for name, _, dtype in layout)}")
+        self._scatter()  # the old buffers' values, per parameter
+        self._flat = None
+        xp = namespace(grads[names[0]])
+        sizes = [math.prod(shape) for _, shape, _ in layout]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._spans = [(start, start + size) for start, size in zip(starts, sizes)]
+        flat = tuple(xp.concat([xp.reshape(self._slot(slot, name, grads[name]), (-1,)) for name in names])
+                     for slot in self.slots)
+        self._scratch = (xp.empty_like(flat[0]), xp.empty_like(flat[0]))
+        self._flat, self._layout = flat, layout
+        return flat
+
+    def _scatter(self) -> None:
+        """Point the per-parameter state at the flat m and v (what `state` and checkpoints read)."""
+        if self._flat is None:
+            return
+        for slot, flat in zip(self.slots, self._flat):
+            xp = namespace(flat)
+            for (name, shape, _), (start, stop) in zip(self._layout, self._spans):
+                self._state[slot][name] = xp.reshape(flat[start:stop], shape)
+
+    @property
+    def state(self) -> dict[str, dict[str, Any]]:
+        """``state[slot][name]``, as for every optimizer (up to date with the flat buffers)."""
+        self._scatter()
+        return self._state
+
+    @state.setter
+    def state(self, state: dict[str, dict[str, Any]]) -> None:
+        self._state, self._flat = state, None  # a loaded state replaces what the buffers held
 
     def _scalars(self) -> dict[str, float]:
         return {"t": float(self.t)}
