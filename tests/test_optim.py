@@ -149,12 +149,12 @@ def test_adam_s_flat_buffers_give_each_parameter_the_numbers_it_gets_alone():
         for k in params:
             assert np.array_equal(params[k], reference[k]), (t, k)
             assert params[k].dtype == np.float32
-        for (slot, name), value in state.items():
-            assert np.array_equal(opt.state[slot][name], value), (t, slot, name)
         if t == 6:
             saved = opt.state_dict()
             opt = Adam(weight_decay=1e-2)
             opt.load_state_dict(saved, params)
+    for (slot, name), value in state.items():  # read once, at the end: reading it must not be what keeps it right
+        assert np.array_equal(opt.state[slot][name], value), (slot, name)
 
 
 # --- dtype, identity ---------------------------------------------------------------------------
