@@ -157,6 +157,17 @@ def test_adam_s_flat_buffers_give_each_parameter_the_numbers_it_gets_alone():
         assert np.array_equal(opt.state[slot][name], value), (slot, name)
 
 
+def test_adam_refuses_a_parameter_that_changed_shape_or_mixed_dtypes_before_counting_the_step():
+    opt = Adam()
+    opt.step({"W1": np.ones((4, 3), np.float32)}, {"W1": np.ones((4, 3), np.float32)}, lr=0.1)
+    with pytest.raises(ValueError, match=r"m.W1 has shape \(4, 3\) but its gradient \(2, 3\)"):
+        opt.step({"W1": np.ones((2, 3), np.float32)}, {"W1": np.ones((2, 3), np.float32)}, lr=0.1)
+    mixed = {"W1": np.ones((4, 3), np.float32), "b1": np.ones((4, 1), np.float64)}
+    with pytest.raises(ValueError, match="share one dtype"):
+        opt.step(mixed, {k: np.ones_like(v) for k, v in mixed.items()}, lr=0.1)
+    assert opt.t == 1
+
+
 # --- dtype, identity ---------------------------------------------------------------------------
 
 ALL = [

@@ -103,11 +103,7 @@ class _Optimizer:
                     f"gradient {name!r} is {g.dtype}{tuple(g.shape)} but the parameter is "
                     f"{p.dtype}{tuple(p.shape)}; they must match"
                 )
-        self._begin_step()
         self._apply(params, grads, lr)
-
-    def _begin_step(self) -> None:
-        """Hook for state shared by all parameters (Adam's step counter)."""
 
     def _apply(self, params: Params, grads: Params, lr: float) -> None:
         """The update of every parameter in `grads`, one at a time (`_update`)."""
@@ -218,7 +214,8 @@ class Adam(_Optimizer):
     Decoupled decay (Loshchilov & Hutter 2019) shrinks the weight directly instead of adding
     ``wd * W`` to the gradient, which Adam's per-coordinate scaling would otherwise undo; scaled
     by ``lr`` as in PyTorch's ``AdamW``. ``t`` counts ``step`` calls, shared by all parameters.
-    All parameters must share one dtype: their m and v are kept in one flat buffer each (`_apply`).
+    All parameters must share one dtype: their m and v are kept in one flat buffer each, with two
+    flat scratch buffers the step works in (`_apply`): four times the parameters' size in all.
     """
 
     slots = ("m", "v")
@@ -241,9 +238,6 @@ class Adam(_Optimizer):
         self._scratch: tuple[Any, Any] = ()  # two flat arrays the step works in
         super().__init__()
 
-    def _begin_step(self) -> None:
-        self.t += 1
-
     def _apply(self, params: Params, grads: Params, lr: float) -> None:
         """m and v of all parameters live in one flat buffer each, so the moments and the update
         are a few array operations per step, not a few per parameter (most of a small network's
@@ -252,8 +246,10 @@ class Adam(_Optimizer):
         in the same order, as in the formulas above."""
         names = tuple(grads)
         if not names:
+            self.t += 1
             return
         m, v = self._flat_moments(names, grads)
+        self.t += 1
         g, scratch = self._scratch
         xp = namespace(m)
         for name, (start, stop) in zip(names, self._spans):
@@ -294,9 +290,18 @@ class Adam(_Optimizer):
         if len({dtype for _, _, dtype in layout}) > 1:
             raise ValueError(f"Adam updates its parameters together: they must share one dtype, got "
                              f"{', '.join(f'{name} {dtype}' for name, _, dtype in layout)}")
-        self._scatter()  # the old buffers' values, per parameter
-        self._flat = None
         xp = namespace(grads[names[0]])
+        self._scatter()  # the old buffers' values, per parameter
+        for slot in self.slots:
+            for name, shape, _ in layout:
+                known = self._state[slot].get(name)
+                if known is not None and tuple(known.shape) != shape:
+                    raise ValueError(f"Adam's state {slot}.{name} has shape {tuple(known.shape)} but its gradient "
+                                     f"{shape}: a parameter changed shape; use a new optimizer for it")
+            kept = [name for name in self._state[slot] if name not in names]
+            for name in kept:  # copies: the old buffers go once nothing points into them
+                self._state[slot][name] = xp.asarray(self._state[slot][name], copy=True)
+        self._flat = None
         sizes = [math.prod(shape) for _, shape, _ in layout]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self._spans = [(start, start + size) for start, size in zip(starts, sizes)]
@@ -304,6 +309,7 @@ class Adam(_Optimizer):
                      for slot in self.slots)
         self._scratch = (xp.empty_like(flat[0]), xp.empty_like(flat[0]))
         self._flat, self._layout = flat, layout
+        self._scatter()  # the per-parameter arrays the buffers were made from can go
         return flat
 
     def _scatter(self) -> None:
@@ -317,7 +323,8 @@ class Adam(_Optimizer):
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
-        """``state[slot][name]``, as for every optimizer (up to date with the flat buffers)."""
+        """``state[slot][name]``, as for every optimizer: views of the flat buffers, which later
+        steps update in place (``state_dict`` copies them; ``load_state_dict`` replaces them)."""
         self._scatter()
         return self._state
 
