@@ -14,6 +14,7 @@ returns how many training steps it did; `info` says what exactly was run.
 | gemm_only  | the step's matrix products alone, no elementwise work (`flops.gemm_only`)   |
 | torch_gemm_only | the same products with `torch` tensors: NumPy's BLAS against PyTorch's  |
 | matmul_peak | one square `np.matmul` at the peak's side (`flops.square_matmul`)              |
+| nnresearch_adam, torch_adam | the first two with Adam (defaults, lr 0.01): on shapes under 1 GFLOP |
 
 The `gpu` part runs `nnresearch_step(device="gpu")` (the same core on CuPy) against
 `torch_step(device="gpu")` (CUDA), and both GEMM-only contenders on the device (CuPy's cuBLAS
@@ -46,22 +47,23 @@ def batch(sizes: list[int], m: int, seed: int = 1) -> tuple[np.ndarray, np.ndarr
     return X, labels
 
 
-def nnresearch_step(sizes: list[int], m: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
-    """The core's step on NumPy (`device="cpu"`) or CuPy (`"gpu"`, waiting for the device each step)."""
+def nnresearch_step(sizes: list[int], m: int, device: str = "cpu", optimizer: str = "sgd") -> tuple[Step, dict[str, Any]]:
+    """The core's step on NumPy (`device="cpu"`) or CuPy (`"gpu"`, waiting for the device each step),
+    updating with `optimizer` ("sgd" or "adam", default hyperparameters but the learning rate)."""
     from nnresearch.backend import make_rng
     from nnresearch.nn.architectures import Builder, Init, mlp
     from nnresearch.nn.optim import make_optimizer
 
     xp, wait = _array_device(device)
     network = mlp(Builder(xp, xp.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
-    optimizer = make_optimizer("sgd")
+    update = make_optimizer(optimizer)
     rows, labels = batch(sizes, m)
     X = xp.asarray(np.ascontiguousarray(rows.T))  # the chapter's layout: examples in columns
     Y = xp.asarray(np.eye(sizes[-1], dtype=np.float32)[:, labels])
 
     def step() -> int:
         network.loss_and_gradients(X, Y)
-        optimizer.step(network.params(), network.grads(), LR)
+        update.step(network.params(), network.grads(), LR)
         wait()
         return 1
 
@@ -100,8 +102,9 @@ def _torch_device(torch: Any, device: str) -> tuple[str, Callable[[], None]]:
     return ("cuda", torch.cuda.synchronize) if device == "gpu" else ("cpu", lambda: None)
 
 
-def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu") -> tuple[Step, dict[str, Any]]:
-    """PyTorch eager on the CPU, or on CUDA (`device="gpu"`, synchronizing each step)."""
+def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu", optimizer: str = "sgd") -> tuple[Step, dict[str, Any]]:
+    """PyTorch eager on the CPU, or on CUDA (`device="gpu"`, synchronizing each step), updating with
+    `torch.optim.SGD` or `torch.optim.Adam` (its default implementation for the device)."""
     torch = import_torch()
     target, wait = _torch_device(torch, device)
     torch.set_num_threads(threads)
@@ -111,14 +114,14 @@ def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu") -> t
         layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1]).to(target)  # no relu after the output layer: the loss takes logits
     loss_fn = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    update = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](model.parameters(), lr=LR)
     rows, labels = batch(sizes, m)
     X, y = torch.from_numpy(rows).to(target), torch.from_numpy(labels).to(target)
 
     def step() -> int:
-        optimizer.zero_grad(set_to_none=True)
+        update.zero_grad(set_to_none=True)
         loss_fn(model(X), y).backward()
-        optimizer.step()
+        update.step()
         wait()
         return 1
 

@@ -99,6 +99,14 @@ def markdown(results: dict[str, Any]) -> str:
                          _x(shape["ratio"].get("sklearn"))])
         lines += _table(["shape", "batch", "nnresearch", "torch", "sklearn", "GEMMs alone", "torch GEMMs", "vs torch",
                          "vs torch, best / best", "vs sklearn"], rows)
+        adam = [shape for shape in results["step"]["shapes"] if "nnresearch_adam" in shape["contenders"]]
+        if adam:
+            lines += ["The same step with Adam instead of SGD (defaults, lr 0.01; `torch.optim.Adam`'s default "
+                      "implementation), on the shapes under 1 GFLOP, where the update is a visible part of the step:", ""]
+            lines += _table(["shape", "batch", "nnresearch, Adam", "torch, Adam", "vs torch"],
+                            [[f"`{s['name']}`", str(s["batch"]), _s(s["contenders"]["nnresearch_adam"]["median_s"]),
+                              _s(s["contenders"].get("torch_adam", {}).get("median_s")), _x(s.get("adam_ratio"))]
+                             for s in adam])
         step = results["step"]
         peak = step["peak"]
         lines += ["## Achieved FLOP/s", "",

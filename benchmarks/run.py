@@ -49,7 +49,7 @@ class Plan:
     """How much of everything to run."""
 
     shapes: list[tuple[list[int], int]]
-    repeats_small: int  # shapes under 1 GFLOP per step; whole cycles of `balanced_orders` (6 for 6 contenders)
+    repeats_small: int  # shapes under 1 GFLOP per step; whole cycles of `balanced_orders` (8 for 8 contenders)
     repeats_large: int  # two cycles: at 2 threads one round's widest ratio to PyTorch ranged 0.76-1.32 on a shared host
     block_s: float
     peak_sides: tuple[int, ...]
@@ -65,7 +65,7 @@ class Plan:
     startup_new_store: bool  # also time a default run that has to create its MLflow store
 
 
-FULL = Plan(shapes=SHAPES, repeats_small=12, repeats_large=12, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
+FULL = Plan(shapes=SHAPES, repeats_small=16, repeats_large=12, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
             sklearn_batches_small=8, sklearn_batches_large=2, harness_workloads=harness.FULL,
             sweep_depths=[1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4, 5], sweep_epochs=2,
             sweep_launchers=("basic", "joblib_2", "basic_hydra_sweeper"), startup_repeats=3, startup_new_store=True)
@@ -109,14 +109,20 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
             "torch_gemm_only": lambda: contenders.torch_gemm_step(sizes, m, threads),
             "matmul_peak": lambda: contenders.peak_step(side),
         }
+        if not large:  # where the optimizer is a visible part of the step
+            builders |= {"nnresearch_adam": lambda: contenders.nnresearch_step(sizes, m, optimizer="adam"),
+                         "torch_adam": lambda: contenders.torch_step(sizes, m, threads, optimizer="adam")}
         built = {}
         for name, build in builders.items():
             try:
                 built[name] = build()
             except contenders.Unavailable as why:
-                skipped[name.removesuffix("_gemm_only")] = str(why)
+                skipped[name.removesuffix("_gemm_only").removesuffix("_adam")] = str(why)
         entry = _timed_shape(sizes, m, built, plan.repeats_large if large else plan.repeats_small, plan.block_s)
-        steps = {name: c for name, c in entry["contenders"].items() if name != "matmul_peak"}
+        steps = {name: c for name, c in entry["contenders"].items() if name != "matmul_peak" and not name.endswith("_adam")}
+        with_adam = {name: c["median_s"] for name, c in entry["contenders"].items() if name.endswith("_adam")}
+        if len(with_adam) == 2:
+            entry["adam_ratio"] = with_adam["nnresearch_adam"] / with_adam["torch_adam"]
         ours = steps["nnresearch"]["median_s"]
         entry["ratio"] = {name: ours / c["median_s"] for name, c in steps.items() if name != "nnresearch"}
         entry["ratio_best"] = {name: steps["nnresearch"]["min_s"] / c["min_s"] for name, c in steps.items()

@@ -80,7 +80,7 @@ def test_smoke_step_part_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "results.png").stat().st_size > 0
     markdown = (tmp_path / "results.md").read_text()
-    assert "Training step" in markdown and "Achieved FLOP/s" in markdown
+    assert "Training step" in markdown and "Achieved FLOP/s" in markdown and "with Adam instead of SGD" in markdown
 
     assert set(written) >= {"meta", "step", "skipped", "notes"}
     assert written["meta"]["smoke"] is True
@@ -92,7 +92,9 @@ def test_smoke_step_part_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     for shape in step["shapes"]:
         assert shape["flops"] > 0
         assert "torch" not in shape["contenders"]
-        assert {"nnresearch", "gemm_only", "sklearn"} <= set(shape["contenders"])
+        assert {"nnresearch", "gemm_only", "sklearn", "nnresearch_adam"} <= set(shape["contenders"])
+        assert "torch_adam" not in shape["contenders"] and "adam_ratio" not in shape  # no torch, no ratio
+        assert "nnresearch_adam" not in shape["ratio"] and "nnresearch_adam" not in shape["flops_per_s"]
         for contender in shape["contenders"].values():
             assert contender["median_s"] > 0 and contender["repeats"] >= 1
         assert shape["contenders"]["nnresearch"]["info"]["dtype"] == "float32"
