@@ -19,6 +19,8 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from mlflow.tracking import fluent
+from mlflow.utils.validation import _validate_batch_log_data, _validate_run_id
 
 # What the bulk insert uses of MLflow's SqlAlchemyStore.
 _STORE_PARTS = ("ManagedSessionMaker", "_get_run", "_check_run_is_active", "_update_latest_metrics_if_necessary",
@@ -29,11 +31,8 @@ def write_metrics(client: MlflowClient, run_id: str, metrics: Sequence[Metric]) 
     """Store `metrics` (at most MLflow's batch limit) in run `run_id`: the bulk insert into an
     SQLite store, `client.log_batch` elsewhere, and wherever metrics also belong to a logged model
     (an active model, `Metric.model_id`) or a data set, which only `log_batch` records."""
-    from mlflow.tracking.fluent import get_active_model_id
-    from mlflow.utils.validation import _validate_batch_log_data, _validate_run_id
-
     store = _sqlite_store(client)
-    if store is None or get_active_model_id() is not None or any(
+    if store is None or fluent.get_active_model_id() is not None or any(
             metric.model_id or metric.dataset_name or metric.dataset_digest for metric in metrics):
         client.log_batch(run_id, metrics=list(metrics), synchronous=True)
         return

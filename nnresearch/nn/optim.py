@@ -20,6 +20,7 @@ dtype: every hyperparameter is kept as a Python float, which NumPy 2 and the arr
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from typing import Any
 
@@ -245,11 +246,11 @@ class Adam(_Optimizer):
         (the square root), not one per operation. Each element goes through the same operations,
         in the same order, as in the formulas above."""
         names = tuple(grads)
-        if not names:
-            self.t += 1
-            return
-        m, v = self._flat_moments(names, grads)
+        moments = self._flat_moments(names, grads) if names else None  # refuses a bad layout before counting
         self.t += 1
+        if moments is None:
+            return
+        m, v = moments
         g, scratch = self._scratch
         xp = namespace(m)
         for name, (start, stop) in zip(names, self._spans):
@@ -302,9 +303,8 @@ class Adam(_Optimizer):
             for name in kept:  # copies: the old buffers go once nothing points into them
                 self._state[slot][name] = xp.asarray(self._state[slot][name], copy=True)
         self._flat = None
-        sizes = [math.prod(shape) for _, shape, _ in layout]
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        self._spans = [(start, start + size) for start, size in zip(starts, sizes)]
+        ends = list(itertools.accumulate(math.prod(shape) for _, shape, _ in layout))
+        self._spans = list(zip([0, *ends[:-1]], ends))
         flat = tuple(xp.concat([xp.reshape(self._slot(slot, name, grads[name]), (-1,)) for name in names])
                      for slot in self.slots)
         self._scratch = (xp.empty_like(flat[0]), xp.empty_like(flat[0]))
