@@ -5,11 +5,13 @@ This is the only module that knows both the core and MLflow; `run.py` hands it H
 
 from __future__ import annotations
 
+import hashlib
 import math
 import subprocess
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -110,6 +112,36 @@ def git_commit() -> str:
         return "unknown"
 
 
+# Besides nnresearch's own code, what makes a run's data and float32 arithmetic.
+CODE_LIBRARIES = ("numpy", "scikit-learn", "mnist1d")
+
+
+@cache
+def code_version() -> str:
+    """The code a run's numbers come from, as 16 hex digits: nnresearch's Python source
+    (`source_digest` of the installed package, uncommitted edits included) and the versions of
+    `CODE_LIBRARIES`. A finished run stands in for a new one only with the same config and the same
+    code version (`already_finished`): after a fix in the core, a re-run sweep trains again."""
+    versions = "".join(f"{name}=={_installed_version(name)}\n" for name in CODE_LIBRARIES)
+    return hashlib.sha256((source_digest(Path(__file__).resolve().parent) + versions).encode()).hexdigest()[:16]
+
+
+def source_digest(package: Path) -> str:
+    """sha256 of every `.py` file under `package`, by relative path and content: a commit that only
+    touches docs, tests or configs (configs are in `config_hash`) leaves it as it is."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _installed_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits, Any, Any]:
     """Train/val splits and the test split on the device; multi-hot targets become distributions for a softmax head."""
     def cast(a: np.ndarray) -> Any:
@@ -190,7 +222,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
 
     name = run_name(cfg, sweep)
     tags = {"study": cfg.study, "git_commit": git_commit(), "backend": backend.backend_name(namespace(splits.X_train)),
-            tracking.CONFIG_HASH_TAG: config_hash(cfg),
+            tracking.CONFIG_HASH_TAG: config_hash(cfg), tracking.CODE_VERSION_TAG: code_version(),
             "dataset": data.name, "dataset_hash": data.content_hash, "model": cfg.model.name}
     if sweep_id is not None:
         tags[tracking.SWEEP_ID_TAG] = sweep_id
@@ -265,16 +297,31 @@ def open_tracking(cfg: Config, name: str, tags: dict[str, str], parent_run_id: s
     return tracking.open_run(cfg.tracking.uri, experiment_name(cfg), name, tags=tags, parent_run_id=parent_run_id)
 
 
-def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:
-    """The outcome of a FINISHED run with this exact config, when `tracking.skip_finished` says to skip it."""
+def _skips(cfg: Config, in_sweep: bool) -> bool:
+    """Whether `tracking.skip_finished` lets this job stand in a finished run for itself."""
     policy = cfg.tracking.skip_finished
-    if not cfg.tracking.enabled or policy == "never" or (policy == "sweeps" and not in_sweep):
+    return cfg.tracking.enabled and (policy == "always" or (policy == "sweeps" and in_sweep))
+
+
+def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:
+    """The outcome of a FINISHED run with this exact config and code (`code_version`), when
+    `tracking.skip_finished` says to skip it."""
+    if not _skips(cfg, in_sweep):
         return None
-    found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
+    found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg), code_version())
     if found is None:
         return None
     run_id, name, metrics = found
     return Outcome(metrics.get(cfg.objective, math.nan), metrics, run_id, name)
+
+
+def finished_under_other_code(cfg: Config, in_sweep: bool) -> tuple[str, str] | None:
+    """(run id, run name) of the newest FINISHED run with this exact config, when `already_finished`
+    found none with this code and would have skipped one: the job trains again, saying why."""
+    if not _skips(cfg, in_sweep):
+        return None
+    found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
+    return None if found is None else found[:2]
 
 
 def _optimizer_options(o: Any) -> dict[str, float]:

@@ -120,7 +120,7 @@ def main(dict_cfg: DictConfig) -> float:
         import sklearn.model_selection  # noqa: F401
 
         from nnresearch import stores, tracking
-        from nnresearch.experiment import already_finished, execute
+        from nnresearch.experiment import already_finished, execute, finished_under_other_code
 
         if cfg.tracking.enabled:
             stores.ensure_store(cfg.tracking.uri)
@@ -130,9 +130,13 @@ def main(dict_cfg: DictConfig) -> float:
         if parent is not None:
             tracking.adopt_run(cfg.tracking.uri, finished.run_id, parent)
         show_in_dashboard(cfg, hydra_cfg, parent, finished.metrics)
-        print(f"skipped {finished.run_name}: this exact config already finished as run {finished.run_id} "
-              "(tracking.skip_finished=never re-runs it)")
+        print(f"skipped {finished.run_name}: this exact config already finished as run {finished.run_id}, "
+              "with this code (tracking.skip_finished=never re-runs it)")
         return finished.objective
+    earlier = finished_under_other_code(cfg, in_sweep)
+    if earlier is not None:
+        print(f"running again: this config finished as run {earlier[1]} ({earlier[0]}) under other code "
+              "(nnresearch's source or numpy, scikit-learn, mnist1d changed since)")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     overrides = list(hydra_cfg.overrides.task)

@@ -38,7 +38,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from test_cli import cli_env, interruptible
 
-from nnresearch import experiment
+from nnresearch import experiment, tracking
 from nnresearch.config import config_hash, validate
 
 TESTS = Path(__file__).resolve().parent
@@ -365,6 +365,48 @@ def test_a_resumed_sweep_that_skips_every_job_ends_its_parent(mlflow_uri, tmp_pa
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {newest.info.run_id}
     assert [p.info.status for p in parents] == ["FINISHED", "FINISHED"]
     assert newest.info.end_time is not None
+
+
+def test_a_finished_run_stands_in_for_a_job_only_under_the_same_code(mlflow_uri, tmp_path, monkeypatch, main_in_process):
+    """After a fix in the core, running a study again trains it again instead of keeping the old numbers."""
+    monkeypatch.chdir(tmp_path)
+    sweep = ["-m", "trainer.seed=0,1", "trainer.epochs=2", "data.n_samples=120", *QUIET, "study=code_sweep",
+             f"tracking.uri={mlflow_uri}"]
+    code, out, err = main_in_process(*sweep, f"hydra.sweep.dir={tmp_path / 'first'}")
+    assert code == 0, out + err
+    client = MlflowClient(mlflow_uri)
+    first = parents_and_children(mlflow_uri)[1]
+    assert {run.data.tags[tracking.CODE_VERSION_TAG] for run in first} == {experiment.code_version()}
+    for run in first:  # as if another nnresearch (or numpy, scikit-learn, mnist1d) had trained them
+        client.set_tag(run.info.run_id, tracking.CODE_VERSION_TAG, "0" * 16)
+
+    code, out, err = main_in_process(*sweep, f"hydra.sweep.dir={tmp_path / 'after_a_fix'}")
+    assert code == 0, out + err
+    assert "skipped" not in out
+    assert sorted(re.findall(r"^running again: this config finished as run \S+ \(([0-9a-f]{32})\) under other code", out,
+                             flags=re.MULTILINE)) == sorted(run.info.run_id for run in first), out
+    assert len([c for c in parents_and_children(mlflow_uri)[1] if c.info.status == "FINISHED"]) == 4
+
+    code, out, err = main_in_process(*sweep, f"hydra.sweep.dir={tmp_path / 'resumed'}")
+    assert code == 0, out + err
+    assert out.count("skipped ") == 2 and "running again" not in out, out
+
+
+def test_the_code_version_follows_the_package_source_not_other_files(tmp_path):
+    package = tmp_path / "package"
+    (package / "nn").mkdir(parents=True)
+    (package / "nn" / "layers.py").write_text("Z = W @ A + b\n")
+    (package / "notes.md").write_text("a note\n")
+    before = experiment.source_digest(package)
+    (package / "notes.md").write_text("another note\n")
+    assert experiment.source_digest(package) == before
+    (package / "nn" / "layers.py").write_text("Z = W @ A\n")
+    assert experiment.source_digest(package) != before
+    (package / "nn" / "layers.py").write_text("Z = W @ A + b\n")
+    assert experiment.source_digest(package) == before
+    (package / "nn" / "layers.py").rename(package / "nn" / "dense.py")
+    assert experiment.source_digest(package) != before
+    assert len(experiment.code_version()) == 16 and experiment.code_version() == experiment.code_version()
 
 
 def test_a_sweep_whose_jobs_are_refused_before_their_runs_exist_ends_its_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
