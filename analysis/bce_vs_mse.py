@@ -35,7 +35,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         gradient = rows[(rows["metric"] == "grad_norm/layer1") & (rows["step"] <= EARLY)]
         plot_band(grad_ax, mean_band(gradient, ["step"], "value", log=True), "step", f"{name}, std {std:g}",
                   color=color, linestyle=style)
-        band = mean_band(rows[rows["metric"] == "val/acc"], ["step"], "value")
+        band = mean_band(rows[rows["metric"] == "val/acc"], ["step"], "value", fraction=True)
         plot_band(acc_ax, band, "step", f"{name}, std {std:g}", color=color, linestyle=style, markersize=3)
     for head, (name, style) in HEADS.items():
         band = mean_band(runs[runs["params.model.head"] == head], ["params.model.init_std"], "epochs_to_target")

@@ -3,7 +3,8 @@
 A study script defines `analyse(study: Study) -> tuple[Figure, Verdict]` and ends with
 `main = study_main("<name>", analyse)`. The verdict is computed from the runs, never written in,
 and is "inconclusive" whatever the numbers when a configuration ran with fewer than `MIN_SEEDS`
-seeds (`settle`): one seed has no seed band, so the quick profile decides nothing.
+seeds (`settle`): one seed has no seed band, so the quick profile decides nothing; so it is when
+the runs lack values of the study's grid (`study_grid`), as after a sweep of part of the study.
 """
 
 from __future__ import annotations
@@ -164,17 +165,24 @@ class Study:
         return network
 
 
-def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str, log: bool = False) -> pd.DataFrame:
+def mean_band(frame: pd.DataFrame, by: Sequence[str], value: str, log: bool = False,
+              fraction: bool = False) -> pd.DataFrame:
     """Mean and 95% t-interval of `value` over seeds, per group `by` (a thin wrapper over results.aggregate).
 
     `log=True` averages log10 of the values (a geometric mean and band), for quantities plotted
-    on a log axis, whose arithmetic band would reach below zero.
+    on a log axis, whose arithmetic band would reach below zero. `fraction=True`, for accuracies
+    and fractions, clips the band to [0, 1]: from two or three seeds a t-interval easily reaches
+    past what the quantity can take.
     """
     if not log:
-        return results.aggregate(frame, list(by), value=value)
-    logged = frame.assign(**{value: np.log10(frame[value])})
-    band = results.aggregate(logged, list(by), value=value)
-    return band.assign(**{column: 10 ** band[column] for column in ("mean", "lo", "hi")})
+        band = results.aggregate(frame, list(by), value=value)
+    else:
+        logged = frame.assign(**{value: np.log10(frame[value])})
+        band = results.aggregate(logged, list(by), value=value)
+        band = band.assign(**{column: 10 ** band[column] for column in ("mean", "lo", "hi")})
+    if fraction:
+        band = band.assign(lo=band["lo"].clip(0.0, 1.0), hi=band["hi"].clip(0.0, 1.0))
+    return band
 
 
 def plot_band(ax: Any, frame: pd.DataFrame, x: str, label: str, **style: Any) -> None:
@@ -199,15 +207,69 @@ def fewest_seeds(runs: pd.DataFrame) -> tuple[int, str]:
     return int(per_run.min()), str(runs.loc[per_run.idxmin(), "run_name"])
 
 
-def settle(verdict: Verdict, runs: pd.DataFrame) -> Verdict:
+def study_grid(name: str) -> dict[str, list[Any]]:
+    """The values `experiments/<name>.yaml` sweeps (`hydra.sweeper.params`, parsed as Hydra parses
+    them) per key, seeds left out: {"model.activation": ["sigmoid", "tanh", "relu"], "mitigation": [...]}."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nnresearch.paths import CONFIG_DIR
+
+    path = CONFIG_DIR / "experiment" / f"{name}.yaml"
+    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") if path.is_file() else None
+    parser, grid = OverridesParser.create(), {}
+    for key, value in (params or {}).items():
+        override = parser.parse_override(f"{key}={value}")
+        if override.key_or_group == SEED_PARAM.removeprefix("params.") or (
+                override.is_sweep_override() and not override.is_discrete_sweep()):
+            continue  # seeds are `fewest_seeds`'s; a search's interval has no values to cover
+        grid[override.key_or_group] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    return grid
+
+
+def _as_logged(value: Any) -> Any:
+    """A grid value or a logged param, comparable with the other: numbers as floats (`1` == `1.0`), the rest as text."""
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def missing_from_grid(runs: pd.DataFrame, grid: dict[str, list[Any]]) -> list[str]:
+    """`key=value`s of `grid` that no run of `runs` has (a config group's choice is its `choice.<group>`
+    param; a key the runs do not log at all, as runs logged before choices were, is not checked)."""
+    missing = []
+    for key, values in grid.items():
+        column = next((c for c in (f"params.{key}", f"params.choice.{key}") if c in runs), None)
+        if column is None:
+            continue
+        logged = {_as_logged(value) for value in runs[column].dropna()}
+        absent = [str(value) for value in values if _as_logged(value) not in logged]
+        if absent:
+            missing.append(f"{key}={','.join(absent)}")
+    return missing
+
+
+def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | None = None) -> Verdict:
     """`verdict`, or the same numbers as an inconclusive verdict if a configuration of `runs` has fewer than
-    `MIN_SEEDS` seeds: without a seed band no difference can be told from seed noise."""
-    seeds, example = fewest_seeds(runs)
-    if seeds >= MIN_SEEDS or verdict.held is None:
+    `MIN_SEEDS` seeds (without a seed band no difference can be told from seed noise), or if the runs
+    lack values of the study's `grid` (a sweep of part of the study, say one activation, decides
+    nothing about the claim on all of them)."""
+    if verdict.held is None:
         return verdict
-    reason = (f"inconclusive: {seeds} seed(s) for the configuration of run {example}, a verdict needs at least "
-              f"{MIN_SEEDS} seeds per configuration (the quick profile runs one)")
-    return replace(verdict, held=None, evidence=f"{reason}; {verdict.evidence}")
+    reasons = []
+    seeds, example = fewest_seeds(runs)
+    if seeds < MIN_SEEDS:
+        reasons.append(f"{seeds} seed(s) for the configuration of run {example}, a verdict needs at least "
+                       f"{MIN_SEEDS} seeds per configuration (the quick profile runs one)")
+    missing = missing_from_grid(runs, grid or {})
+    if missing:
+        reasons.append(f"no runs of {' '.join(missing)} of the study's grid; run the whole study, or add the "
+                       "runs of earlier sweeps with --all-sweeps")
+    if not reasons:
+        return verdict
+    return replace(verdict, held=None, evidence=f"inconclusive: {'; '.join(reasons)}; {verdict.evidence}")
 
 
 def from_shell(main: Callable[[], Any]) -> None:
@@ -223,7 +285,8 @@ def from_shell(main: Callable[[], Any]) -> None:
 def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Callable[[Sequence[str] | None], Verdict]:
     """The `main(argv)` of a study script: analyse, save the figure, log it to the sweep's parent run, print the verdict.
 
-    The verdict is `analyse`'s, made inconclusive by `settle` when a configuration has too few seeds.
+    The verdict is `analyse`'s, made inconclusive by `settle` when a configuration has too few seeds
+    or the runs lack part of the study's grid.
     """
 
     def main(argv: Sequence[str] | None = None) -> Verdict:
@@ -231,11 +294,12 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
         parser.add_argument("--uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db)")
         parser.add_argument("--experiment", default=None, help=f"MLflow experiment (default: {name})")
         parser.add_argument("--all-sweeps", action="store_true", help="use every sweep of the study, not only the latest")
-        parser.add_argument("--out", type=Path, default=FIGURE_DIR, help="where to save the figure")
+        parser.add_argument("--out", type=Path, default=FIGURE_DIR,
+                            help=f"folder for the figure, saved as <folder>/{name}.png (default: {FIGURE_DIR})")
         args = parser.parse_args(argv)
         with Study(name, args.uri, args.experiment, args.all_sweeps) as study:
             figure, verdict = analyse(study)
-            verdict = settle(verdict, study.runs)
+            verdict = settle(verdict, study.runs, study_grid(name))
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"{name}.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")

@@ -27,11 +27,11 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, (width, rows) in enumerate(runs.groupby("params.model.width")):
         color = f"C{index}"
-        plot_band(left, mean_band(rows, ["params.model.depth"], "born_dead"), "params.model.depth", f"width {width:g}: at birth",
+        plot_band(left, mean_band(rows, ["params.model.depth"], "born_dead", fraction=True), "params.model.depth", f"width {width:g}: at birth",
                   color=color)
-        plot_band(left, mean_band(rows, ["params.model.depth"], "still_dead"), "params.model.depth",
+        plot_band(left, mean_band(rows, ["params.model.depth"], "still_dead", fraction=True), "params.model.depth",
                   f"width {width:g}: after training", color=color, linestyle=":", markerfacecolor="white")
-        plot_band(right, mean_band(rows, ["params.model.depth"], "metrics.val/acc"), "params.model.depth", f"width {width:g}",
+        plot_band(right, mean_band(rows, ["params.model.depth"], "metrics.val/acc", fraction=True), "params.model.depth", f"width {width:g}",
                   color=color)
     left.set(xlabel="hidden layers", ylabel="fraction of seeds with a fully dead layer", title="ReLU nets dead at birth")
     left.set_ylim(-0.05, 1.05)

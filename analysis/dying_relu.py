@@ -40,7 +40,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     for ax, column, title in zip(axes, ("dead", "frozen"), ("dead: z <= 0 on every training example",
                                                             "frozen: weights never changed")):
         for (activation, bias), rows in fine.groupby(keys):
-            plot_band(ax, mean_band(rows, ["params.optim.lr"], column), "params.optim.lr", f"{activation}, bias {bias:g}",
+            plot_band(ax, mean_band(rows, ["params.optim.lr"], column, fraction=True), "params.optim.lr", f"{activation}, bias {bias:g}",
                       linestyle="-" if activation == "relu" else "--")
         ax.set(xscale="log", xlabel="learning rate", ylabel=f"fraction of hidden units {column}", title=title)
         ax.set_ylim(-0.03, 1.03)

@@ -26,11 +26,11 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
 
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(13, 4.5))
     for (model, order), rows in history.groupby(["params.model.name", "order"]):
-        plot_band(curves, mean_band(rows, ["step"], "value"), "step", f"{model}, {order}", markersize=2,
+        plot_band(curves, mean_band(rows, ["step"], "value", fraction=True), "step", f"{model}, {order}", markersize=2,
                   color="C0" if model == "mlp" else "C1", linestyle="-" if order == "ordered" else "--")
     curves.set(xlabel="epoch", ylabel="validation accuracy", title="MNIST-1D: learning curves")
     curves.legend()
-    stats = mean_band(runs, ["params.model.name", "order"], "metrics.val/acc").set_index(["params.model.name", "order"])
+    stats = mean_band(runs, ["params.model.name", "order"], "metrics.val/acc", fraction=True).set_index(["params.model.name", "order"])
     for offset, order in zip((-0.2, 0.2), ORDERS.values()):
         rows = stats.xs(order, level=1).reindex(MODELS)
         error = np.nan_to_num([rows["mean"] - rows["lo"], rows["hi"] - rows["mean"]])

@@ -46,7 +46,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     logistic = runs[runs["kind"] == "logistic"]
     for activation in ("linear", "relu"):
         rows = runs[(runs["kind"] == activation) | (runs["kind"] == "logistic")]
-        plot_band(left, mean_band(rows, ["params.model.depth"], "metrics.val/acc"), "params.model.depth",
+        plot_band(left, mean_band(rows, ["params.model.depth"], "metrics.val/acc", fraction=True), "params.model.depth",
                   f"{activation} hidden layers")
         plot_band(right, mean_band(rows[rows["kind"] == activation], ["params.model.depth"], "residual"), "params.model.depth",
                   f"{activation} hidden layers")

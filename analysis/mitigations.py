@@ -47,7 +47,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     at_init = at_init[(at_init["case"] == "vanishing") | (at_init["variant"] == "baseline")]
 
     figure, (bars, grads) = plt.subplots(1, 2, figsize=(14, 4.8))
-    stats = mean_band(runs, ["case", "variant"], "acc").set_index(["case", "variant"])
+    stats = mean_band(runs, ["case", "variant"], "acc", fraction=True).set_index(["case", "variant"])
     diverged = runs.groupby(["case", "variant"])["diverged"].agg(["sum", "count"])
     labels, positions, position = [], [], 0.0
     for case, variants in CASES.items():

@@ -36,7 +36,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     history = study.histories(["val/acc"], ["data.name", "model.head"])
 
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.5))
-    stats = mean_band(runs, ["params.data.name", "params.model.head"], "acc").set_index(["params.data.name", "params.model.head"])
+    stats = mean_band(runs, ["params.data.name", "params.model.head"], "acc", fraction=True).set_index(["params.data.name", "params.model.head"])
     datasets = [name for name in ("multilabel", "digits") if name in stats.index.get_level_values(0)]
     for offset, head in zip((-0.2, 0.2), HEADS):
         rows = stats.xs(head, level=1).reindex(datasets)
@@ -51,7 +51,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     bars.set(ylabel="validation accuracy", ylim=(0.5, 1.0), title="head against task")
     bars.legend()
     for (name, head), rows in history.groupby(["params.data.name", "params.model.head"]):
-        plot_band(curves, mean_band(rows, ["step"], "value"), "step", f"{name}, {head}",
+        plot_band(curves, mean_band(rows, ["step"], "value", fraction=True), "step", f"{name}, {head}",
                   linestyle="-" if head == "sigmoid_bce" else "--", markersize=2)
     curves.set(xlabel="epoch", ylabel="logged val/acc", title="logged validation accuracy (softmax on multilabel: see docstring)")
     curves.legend(fontsize=8)

@@ -24,7 +24,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     history = study.histories(["train/acc", "val/acc"], ["data.name"])
     figure, (curves, rgb, summed) = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1.6, 1, 1]})
     for (name, metric), rows in history.groupby(["params.data.name", "metric"]):
-        plot_band(curves, mean_band(rows, ["step"], "value"), "step", f"{name} {metric.split('/')[0]}",
+        plot_band(curves, mean_band(rows, ["step"], "value", fraction=True), "step", f"{name} {metric.split('/')[0]}",
                   linestyle="-" if metric == "val/acc" else "--", markersize=2, color="C0" if name == "images64" else "C1")
     curves.set(xlabel="epoch", ylabel="accuracy", title="one neuron (images64) / one softmax layer (digits)")
     curves.legend(fontsize=8)
@@ -45,7 +45,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     held, parts = True, []
     for name, rows in runs.groupby("params.data.name"):
         chance = 1.0 / max(2, int(rows["params.dataset.n_outputs"].iloc[0]))
-        val = mean_band(rows.assign(all=0), ["all"], "metrics.val/acc").iloc[0]
+        val = mean_band(rows.assign(all=0), ["all"], "metrics.val/acc", fraction=True).iloc[0]
         gap = float((rows["metrics.train/acc"] - rows["metrics.val/acc"]).mean())
         lower = val["lo"] if np.isfinite(val["lo"]) else val["mean"]
         held &= bool(lower > chance)

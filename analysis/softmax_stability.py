@@ -31,10 +31,10 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for head, name in HEADS.items():
         rows = runs[runs["params.model.head"] == head]
-        plot_band(left, mean_band(rows, ["scale"], "diverged"), "scale", name)
+        plot_band(left, mean_band(rows, ["scale"], "diverged", fraction=True), "scale", name)
         finite = rows[rows["diverged"] == 0]
         if not finite.empty:
-            plot_band(right, mean_band(finite, ["scale"], "metrics.val/acc"), "scale", name)
+            plot_band(right, mean_band(finite, ["scale"], "metrics.val/acc", fraction=True), "scale", name)
     left.axvline(EXP_OVERFLOW, color="grey", linestyle=":", label="exp overflows (float32)")
     left.set(xscale="log", xlabel="largest |logit| at initialization (mean over seeds)", ylabel="fraction of runs diverged",
              title="NaN / inf against logit scale")

@@ -33,7 +33,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         plot_band(left, mean_band(rows, ["layer"], "value", log=True), "layer", activation)
         per_run = rows.pivot_table(index="run_id", columns="layer", values="value")
         reach[activation] = float(np.median(per_run[1] / per_run[deepest + 1]))
-        accuracy = mean_band(runs[runs["params.model.activation"] == activation], ["params.model.depth"], "metrics.val/acc")
+        accuracy = mean_band(runs[runs["params.model.activation"] == activation], ["params.model.depth"], "metrics.val/acc", fraction=True)
         plot_band(right, accuracy, "params.model.depth", activation)
     left.set(yscale="log", xlabel="layer l", ylabel="||dJ/dW[l]|| at initialization", title=f"depth {deepest}: gradient by layer")
     right.set(xscale="log", xlabel="hidden layers", ylabel="final validation accuracy", title="accuracy against depth")

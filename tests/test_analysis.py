@@ -25,7 +25,17 @@ from test_verdicts import (
 )
 
 from analysis import mitigations, representation
-from analysis.common import Study, StudyNotRun, Verdict, fewest_seeds, from_shell, settle
+from analysis.common import (
+    Study,
+    StudyNotRun,
+    Verdict,
+    fewest_seeds,
+    from_shell,
+    mean_band,
+    missing_from_grid,
+    settle,
+    study_grid,
+)
 
 
 @pytest.fixture
@@ -56,6 +66,38 @@ def test_settle_makes_a_one_seed_verdict_inconclusive_and_keeps_its_numbers():
                                      "of run relu-0.1-s0, a verdict needs at least 2 seeds")
     assert settled.evidence.endswith("; a 0.900 [0.900, 0.900] vs b 0.400")
     assert settle(verdict, runs_of(("relu", 0.1, 0), ("relu", 0.1, 1))) is verdict
+
+
+def test_settle_makes_a_verdict_on_part_of_the_study_s_grid_inconclusive():
+    """Re-running one activation of a study must not turn its verdict: the runs lack the others."""
+    verdict = Verdict("study", "a claim", False, "relu 0.900")
+    runs = runs_of(("relu", 0.1, 0), ("relu", 0.1, 1), ("relu", 1.0, 0), ("relu", 1.0, 1))
+    grid = {"model.activation": ["sigmoid", "tanh", "relu"], "optim.lr": [0.1, 1]}
+    assert missing_from_grid(runs, grid) == ["model.activation=sigmoid,tanh"]
+    settled = settle(verdict, runs, grid)
+    assert settled.held is None and settled.evidence == (
+        "inconclusive: no runs of model.activation=sigmoid,tanh of the study's grid; run the whole study, or add the "
+        "runs of earlier sweeps with --all-sweeps; relu 0.900")
+    whole = runs_of(*[(a, lr, seed) for a in ("sigmoid", "tanh", "relu") for lr in (0.1, 1.0) for seed in (0, 1)])
+    assert settle(verdict, whole, grid) is verdict  # the logged "1.0" is the grid's 1
+    assert missing_from_grid(whole, {"mitigation": ["residual"]}) == []  # runs that do not log the key at all
+
+
+def test_a_study_s_grid_is_its_sweep_without_the_seeds():
+    assert study_grid("vanishing_gradients") == {"model.activation": ["sigmoid", "tanh", "relu"],
+                                                 "model.depth": [1, 2, 4, 8, 16]}
+    assert study_grid("mitigations") == {"mitigation": ["vanishing_baseline", "residual", "batchnorm", "exploding_baseline",
+                                                        "clip_norm", "weight_decay"]}
+    assert study_grid("no_such_study") == {}
+
+
+def test_a_band_of_accuracies_stays_within_0_and_1():
+    accuracies = pd.DataFrame({"group": ["a", "a", "b", "b"], "acc": [0.98, 0.40, 0.01, 0.60]})
+    wide = mean_band(accuracies, ["group"], "acc")
+    assert wide["hi"].max() > 1 and wide["lo"].min() < 0  # two seeds: t(0.975, 1) = 12.7
+    clipped = mean_band(accuracies, ["group"], "acc", fraction=True)
+    assert clipped["hi"].max() == 1 and clipped["lo"].min() == 0
+    assert clipped["mean"].tolist() == wide["mean"].tolist()
 
 
 def test_main_with_one_seed_prints_and_logs_an_inconclusive_verdict(sweep, tmp_path, capsys):

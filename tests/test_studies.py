@@ -25,9 +25,9 @@ from nnresearch.paths import CONFIG_DIR
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_quick_sweep(name: str, workdir: Path, uri: str) -> None:
+def run_quick_sweep(name: str, workdir: Path, uri: str, *overrides: str) -> None:
     command = [sys.executable, "-m", "nnresearch.run", "-m", f"experiment={name}", "profile=quick", f"tracking.uri={uri}",
-               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *overrides]
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -54,6 +54,7 @@ def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
     verdict = module.main(["--uri", uri, "--out", str(tmp_path / "figures")])
     assert isinstance(verdict, Verdict) and verdict.evidence
     assert verdict.held is None and verdict.evidence.startswith("inconclusive: 1 seed(s)"), verdict.line()
+    assert "of the study's grid" not in verdict.evidence, verdict.line()  # the quick profile runs every grid value
     assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
     assert verdict.line() in capsys.readouterr().out
     client = MlflowClient(uri)
@@ -67,6 +68,13 @@ def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
     assert len(children) == planned_jobs(name)  # the whole grid, one seed
     assert {(r.info.status, r.data.params["trainer.epochs"], r.data.params["trainer.seed"]) for r in children} == {
         ("FINISHED", "2", "0")}
+
+
+def test_a_sweep_of_part_of_a_study_is_told_so_by_its_verdict(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_quick_sweep("one_neuron_images", tmp_path, uri, "data=digits")
+    verdict = importlib.import_module("analysis.one_neuron_images").main(["--uri", uri, "--out", str(tmp_path / "figures")])
+    assert verdict.held is None and "no runs of data=images64 of the study's grid" in verdict.evidence, verdict.line()
 
 
 def test_report_collects_verdicts_and_lists_studies_not_run(tmp_path):
