@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -233,6 +235,17 @@ def test_save_load_round_trip_keeps_batchnorm_statistics(xp, tmp_path):
     target.load(tmp_path / "bn.npz")
     assert_same_arrays(source.state(), target.state())
     assert float(xp.max(xp.abs(target.buffers()["running_mean1"]))) > 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_parameters_get_the_permissions_of_any_new_file(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        save_npz(tmp_path / "final.npz", {"W1": np.ones((3, 2))})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "final.npz").stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["final.npz"]
 
 
 def test_load_npz_rejects_truncated_and_corrupt_files(tmp_path):

@@ -9,7 +9,7 @@ gamma_l, beta_l for BatchNorm layers), numbered over the layers that carry weigh
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -175,10 +175,14 @@ class Network:
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """np.savez to a temporary file in the same folder, then an atomic rename onto `path`."""
+    """np.savez to a temporary file in the same folder, then an atomic rename onto `path`.
+
+    The file gets the permissions of any new file (0666 less the umask), so a team shares
+    checkpoints as it shares the rest of its files (`tempfile.mkstemp` would make them 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
