@@ -9,12 +9,14 @@ gives bit-identical numbers to a run that was never interrupted (on NumPy).
 Resuming is refused when the run's settings differ from the checkpoint's (the differing keys are
 named): continuing with another batch size, learning rate or data set would silently mix two
 runs. A checkpoint written without settings (before they were stored) is not checked.
+`read_metadata` reads the epochs and settings alone, so `nnresearch.config.validate` refuses such
+a resume before any run exists.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,9 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
     raises a ValueError/FileNotFoundError naming it, and leaves the network unchanged.
     """
     arrays = load_npz(path)
-    missing = {"rng_state", "epoch"} - arrays.keys()
-    if missing:
-        raise ValueError(f"{path} is not an nnresearch checkpoint: it lacks {sorted(missing)}")
+    _check_is_checkpoint(path, arrays.keys())
     if settings is not None and "settings" in arrays:
-        _check_settings(path, json.loads(str(arrays["settings"])), settings)
+        check_settings(path, json.loads(str(arrays["settings"])), settings)
     optimizer_state = {k.removeprefix(OPTIM_PREFIX): v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     network_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX) and k not in META}
     try:
@@ -65,7 +65,33 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
     return int(arrays["epoch"])
 
 
-def _check_settings(path: str | Path, saved: Mapping[str, str], settings: Mapping[str, str]) -> None:
+def read_metadata(path: str | Path) -> tuple[int, dict[str, str] | None]:
+    """The finished epochs and the settings (None when written without) of the checkpoint at `path`,
+    read without its arrays, so a config check can read them before any run exists. A missing,
+    unreadable or foreign file raises a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path} (no such file); give one that trainer.checkpoint_every wrote, "
+                         "<output dir>/checkpoints/epochNNNNN.npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = set(data.files)
+            epoch = int(data["epoch"]) if "epoch" in names else None
+            settings = json.loads(str(data["settings"])) if "settings" in names else None
+    except Exception as error:  # zipfile.BadZipFile, EOFError, ValueError on truncated or foreign files
+        raise ValueError(f"{path} is not a readable .npz file ({type(error).__name__}: {error})") from error
+    _check_is_checkpoint(path, names)
+    return epoch, settings
+
+
+def _check_is_checkpoint(path: str | Path, names: Iterable[str]) -> None:
+    """ValueError unless the entries `names` of the file at `path` include a checkpoint's own."""
+    missing = {"rng_state", "epoch"} - set(names)
+    if missing:
+        raise ValueError(f"{path} is not an nnresearch checkpoint: it lacks {sorted(missing)}")
+
+
+def check_settings(path: str | Path, saved: Mapping[str, str], settings: Mapping[str, str]) -> None:
     """ValueError naming every key whose value differs between the checkpoint and this run. Keys only
     one side has (a setting added to or removed from the schema since) are not compared."""
     differing = sorted(key for key in saved.keys() & settings.keys() if saved[key] != settings[key])

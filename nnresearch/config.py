@@ -4,12 +4,16 @@ Hydra checks types and key names while composing (a typo such as `model.depht=3`
 Hydra's error suggests `+model.depht=3`, which adds the key instead; `validate(cfg)` refuses any
 key that is not a field of the schema. It then checks values and names against the core's own
 registries, so an unknown key, an unknown activation, a negative or NaN learning rate, a batch
-size of 0 or a setting the chosen optimizer, schedule or initializer ignores fails before any MLflow run exists,
-with a message naming the key and what is allowed.
+size of 0, too few samples to split, a setting the chosen model, activation, optimizer, schedule,
+initializer or data set ignores, `trainer.device=gpu` without a usable GPU, or a `trainer.resume`
+checkpoint this run cannot continue fails before any MLflow run exists, with a message naming the
+key and what is allowed.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -51,6 +55,19 @@ class ModelConfig:
 # std, limit, value); the others (zeros, xavier_*, he_*, lecun_normal) read none.
 INIT_FIELDS = {"normal": ("init_std",), "uniform": ("init_limit",), "constant": ("init_value",)}
 BIAS_INIT_FIELDS = {"constant": ("bias_value",)}
+# The ModelConfig fields each model reads (`nnresearch.experiment._architecture`; the init fields
+# above apply to all). logistic builds one sigmoid neuron and softmax_regression one softmax layer:
+# no hidden layer, so no depth, width, activation or BatchNorm; cnn1d has no BatchNorm for its
+# convolutions, and residual_mlp's blocks all have `width` units (no `widths`).
+MODEL_FIELDS = {
+    "logistic": (),
+    "softmax_regression": ("head",),
+    "mlp": ("depth", "width", "widths", "activation", "alpha", "batchnorm", "head"),
+    "residual_mlp": ("depth", "width", "activation", "alpha", "batchnorm", "head"),
+    "cnn1d": ("channels", "kernel_size", "activation", "alpha", "head"),
+}
+# The ModelConfig fields each hidden activation reads (`nnresearch.nn.activations.get_activation`).
+ACTIVATION_FIELDS = {"leaky_relu": ("alpha",)}
 
 
 @dataclass
@@ -221,18 +238,29 @@ def _check_finite(c: Config) -> None:
             raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
 
 
-def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, tuple[str, ...]]) -> None:
+def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, tuple[str, ...]],
+                         presets: Sequence[Any] = ()) -> None:
     """Refuse a field of `readers` (choice -> the fields it reads) that the chosen `node.<choice>`
-    does not read, set away from its default: it has no effect on the run. `group` is the node's key."""
-    chosen, defaults = getattr(node, choice), type(node)()
+    does not read, set away from its schema default and from its value in each of `presets` (the
+    chosen model's own config): it has no effect on the run. `group` is the node's key."""
+    chosen, unset = getattr(node, choice), (type(node)(), *presets)
     specific = {key for used in readers.values() for key in used}
     for key in sorted(specific - set(readers.get(chosen, ()))):
         value = getattr(node, key)
-        if value != getattr(defaults, key):
+        if all(value != getattr(preset, key) for preset in unset):
             users = ", ".join(name for name, used in readers.items() if key in used)
             chooser = group if choice == "name" else f"{group}.{choice}"
             raise ValueError(f"{group}.{key}={value} has no effect with {chooser}={chosen}; it is used by "
                              f"{chooser}={users} (drop {group}.{key}, or choose one of those)")
+
+
+@functools.cache
+def _model_preset(name: str) -> ModelConfig:
+    """The model `model=<name>` composes: conf/model/<name>.yaml over the schema's defaults. What it
+    sets (cnn1d's depth 0, logistic's depth 0) is what the model's own config says, not a request."""
+    from nnresearch.paths import CONFIG_DIR
+
+    return ModelConfig(**OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")))
 
 
 def _check_model(m: ModelConfig) -> None:
@@ -242,6 +270,8 @@ def _check_model(m: ModelConfig) -> None:
 
     _one_of("model.name", m.name, MODELS)
     _one_of("model.activation", m.activation, ACTIVATIONS)
+    _check_unread_fields(m, "model", "name", MODEL_FIELDS, [_model_preset(m.name)])  # before widths sets depth
+    _check_unread_fields(m, "model", "activation", ACTIVATION_FIELDS)
     _one_of("model.init", m.init, INITIALIZERS)
     _one_of("model.bias_init", m.bias_init, INITIALIZERS)
     if m.head is not None:
@@ -262,12 +292,73 @@ def _check_model(m: ModelConfig) -> None:
     _check_unread_fields(m, "model", "bias_init", BIAS_INIT_FIELDS)
 
 
+def _data_arguments() -> dict[str, tuple[str, ...]]:
+    """The DataConfig fields each data set's generator takes (`nnresearch.data.load_dataset` passes
+    the ones set and refuses the others)."""
+    from nnresearch.data import DATASETS
+
+    return {name: tuple(p for p in inspect.signature(make).parameters if p != "rng") for name, make in DATASETS.items()}
+
+
+def _classes(d: DataConfig) -> int:
+    """How many classes the splits of data set `d` are stratified by (`nnresearch.data.splits`): 2 for
+    a binary set, `data.n_classes` or the set's own default for a multiclass one, 1 for multilabel
+    and regression sets (not stratified)."""
+    from nnresearch.data import DATA_TASKS, DATASETS
+    from nnresearch.data.real import MNIST1D_CLASSES
+
+    task = DATA_TASKS[d.name]
+    if task != "multiclass":
+        return 2 if task == "binary" else 1
+    if d.n_classes is not None:
+        return d.n_classes
+    default = inspect.signature(DATASETS[d.name]).parameters.get("n_classes")
+    return MNIST1D_CLASSES if default is None else default.default  # mnist1d alone has no n_classes
+
+
+def _splits_fit(n: int, classes: int, val_fraction: float, test_fraction: float) -> bool:
+    """Whether `n` examples split as `nnresearch.data.splits` needs: val and test get `round(fraction * n)`
+    examples, at least one per class; train the rest, at least max(classes, 2) (two to standardise);
+    a stratified split also needs 3 examples of every class (the data sets draw their classes in
+    equal shares, so the least has n // classes)."""
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    enough_per_class = classes == 1 or n // classes >= 3
+    return min(n_val, n_test) >= classes and n - n_val - n_test >= max(classes, 2) and enough_per_class
+
+
+def _least_samples(classes: int, val_fraction: float, test_fraction: float) -> int:
+    """The least count from which every count splits (`_splits_fit`; rounding makes a few smaller
+    counts split too): counted down from one the bounds round(f n) >= f n - 1/2 guarantee."""
+    surely = math.ceil(max((classes + 0.5) / min(val_fraction, test_fraction),
+                           (max(classes, 2) + 1) / (1 - val_fraction - test_fraction), 3 * classes))
+    least = surely
+    while least > 1 and _splits_fit(least - 1, classes, val_fraction, test_fraction):
+        least -= 1
+    return least
+
+
+def _check_splits(d: DataConfig) -> None:
+    """`data.n_samples` (or the data set's own count) leaves every split the examples it needs. digits
+    and breast_cancer default to their whole set, whose size is known only once loaded (1,797 and 569)."""
+    from nnresearch.data import DATASETS
+
+    n = d.n_samples if d.n_samples is not None else inspect.signature(DATASETS[d.name]).parameters["n_samples"].default
+    classes = _classes(d)
+    if n is None or _splits_fit(n, classes, d.val_fraction, d.test_fraction):
+        return
+    given = f"data.n_samples={n}" if d.n_samples is not None else f"data.n_samples (unset: data={d.name}'s {n})"
+    need = "one example in val and in test, two in train" if classes == 1 else \
+        f"one example of each of its {classes} classes in val and test, {max(classes, 2)} in train, 3 of every class"
+    raise ValueError(f"{given} is out of range for data={d.name} split by data.val_fraction={d.val_fraction} and "
+                     f"data.test_fraction={d.test_fraction}; expected data.n_samples >= "
+                     f"{_least_samples(classes, d.val_fraction, d.test_fraction)} ({need})")
+
+
 def _check_data(d: DataConfig) -> None:
     from nnresearch.data import DATASETS
 
     _one_of("data.name", d.name, DATASETS)
     _at_least("data.seed", d.seed, 0)
-    _at_least("data.n_samples", d.n_samples, 3)  # the least `load_dataset` splits
     _at_least("data.noise", d.noise, 0.0)
     _at_least("data.n_classes", d.n_classes, 2)
     _at_least("data.compositions", d.compositions, 1)
@@ -275,6 +366,8 @@ def _check_data(d: DataConfig) -> None:
     _at_least("data.test_fraction", d.test_fraction, 0.0, strict=True)
     if d.val_fraction + d.test_fraction >= 1.0:
         raise ValueError(f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}")
+    _check_unread_fields(d, "data", "name", _data_arguments())
+    _check_splits(d)
 
 
 def _check_optim(o: OptimConfig, t: TrainerConfig) -> None:
@@ -310,6 +403,36 @@ def _check_trainer(t: TrainerConfig) -> None:
     _at_least("trainer.checkpoint_every", t.checkpoint_every, 0)
     _one_of("trainer.device", t.device, DEVICES)
     _one_of("trainer.dtype", t.dtype, DTYPES)
+
+
+def _check_device(t: TrainerConfig) -> None:
+    """`trainer.device=gpu` needs CuPy with a CUDA device on this machine (`backend.select`); CuPy is
+    imported only then, so validating a CPU or `auto` config stays cheap."""
+    from nnresearch.backend import gpu_available
+
+    if t.device == "gpu" and not gpu_available():
+        raise ValueError("trainer.device=gpu is not available here: CuPy is not installed or sees no CUDA device; "
+                         "allowed values on this machine: cpu, auto (the GPU where there is one)")
+
+
+def _check_resume(c: Config) -> None:
+    """`trainer.resume` names a checkpoint this config can continue, read from its metadata alone
+    (`checkpoint.read_metadata`): written with the same settings and with epochs left to train.
+    Whether its arrays fit the network is known only once the network is built (`load_checkpoint`)."""
+    from nnresearch.checkpoint import check_settings, read_metadata
+
+    t = c.trainer
+    if t.resume is None:
+        return
+    try:
+        epoch, saved = read_metadata(t.resume)
+        if saved is not None:  # the flat values resume_settings stores: str() of every schema field
+            check_settings(t.resume, saved, {key: str(value) for key, value in _schema_fields(c)})
+    except ValueError as error:
+        raise ValueError(f"trainer.resume: {error}") from None
+    if epoch >= t.epochs:
+        raise ValueError(f"trainer.resume={t.resume} has {epoch} finished epochs and trainer.epochs={t.epochs}: "
+                         f"nothing left to train; set trainer.epochs above {epoch} to continue it")
 
 
 # Models built for one task only (the chapter's one-neuron classifiers).
@@ -356,6 +479,8 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_optim(c.optim, c.trainer)
     _check_fits_data(c)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
+    _check_device(c.trainer)
+    _check_resume(c)  # last: it compares every setting, once each is known to be valid
     return c
 
 

@@ -15,6 +15,7 @@ import re
 import typing
 from dataclasses import fields
 
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 
@@ -213,7 +214,8 @@ def test_every_float_of_the_schema_must_be_finite(key, value):
     (["data.seed=-1"], "data.seed=-1 is out of range; expected data.seed >= 0"),
     (["optim.lr=nan"], "optim.lr=nan is not a finite number"),
     (["model.init=constant", "model.init_value=nan"], "model.init_value=nan is not a finite number"),
-    (["data.n_samples=0"], "data.n_samples=0 is out of range; expected data.n_samples >= 3"),
+    (["data.n_samples=0"], "data.n_samples=0 is out of range for data=moons split by data.val_fraction=0.2 and "
+                           "data.test_fraction=0.2; expected data.n_samples >= 8"),
     (["optim.warmup_epochs=10", "trainer.epochs=5"],
      "optim.warmup_epochs=10 is out of range; expected optim.warmup_epochs <= trainer.epochs=5"),
     (["trainer.epochs=-1"], "trainer.epochs=-1 is out of range; expected trainer.epochs >= 1"),  # not warmup's bound
@@ -244,10 +246,12 @@ def test_warm_up_may_last_the_whole_run(compose):
 
 @pytest.mark.parametrize("override", [
     "tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=other", "trainer.progress=false",
-    "trainer.checkpoint_every=2", "trainer.resume=/tmp/checkpoint.npz",
+    "trainer.checkpoint_every=2", "trainer.resume={checkpoint}",
 ])
-def test_settings_that_do_not_change_the_numbers_keep_the_hash(compose, override):
-    assert config_hash(validate(compose([override]))) == config_hash(validate(compose([])))
+def test_settings_that_do_not_change_the_numbers_keep_the_hash(compose, override, tmp_path):
+    checkpoint = tmp_path / "epoch00001.npz"  # validate reads a checkpoint's metadata: a checkpoint of nothing
+    np.savez(checkpoint, rng_state=np.asarray("{}"), epoch=np.asarray(1))
+    assert config_hash(validate(compose([override.format(checkpoint=checkpoint)]))) == config_hash(validate(compose([])))
 
 
 @pytest.mark.parametrize("override", ["trainer.seed=3", "data.seed=1", "optim.lr=0.2", "model.depth=3",

@@ -1,0 +1,249 @@
+"""What used to escape `validate` and crash a run (or job N of a sweep) is refused before any run exists.
+
+Four kinds, each refused by `nnresearch.config.validate` with the key and what is allowed, so a
+single run prints one line (`refused, no run created: ...`, exit status 2) and a grid sweep is
+refused before its first job (`sweep refused before any run started`):
+
+1. `data.n_samples` too few for the train / val / test split (`nnresearch.data.splits`);
+2. `trainer.device=gpu` where CuPy is missing or sees no CUDA device;
+3. `trainer.resume` naming a missing file, or a checkpoint written with other settings;
+4. a model setting the chosen model (or activation) does not read, such as `model=logistic model.depth=3`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import count_runs
+
+from nnresearch import backend, experiment
+from nnresearch.config import (
+    MODEL_FIELDS,
+    MODELS,
+    Config,
+    DataConfig,
+    ModelConfig,
+    _classes,
+    _least_samples,
+    _schema_fields,
+    compose,
+    validate,
+)
+from nnresearch.data import DATASETS, load_dataset
+from nnresearch.paths import CONFIG_DIR
+
+QUIET = ["trainer.progress=false"]
+SMALL = ["data.n_samples=60", "model.width=8", "trainer.epochs=1", *QUIET]
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This machine as one without CuPy or a CUDA device, whatever it has."""
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of `SMALL` after its one epoch, written through the command line's code path."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    experiment.execute(validate(compose([*SMALL, "trainer.checkpoint_every=1", "tracking=off"])), output_dir=folder)
+    return folder / "checkpoints" / "epoch00001.npz"
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Too few samples to split
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.n_samples=3"], "data.n_samples=3 is out of range for data=moons split by data.val_fraction=0.2 and "
+                           "data.test_fraction=0.2; expected data.n_samples >= 8"),
+    (["data=spirals", "data.n_samples=12"], "data.n_samples=12 is out of range for data=spirals"),
+    (["data=spirals", "data.n_classes=5", "data.n_samples=20"], "expected data.n_samples >= 23"),
+    (["data=digits", "data.n_samples=47"], "expected data.n_samples >= 48"),
+    (["data=sine", "data.n_samples=3"], "expected data.n_samples >= 4"),
+    (["data.n_samples=20", "data.val_fraction=0.05"], "expected data.n_samples >= 30"),
+    (["data.val_fraction=0.001"], "data.n_samples=1000 is out of range for data=moons split by data.val_fraction=0.001"),
+])
+def test_too_few_samples_to_split_are_refused_with_the_least_count(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate(compose(overrides))
+
+
+@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("fractions", [(0.2, 0.2), (0.1, 0.3)])
+def test_the_least_count_validate_names_is_the_least_the_data_set_splits(name, fractions):
+    """At the least count validate accepts, the data set loads; one fewer, both refuse it."""
+    val_fraction, test_fraction = fractions
+    d = DataConfig(name=name, val_fraction=val_fraction, test_fraction=test_fraction)
+    least = _least_samples(_classes(d), val_fraction, test_fraction)
+    cfg = Config()
+    cfg.data = DataConfig(name=name, n_samples=least, val_fraction=val_fraction, test_fraction=test_fraction)
+    cfg.model.name = "softmax_regression" if name in ("spirals", "blobs", "digits", "mnist1d") else "mlp"
+    validate(cfg)
+    load_dataset(name, n_samples=least, val_fraction=val_fraction, test_fraction=test_fraction)
+    cfg.data.n_samples = least - 1
+    with pytest.raises(ValueError, match=rf"^data\.n_samples={least - 1} is out of range"):
+        validate(cfg)
+    with pytest.raises(ValueError, match="n_samples"):
+        load_dataset(name, n_samples=least - 1, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def test_a_data_option_the_data_set_does_not_take_is_refused():
+    with pytest.raises(ValueError, match=r"^data\.noise=0\.1 has no effect with data=digits; it is used by data=xor"):
+        validate(compose(["data=digits", "data.noise=0.1"]))
+    with pytest.raises(ValueError, match=r"^data\.n_classes=3 has no effect with data=moons"):
+        validate(compose(["data.n_classes=3"]))
+
+
+# --------------------------------------------------------------------------------------------
+# 2. trainer.device=gpu without a GPU
+
+
+def test_gpu_without_one_is_refused_and_auto_falls_back(no_gpu):
+    with pytest.raises(ValueError, match=r"^trainer\.device=gpu is not available here.*allowed values on this machine: "
+                                         r"cpu, auto"):
+        validate(compose(["trainer.device=gpu"]))
+    validate(compose(["trainer.device=auto"]))
+
+
+def test_only_device_gpu_asks_for_cupy(monkeypatch):
+    """Validating stays cheap: CuPy is imported (by `gpu_available`) for device=gpu alone."""
+    def no_cupy_here() -> bool:
+        raise AssertionError("gpu_available was called")
+
+    monkeypatch.setattr(backend, "gpu_available", no_cupy_here)
+    for device in ("cpu", "auto"):
+        validate(compose([f"trainer.device={device}"]))
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    validate(compose(["trainer.device=gpu"]))
+
+
+# --------------------------------------------------------------------------------------------
+# 3. trainer.resume that cannot be continued
+
+
+def test_a_missing_checkpoint_is_refused():
+    with pytest.raises(ValueError, match=r"^trainer\.resume: no checkpoint at /nonexistent\.npz \(no such file\)"):
+        validate(compose(["trainer.resume=/nonexistent.npz"]))
+
+
+def test_a_checkpoint_with_other_settings_or_no_epoch_left_is_refused(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match=rf"^trainer\.resume: {re.escape(str(checkpoint))} was written with other "
+                                         r"settings than this run: model\.width=8 \(this run: 16\)"):
+        validate(compose([*SMALL, "model.width=16", "trainer.epochs=3", f"trainer.resume={checkpoint}"]))
+    with pytest.raises(ValueError, match=r"has 1 finished epochs and trainer\.epochs=1: nothing left to train"):
+        validate(compose([*SMALL, f"trainer.resume={checkpoint}"]))
+    foreign = tmp_path / "weights.npz"
+    np.savez(foreign, W1=np.zeros(3))
+    with pytest.raises(ValueError, match=r"^trainer\.resume: .*weights\.npz is not an nnresearch checkpoint"):
+        validate(compose([*SMALL, f"trainer.resume={foreign}"]))
+    validate(compose([*SMALL, "trainer.epochs=3", f"trainer.resume={checkpoint}"]))
+
+
+@pytest.mark.parametrize("overrides", [[], ["optim.schedule=cosine"], ["model=cnn1d", "data=mnist1d"],
+                                       ["model.widths=[8,4]"]])
+def test_validate_compares_the_settings_a_checkpoint_stores(overrides):
+    """What validate compares a checkpoint's settings with is what `experiment.resume_settings` stores."""
+    cfg = validate(compose(overrides))
+    flat = {key: str(value) for key, value in _schema_fields(cfg)}
+    stored = experiment.resume_settings(cfg)
+    assert {key: flat[key] for key in stored} == stored
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Model settings the chosen model or activation does not read
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model=logistic", "model.depth=3"],
+     "model.depth=3 has no effect with model=logistic; it is used by model=mlp, residual_mlp (drop model.depth"),
+    (["model=logistic", "model.activation=tanh"], "model.activation=tanh has no effect with model=logistic"),
+    (["model=cnn1d", "model.width=32"], "model.width=32 has no effect with model=cnn1d; it is used by model=mlp, residual_mlp"),
+    (["model=cnn1d", "model.batchnorm=true"], "model.batchnorm=True has no effect with model=cnn1d"),
+    (["model=mlp", "model.kernel_size=3"], "model.kernel_size=3 has no effect with model=mlp; it is used by model=cnn1d"),
+    (["model=residual_mlp", "model.widths=[8,8]"], "model.widths=[8, 8] has no effect with model=residual_mlp"),
+    (["model=softmax_regression", "data=digits", "model.width=8"], "model.width=8 has no effect with model=softmax_regression"),
+    (["model.alpha=0.2"], "model.alpha=0.2 has no effect with model.activation=relu; it is used by "
+                          "model.activation=leaky_relu"),
+    (["model.activation=tanh", "model.alpha=0.1"], "model.alpha=0.1 has no effect with model.activation=tanh"),
+])
+def test_a_model_setting_the_chosen_model_ignores_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        validate(compose(overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=logistic"], ["model=cnn1d"], ["model=residual_mlp"], ["model=softmax_regression", "data=digits"],
+    ["model=logistic", "model.depth=2"],  # the schema's default: nothing was asked for
+    ["model.name=cnn1d"],  # the mlp's depth 2 kept: the schema's default
+    ["model=cnn1d", "model.activation=leaky_relu", "model.alpha=0.2"],
+    ["model.activation=leaky_relu", "model.alpha=0.3", "model.widths=[8,4]", "model.batchnorm=true"],
+    ["model=residual_mlp", "model.depth=3", "model.width=16", "model.batchnorm=true"],
+])
+def test_the_settings_a_model_reads_are_accepted(overrides):
+    validate(compose(overrides))
+
+
+def test_model_fields_cover_every_model_and_its_own_config():
+    """`MODEL_FIELDS` names every model, each has its conf/model/<name>.yaml, and only model fields."""
+    assert set(MODEL_FIELDS) == set(MODELS) == {path.stem for path in (CONFIG_DIR / "model").glob("*.yaml")}
+    names = {field for field in inspect.signature(ModelConfig).parameters}
+    assert {field for used in MODEL_FIELDS.values() for field in used} <= names
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: one line and exit status 2 for a single run, a refused sweep, no run either way
+
+
+BAD = {
+    # id: (the override that is refused, a word of the refusal)
+    "too_few_samples": ("data.n_samples=3", "data.n_samples=3 is out of range"),
+    "gpu_without_one": ("trainer.device=gpu", "trainer.device=gpu is not available here"),
+    "missing_checkpoint": ("trainer.resume=/nonexistent.npz", "no checkpoint at /nonexistent.npz"),
+    "setting_the_model_ignores": ("model.alpha=0.5", "model.alpha=0.5 has no effect with model.activation=relu"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_single_run_is_refused_in_one_line_before_its_run_exists(case, no_gpu, mlflow_uri, tmp_path, monkeypatch,
+                                                                  main_in_process):
+    monkeypatch.chdir(tmp_path)
+    override, words = BAD[case]
+    code, out, err = main_in_process(*SMALL, override, f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2, out + err
+    assert err.startswith("refused, no run created:") and words in err and "Traceback" not in err, err
+    assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
+
+
+def test_a_single_run_resuming_a_checkpoint_of_other_settings_is_refused_in_one_line(checkpoint, mlflow_uri, tmp_path,
+                                                                                    monkeypatch, main_in_process):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(*SMALL, "optim.lr=0.05", "trainer.epochs=2", f"trainer.resume={checkpoint}",
+                                     f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2, out + err
+    assert err.startswith("refused, no run created: trainer.resume:") and "optim.lr=0.1 (this run: 0.05)" in err, err
+    assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
+
+
+SWEEPS = {
+    # id: (sweep overrides, the refused job and its reason)
+    "too_few_samples": (["data.n_samples=1000,3"], "job 1 of 2 (data.n_samples=3): data.n_samples=3 is out of range"),
+    "gpu_without_one": (["trainer.device=cpu,gpu"], "job 1 of 2 (trainer.device=gpu): trainer.device=gpu is not available"),
+    "missing_checkpoint": (["trainer.seed=0,1", "trainer.resume=/nonexistent.npz"], "job 0 of 2"),
+    "setting_the_model_ignores": (["model=mlp,logistic", "model.depth=3"],
+                                  "job 1 of 2 (model=logistic): model.depth=3 has no effect with model=logistic"),
+}
+
+
+@pytest.mark.parametrize("case", SWEEPS)
+def test_a_sweep_with_one_bad_job_is_refused_before_any_run_exists(case, no_gpu, tmp_path, monkeypatch, main_in_process):
+    monkeypatch.chdir(tmp_path)
+    overrides, words = SWEEPS[case]
+    code, out, err = main_in_process("-m", *overrides, *SMALL[1:], f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2, out + err
+    assert "sweep refused before any run started" in err and words in err, err
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*/*.log"))
