@@ -83,14 +83,22 @@ def _check_search_direction(config: DictConfig) -> None:
         raise SystemExit(2)
 
 
+# Launchers whose jobs run on the machine that launches the sweep: Hydra's basic one and joblib's.
+LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+
+
 def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
     """SystemExit(2), naming the job and its reason, if any of `jobs` composes a config that
-    `nnresearch.config.validate` refuses: the grid sweeper's check before the first job starts."""
-    from nnresearch.config import validate
+    `nnresearch.config.validate` refuses, or, where the jobs run on this machine (`LOCAL_LAUNCHERS`),
+    that `check_machine` refuses: the grid sweeper's check before the first job starts."""
+    from nnresearch.config import check_machine, validate
 
+    here = OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS
     for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
         try:
-            validate(job)
+            checked = validate(job)
+            if here:
+                check_machine(checked)
         except ValueError as error:
             swept = [override for override in overrides if any(override not in other for other in jobs)]
             print(f"sweep refused before any run started: job {number} of {len(jobs)} ({' '.join(swept)}): {error}",

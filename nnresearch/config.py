@@ -4,10 +4,12 @@ Hydra checks types and key names while composing (a typo such as `model.depht=3`
 Hydra's error suggests `+model.depht=3`, which adds the key instead; `validate(cfg)` refuses any
 key that is not a field of the schema. It then checks values and names against the core's own
 registries, so an unknown key, an unknown activation, a negative or NaN learning rate, a batch
-size of 0, too few samples to split, a setting the chosen model, activation, optimizer, schedule,
-initializer or data set ignores, `trainer.device=gpu` without a usable GPU, or a `trainer.resume`
-checkpoint this run cannot continue fails before any MLflow run exists, with a message naming the
-key and what is allowed.
+size of 0, too few samples to split, or a setting the chosen model, activation, optimizer, schedule,
+initializer or data set ignores fails before any MLflow run exists, with a message naming the key
+and what is allowed. `check_machine(cfg)` refuses what depends on the machine a run starts on:
+`trainer.device=gpu` without a usable GPU, a `trainer.resume` checkpoint that is missing there or
+that this config cannot continue. `validate` stays a function of the config alone, so a run's
+logged config validates on any machine (the analyses rebuild GPU and resumed runs on a laptop).
 """
 
 from __future__ import annotations
@@ -479,9 +481,16 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_optim(c.optim, c.trainer)
     _check_fits_data(c)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
-    _check_device(c.trainer)
-    _check_resume(c)  # last: it compares every setting, once each is known to be valid
     return c
+
+
+def check_machine(c: Config) -> None:
+    """A ValueError if this machine cannot start the run of the validated config `c`: no GPU for
+    `trainer.device=gpu`, or no checkpoint here that `trainer.resume` can continue. The command
+    line calls it for every run; the grid sweeper for every job before the first starts, where the
+    launcher runs the jobs on this machine (not Slurm's or Ray's, whose nodes may have the GPU)."""
+    _check_device(c.trainer)
+    _check_resume(c)
 
 
 # What does not change a run's numbers: where it is logged, how it reports, its checkpoint cadence.

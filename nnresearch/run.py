@@ -23,7 +23,7 @@ with frozen_imports():  # the heavier imports in main() freeze everything import
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    from nnresearch.config import Config, register, validate
+    from nnresearch.config import Config, check_machine, register, validate
     from nnresearch.paths import CONFIG_DIR
 
 register()
@@ -116,6 +116,7 @@ def main(dict_cfg: DictConfig) -> float:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     with frozen_imports(), _refused_plainly(in_sweep):
         cfg = validate(dict_cfg)
+        check_machine(cfg)
         import sklearn.datasets  # noqa: F401
         import sklearn.model_selection  # noqa: F401
 

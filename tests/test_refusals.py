@@ -30,6 +30,7 @@ from nnresearch.config import (
     _classes,
     _least_samples,
     _schema_fields,
+    check_machine,
     compose,
     validate,
 )
@@ -106,8 +107,8 @@ def test_a_data_option_the_data_set_does_not_take_is_refused():
 def test_gpu_without_one_is_refused_and_auto_falls_back(no_gpu):
     with pytest.raises(ValueError, match=r"^trainer\.device=gpu is not available here.*allowed values on this machine: "
                                          r"cpu, auto"):
-        validate(compose(["trainer.device=gpu"]))
-    validate(compose(["trainer.device=auto"]))
+        check_machine(validate(compose(["trainer.device=gpu"])))
+    check_machine(validate(compose(["trainer.device=auto"])))
 
 
 def test_only_device_gpu_asks_for_cupy(monkeypatch):
@@ -117,9 +118,15 @@ def test_only_device_gpu_asks_for_cupy(monkeypatch):
 
     monkeypatch.setattr(backend, "gpu_available", no_cupy_here)
     for device in ("cpu", "auto"):
-        validate(compose([f"trainer.device={device}"]))
+        check_machine(validate(compose([f"trainer.device={device}"])))
     monkeypatch.setattr(backend, "gpu_available", lambda: True)
-    validate(compose(["trainer.device=gpu"]))
+    check_machine(validate(compose(["trainer.device=gpu"])))
+
+
+def test_a_config_logged_on_a_gpu_machine_validates_on_one_without(no_gpu, checkpoint):
+    """`validate` is the config's own check: the analyses validate a run's logged config.yaml on any
+    machine, a GPU run's or a resumed run's included; only starting a run asks the machine."""
+    validate(compose(["trainer.device=gpu", "trainer.resume=/on/another/machine.npz"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,20 +135,20 @@ def test_only_device_gpu_asks_for_cupy(monkeypatch):
 
 def test_a_missing_checkpoint_is_refused():
     with pytest.raises(ValueError, match=r"^trainer\.resume: no checkpoint at /nonexistent\.npz \(no such file\)"):
-        validate(compose(["trainer.resume=/nonexistent.npz"]))
+        check_machine(validate(compose(["trainer.resume=/nonexistent.npz"])))
 
 
 def test_a_checkpoint_with_other_settings_or_no_epoch_left_is_refused(checkpoint, tmp_path):
     with pytest.raises(ValueError, match=rf"^trainer\.resume: {re.escape(str(checkpoint))} was written with other "
                                          r"settings than this run: model\.width=8 \(this run: 16\)"):
-        validate(compose([*SMALL, "model.width=16", "trainer.epochs=3", f"trainer.resume={checkpoint}"]))
+        check_machine(validate(compose([*SMALL, "model.width=16", "trainer.epochs=3", f"trainer.resume={checkpoint}"])))
     with pytest.raises(ValueError, match=r"has 1 finished epochs and trainer\.epochs=1: nothing left to train"):
-        validate(compose([*SMALL, f"trainer.resume={checkpoint}"]))
+        check_machine(validate(compose([*SMALL, f"trainer.resume={checkpoint}"])))
     foreign = tmp_path / "weights.npz"
     np.savez(foreign, W1=np.zeros(3))
     with pytest.raises(ValueError, match=r"^trainer\.resume: .*weights\.npz is not an nnresearch checkpoint"):
-        validate(compose([*SMALL, f"trainer.resume={foreign}"]))
-    validate(compose([*SMALL, "trainer.epochs=3", f"trainer.resume={checkpoint}"]))
+        check_machine(validate(compose([*SMALL, f"trainer.resume={foreign}"])))
+    check_machine(validate(compose([*SMALL, "trainer.epochs=3", f"trainer.resume={checkpoint}"])))
 
 
 @pytest.mark.parametrize("overrides", [[], ["optim.schedule=cosine"], ["model=cnn1d", "data=mnist1d"],
@@ -236,6 +243,7 @@ SWEEPS = {
     "missing_checkpoint": (["trainer.seed=0,1", "trainer.resume=/nonexistent.npz"], "job 0 of 2"),
     "setting_the_model_ignores": (["model=mlp,logistic", "model.depth=3"],
                                   "job 1 of 2 (model=logistic): model.depth=3 has no effect with model=logistic"),
+    "gpu_without_one_in_parallel": (["trainer.device=cpu,gpu", "hydra/launcher=joblib"], "job 1 of 2 (trainer.device=gpu)"),
 }
 
 
@@ -247,3 +255,28 @@ def test_a_sweep_with_one_bad_job_is_refused_before_any_run_exists(case, no_gpu,
     assert code == 2, out + err
     assert "sweep refused before any run started" in err and words in err, err
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*/*.log"))
+
+
+def test_a_sweep_for_other_machines_is_not_refused_for_this_one_s(no_gpu, capsys):
+    """A Slurm sweep started from a login node without a GPU: its jobs ask their own node (`check_machine`
+    in each job), so the check before the first starts leaves the GPU and the checkpoints out."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from nnresearch.callbacks import refuse_bad_jobs
+    from nnresearch.config import register
+
+    register()
+    job = ["trainer.device=gpu", "trainer.resume=/on/the/cluster.npz"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for launcher in ("slurm", "joblib"):
+            master = loader.load_configuration("config", overrides=[f"hydra/launcher={launcher}"], run_mode=RunMode.MULTIRUN)
+            if launcher == "slurm":
+                refuse_bad_jobs(loader, master, [job])
+            else:
+                with pytest.raises(SystemExit):
+                    refuse_bad_jobs(loader, master, [job])
+    err = capsys.readouterr().err
+    assert err.count("sweep refused before any run started: job 0 of 1") == 1 and "trainer.device=gpu is not available" in err

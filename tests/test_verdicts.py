@@ -384,10 +384,11 @@ def test_mitigations(sweep, case):
 
 def test_mitigations_needs_more_than_a_higher_mean_when_the_seed_bands_overlap(sweep):
     """Residual's mean (0.55) is above the vanishing baseline's (0.45), but two seeds this far apart give
-    bands that overlap: seed noise, not a rescue."""
+    bands that overlap: seed noise, not a rescue (the t-intervals, [-0.185, 1.085] and [-0.085, 1.185],
+    are reported within what an accuracy can take)."""
     s = sweep("mitigations")
     log_mitigations(s, MITIGATION_ACC[HELD] | {"vanishing_baseline": (0.40, 0.50), "residual": (0.50, 0.60)})
-    check(s.analyse(), NOT_HELD, "baseline 0.450 [-0.185, 1.085] (0 diverged)", "residual 0.550 [-0.085, 1.185]")
+    check(s.analyse(), NOT_HELD, "baseline 0.450 [0.000, 1.000] (0 diverged)", "residual 0.550 [0.000, 1.000]")
 
 
 def test_mitigations_counts_a_diverged_binary_run_at_one_half_not_one(sweep):
