@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import math
 import subprocess
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from importlib import metadata
@@ -188,6 +189,19 @@ def prepare(cfg: Config) -> Prepared:
     return Prepared(data, network, splits, X_test, Y_test, rng)
 
 
+class RefusedBeforeRun(ValueError):
+    """A job that cannot start as configured, found before its MLflow run exists (`execute`)."""
+
+
+@contextmanager
+def _before_the_run() -> Iterator[None]:
+    """Errors of setting a job up (a ValueError, or an OSError of a missing file) as `RefusedBeforeRun`."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        raise RefusedBeforeRun(str(error)) from error
+
+
 def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str] | None = None,
             choices: dict[str, str] | None = None, parent_run_id: str | None = None,
             output_dir: str | Path = ".", sweep_id: str | None = None) -> Outcome:
@@ -195,25 +209,27 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
 
     With `trainer.checkpoint_every=N`, a checkpoint is written to `<output_dir>/checkpoints/` every
     N epochs; `trainer.resume=<checkpoint>` continues from one (network, optimizer and generator).
-    A head that cannot fit the data, and a checkpoint written with other settings (`resume_settings`)
-    or with no epoch left to train, are refused before the MLflow run is opened.
+    What fails before the MLflow run is opened (data that cannot be made as configured, a head that
+    cannot fit them, a checkpoint written with other settings (`resume_settings`), with no epoch left
+    or for another network) raises `RefusedBeforeRun`: nothing was logged.
 
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
     """
-    data, network, splits, X_test, Y_test, rng = prepare(cfg)
-    check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
-    o = cfg.optim
-    optimizer = make_optimizer(o.name, **_optimizer_options(o))
-    steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
-    schedule = make_schedule(o.schedule, o.lr, cfg.trainer.epochs * steps_per_epoch,
-                             step_size=o.step_epochs * steps_per_epoch if o.schedule == "step_decay" else None,
-                             gamma=o.gamma, min_lr=min(o.min_lr, o.lr), warmup_steps=o.warmup_epochs * steps_per_epoch)
-    t = cfg.trainer
-    options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
-                          t.gradient_noise, t.progress)
-    settings = resume_settings(cfg)
-    start_epoch = resume(cfg, network, optimizer, rng, settings) if t.resume else 0
+    with _before_the_run():
+        data, network, splits, X_test, Y_test, rng = prepare(cfg)
+        check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
+        o = cfg.optim
+        optimizer = make_optimizer(o.name, **_optimizer_options(o))
+        steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
+        schedule = make_schedule(o.schedule, o.lr, cfg.trainer.epochs * steps_per_epoch,
+                                 step_size=o.step_epochs * steps_per_epoch if o.schedule == "step_decay" else None,
+                                 gamma=o.gamma, min_lr=min(o.min_lr, o.lr), warmup_steps=o.warmup_epochs * steps_per_epoch)
+        t = cfg.trainer
+        options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
+                              t.gradient_noise, t.progress)
+        settings = resume_settings(cfg)
+        start_epoch = resume(cfg, network, optimizer, rng, settings) if t.resume else 0
     checkpoints = Path(output_dir) / "checkpoints"
 
     def save_every_n(epoch: int) -> None:

@@ -94,13 +94,13 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _refused_plainly(in_sweep: bool) -> Iterator[None]:
-    """A bad config value or an unusable store, found before any run exists: one line on stderr
-    and exit status 2 instead of a traceback. In a sweep the error stays an exception, which the
+def _refused_plainly(in_sweep: bool, errors: tuple[type[Exception], ...] = (ValueError, OSError)) -> Iterator[None]:
+    """A bad config value or an unusable store (`errors`), found before any run exists: one line on
+    stderr and exit status 2 instead of a traceback. In a sweep the error stays an exception, which the
     launcher reports against its job (a grid's jobs were all validated before the first started)."""
     try:
         yield
-    except (ValueError, OSError) as error:
+    except errors as error:
         if in_sweep:
             raise
         print(f"refused, no run created: {error}", file=sys.stderr)
@@ -121,7 +121,7 @@ def main(dict_cfg: DictConfig) -> float:
         import sklearn.model_selection  # noqa: F401
 
         from nnresearch import stores, tracking
-        from nnresearch.experiment import already_finished, execute, finished_under_other_code
+        from nnresearch.experiment import RefusedBeforeRun, already_finished, execute, finished_under_other_code
 
         if cfg.tracking.enabled:
             stores.ensure_store(cfg.tracking.uri)
@@ -143,8 +143,9 @@ def main(dict_cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     parent = sweep_parent(cfg, hydra_cfg)
     try:
-        outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
-                          parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
+        with _refused_plainly(in_sweep, (RefusedBeforeRun,)):  # data, head or checkpoint unfit: still no run
+            outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
+                              parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
     except Exception:
         if parent is not None:  # a job that failed before its run existed fails the sweep, as a failed child does
             with contextlib.suppress(Exception):  # the job's own error (perhaps the store's) is the one to see

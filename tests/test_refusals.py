@@ -236,6 +236,22 @@ def test_a_single_run_resuming_a_checkpoint_of_other_settings_is_refused_in_one_
     assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
 
 
+@pytest.mark.parametrize("overrides, words", [
+    (["data=digits", "data.n_samples=5000"], "n_samples=5000 for 'digits'; expected between 10 (one per class) and 1797"),
+    (["data=sine", "model.head=sigmoid_bce"], "model.head=sigmoid_bce cannot fit data.name=sine"),
+])
+def test_what_only_the_data_tell_is_refused_in_one_line_before_the_run_exists(overrides, words, mlflow_uri, tmp_path,
+                                                                              monkeypatch, main_in_process):
+    """Data that cannot be made as configured, or a head unfit for their values, show only once the
+    data are made (`experiment.RefusedBeforeRun`): still one line, exit status 2 and no run."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(*overrides, *QUIET, "trainer.epochs=1", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2, out + err
+    assert err.startswith("refused, no run created:") and words in err and "Traceback" not in err, err
+    assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
+
+
 SWEEPS = {
     # id: (sweep overrides, the refused job and its reason)
     "too_few_samples": (["data.n_samples=1000,3"], "job 1 of 2 (data.n_samples=3): data.n_samples=3 is out of range"),
