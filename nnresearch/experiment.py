@@ -319,25 +319,26 @@ def _skips(cfg: Config, in_sweep: bool) -> bool:
     return cfg.tracking.enabled and (policy == "always" or (policy == "sweeps" and in_sweep))
 
 
-def already_finished(cfg: Config, in_sweep: bool) -> Outcome | None:
-    """The outcome of a FINISHED run with this exact config and code (`code_version`), when
-    `tracking.skip_finished` says to skip it."""
-    if not _skips(cfg, in_sweep):
-        return None
-    found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg), code_version())
-    if found is None:
-        return None
-    run_id, name, metrics = found
-    return Outcome(metrics.get(cfg.objective, math.nan), metrics, run_id, name)
+class Finished(NamedTuple):
+    """What a job's config has already run: `outcome` of a FINISHED run with this exact config and
+    code (`code_version`), which stands in for the job; else `other_code`, (run id, run name) of the
+    newest FINISHED run of this config under other code, which the job trains again, saying why."""
+
+    outcome: Outcome | None = None
+    other_code: tuple[str, str] | None = None
 
 
-def finished_under_other_code(cfg: Config, in_sweep: bool) -> tuple[str, str] | None:
-    """(run id, run name) of the newest FINISHED run with this exact config, when `already_finished`
-    found none with this code and would have skipped one: the job trains again, saying why."""
+def already_finished(cfg: Config, in_sweep: bool) -> Finished:
+    """The FINISHED runs of this config, when `tracking.skip_finished` says to skip them (one query:
+    its newest runs, of which the newest with this code)."""
     if not _skips(cfg, in_sweep):
-        return None
-    found = tracking.finished_run_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
-    return None if found is None else found[:2]
+        return Finished()
+    runs = tracking.finished_runs_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
+    same = next((run for run in runs if run.data.tags.get(tracking.CODE_VERSION_TAG) == code_version()), None)
+    if same is not None:
+        metrics = dict(same.data.metrics)
+        return Finished(Outcome(metrics.get(cfg.objective, math.nan), metrics, same.info.run_id, same.info.run_name))
+    return Finished(other_code=(runs[0].info.run_id, runs[0].info.run_name) if runs else None)
 
 
 def _optimizer_options(o: Any) -> dict[str, float]:

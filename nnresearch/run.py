@@ -121,11 +121,11 @@ def main(dict_cfg: DictConfig) -> float:
         import sklearn.model_selection  # noqa: F401
 
         from nnresearch import stores, tracking
-        from nnresearch.experiment import RefusedBeforeRun, already_finished, execute, finished_under_other_code
+        from nnresearch.experiment import RefusedBeforeRun, already_finished, execute
 
         if cfg.tracking.enabled:
             stores.ensure_store(cfg.tracking.uri)
-    finished = already_finished(cfg, in_sweep)
+    finished, earlier = already_finished(cfg, in_sweep)
     if finished is not None:
         parent = sweep_parent(cfg, hydra_cfg)
         if parent is not None:
@@ -134,7 +134,6 @@ def main(dict_cfg: DictConfig) -> float:
         print(f"skipped {finished.run_name}: this exact config already finished as run {finished.run_id}, "
               "with this code (tracking.skip_finished=never re-runs it)")
         return finished.objective
-    earlier = finished_under_other_code(cfg, in_sweep)
     if earlier is not None:
         print(f"running again: this config finished as run {earlier[1]} ({earlier[0]}) under other code "
               "(nnresearch's source or numpy, scikit-learn, mnist1d changed since)")

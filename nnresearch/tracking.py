@@ -300,19 +300,16 @@ def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") ->
     MlflowClient(ensure_store(uri)).set_terminated(run_id, status)
 
 
-def finished_run_with_config(uri: str | None, experiment_name: str, config_hash: str,
-                             code_version: str | None = None) -> tuple[str, str, dict[str, float]] | None:
-    """(run id, run name, last metrics) of a FINISHED run of `experiment_name` tagged with `config_hash`
-    and, unless it is None, with `code_version`; None if there is none."""
+def finished_runs_with_config(uri: str | None, experiment_name: str, config_hash: str,
+                              max_results: int = 10) -> list[Run]:
+    """The newest FINISHED runs of `experiment_name` tagged with `config_hash`, newest first (at most `max_results`)."""
     uri = ensure_store(uri)
     client = MlflowClient(uri)
     experiment_id = _known_experiment_id(client, uri, experiment_name)
     if experiment_id is None:
-        return None
-    same_code = "" if code_version is None else f" and tags.`{CODE_VERSION_TAG}` = '{code_version}'"
-    found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                               filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}'{same_code} and attributes.status = 'FINISHED'")
-    return (found[0].info.run_id, found[0].info.run_name, dict(found[0].data.metrics)) if found else None
+        return []
+    return client.search_runs([experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'FINISHED'")
 
 
 def adopt_run(uri: str | None, run_id: str, parent_run_id: str) -> None:

@@ -385,11 +385,18 @@ def test_a_finished_run_stands_in_for_a_job_only_under_the_same_code(mlflow_uri,
     assert "skipped" not in out
     assert sorted(re.findall(r"^running again: this config finished as run \S+ \(([0-9a-f]{32})\) under other code", out,
                              flags=re.MULTILINE)) == sorted(run.info.run_id for run in first), out
-    assert len([c for c in parents_and_children(mlflow_uri)[1] if c.info.status == "FINISHED"]) == 4
+    finished = [c for c in parents_and_children(mlflow_uri)[1] if c.info.status == "FINISHED"]
+    assert len(finished) == 4
 
+    # the newest run of each config now under other code, the older one under this code: the older one stands in
+    for run in finished:
+        retrained = run.info.run_id not in {r.info.run_id for r in first}
+        client.set_tag(run.info.run_id, tracking.CODE_VERSION_TAG, "1" * 16 if retrained else experiment.code_version())
     code, out, err = main_in_process(*sweep, f"hydra.sweep.dir={tmp_path / 'resumed'}")
     assert code == 0, out + err
-    assert out.count("skipped ") == 2 and "running again" not in out, out
+    skipped = re.findall(r"^skipped \S+: this exact config already finished as run ([0-9a-f]{32}), with this code", out,
+                         flags=re.MULTILINE)
+    assert sorted(skipped) == sorted(run.info.run_id for run in first) and "running again" not in out, out
 
 
 def test_the_code_version_follows_the_package_source_not_other_files(tmp_path):
