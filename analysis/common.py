@@ -10,6 +10,7 @@ the runs lack values of the study's grid (`study_grid`), as after a sweep of par
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -32,7 +33,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
 from nnresearch.stores import resolve_uri  # noqa: E402
-from nnresearch.tracking import PARENT_RUN_TAG  # noqa: E402
+from nnresearch.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
 MIN_SEEDS = 2  # the fewest seeds per configuration that give a seed band (a t-interval) to decide by
@@ -111,13 +112,18 @@ class Study:
 
     @cached_property
     def runs(self) -> pd.DataFrame:
-        """One row per finished job: params.*, metrics.* (last values), tags.*."""
+        """One row per finished job: params.*, metrics.* (last values), tags.*; of every sweep with
+        `all_sweeps`, where a config (and seed) that ran more than once counts once, by its newest run."""
         frame = self._all[self._all["status"] == "FINISHED"]
         column = f"tags.{PARENT_RUN_TAG}"
         if column in frame:
             frame = frame[frame[column].notna()] if self.parent_run_id else frame
             if not self.all_sweeps and self.parent_run_id:
                 frame = frame[frame[column] == self.parent_run_id]
+        hashes = f"tags.{CONFIG_HASH_TAG}"
+        if self.all_sweeps and hashes in frame:  # a config run again (after a code change) counts once: its newest run
+            newest_first = frame.sort_values("start_time", ascending=False)[hashes]
+            frame = frame[(newest_first.isna() | ~newest_first.duplicated()).reindex(frame.index)]
         if frame.empty:
             raise self._not_run("no finished runs")
         return frame.reset_index(drop=True)
@@ -236,18 +242,38 @@ def _as_logged(value: Any) -> Any:
         return str(value)
 
 
+def _as_override(value: Any) -> str:
+    """A grid value as an override writes it (`null`, `true`, `[14,14]`), to paste back into a sweep."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return f"[{','.join(map(_as_override, value))}]"
+    return str(value)
+
+
 def missing_from_grid(runs: pd.DataFrame, grid: dict[str, list[Any]]) -> list[str]:
-    """`key=value`s of `grid` that no run of `runs` has (a config group's choice is its `choice.<group>`
-    param; a key the runs do not log at all, as runs logged before choices were, is not checked)."""
+    """What of `grid` no run of `runs` has: the `key=value`s of values missing altogether, else how
+    many of the grid's combinations are missing, with one (a config group's choice is its
+    `choice.<group>` param; a key the runs do not log at all, as runs logged before choices were,
+    is not checked)."""
+    columns = {key: column for key in grid
+               if (column := next((c for c in (f"params.{key}", f"params.choice.{key}") if c in runs), None))}
     missing = []
-    for key, values in grid.items():
-        column = next((c for c in (f"params.{key}", f"params.choice.{key}") if c in runs), None)
-        if column is None:
-            continue
+    for key, column in columns.items():
         logged = {_as_logged(value) for value in runs[column].dropna()}
-        absent = [str(value) for value in values if _as_logged(value) not in logged]
+        absent = [value for value in grid[key] if _as_logged(value) not in logged]
         if absent:
-            missing.append(f"{key}={','.join(absent)}")
+            missing.append(f"{key}={','.join(map(_as_override, absent))}")
+    if missing or not columns:
+        return missing
+    logged = set(zip(*(runs[column].map(_as_logged) for column in columns.values())))
+    combinations = list(itertools.product(*(grid[key] for key in columns)))
+    absent = [combination for combination in combinations if tuple(map(_as_logged, combination)) not in logged]
+    if absent:
+        example = " ".join(f"{key}={_as_override(value)}" for key, value in zip(columns, absent[0]))
+        missing.append(f"{len(absent)} of its {len(combinations)} combinations, such as {example}")
     return missing
 
 
@@ -265,8 +291,8 @@ def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | No
                        f"{MIN_SEEDS} seeds per configuration (the quick profile runs one)")
     missing = missing_from_grid(runs, grid or {})
     if missing:
-        reasons.append(f"no runs of {' '.join(missing)} of the study's grid; run the whole study, or add the "
-                       "runs of earlier sweeps with --all-sweeps")
+        reasons.append(f"the runs lack part of the study's grid: {'; '.join(missing)}; run the whole study, or add "
+                       "the runs of earlier sweeps with --all-sweeps")
     if not reasons:
         return verdict
     return replace(verdict, held=None, evidence=f"inconclusive: {'; '.join(reasons)}; {verdict.evidence}")

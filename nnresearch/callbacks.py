@@ -83,7 +83,8 @@ def _check_search_direction(config: DictConfig) -> None:
         raise SystemExit(2)
 
 
-# Launchers whose jobs run on the machine that launches the sweep: Hydra's basic one and joblib's.
+# Launchers whose jobs run on the machine that launches the sweep and die with its process (Hydra's
+# basic one, joblib's); jobs on Slurm or a Ray cluster run on their own nodes, outlive it and end their own runs.
 LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
 
 
@@ -197,11 +198,6 @@ class SweepProgress(Callback):
             self._counter = None
         if self.bar is not None:
             self.bar.close()
-
-
-# Launchers whose jobs die with the launching process; jobs on Slurm or a Ray cluster outlive it
-# and end their own runs.
-LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
 
 
 class SweepGuard(Callback):

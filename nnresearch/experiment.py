@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from importlib import metadata
@@ -129,9 +128,12 @@ def code_version() -> str:
 
 def source_digest(package: Path) -> str:
     """sha256 of every `.py` file under `package`, by relative path and content: a commit that only
-    touches docs, tests or configs (configs are in `config_hash`) leaves it as it is."""
+    touches docs, tests or configs (configs are in `config_hash`) leaves it as it is. Hidden names and
+    what is not a regular file (an editor's `.#config.py` lock link) are not source."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
+        if path.name.startswith(".") or not path.is_file():
+            continue
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -158,12 +160,21 @@ def device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits
     return splits, cast(data.X_test), targets(data.Y_test)
 
 
+class RefusedBeforeRun(ValueError):
+    """A job that cannot start as configured, found before its MLflow run exists (`execute`): data
+    that cannot be made so (`load_data`), a head unfit for them (`check_head_fits`), a checkpoint it
+    cannot continue (`resume`)."""
+
+
 def load_data(cfg: Config) -> Dataset:
     """The data set `cfg.data` describes, split, scaled and (for the inductive-bias study) permuted."""
     d = cfg.data
-    data = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, noise=d.noise, n_classes=d.n_classes,
-                        val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize,
-                        **({"compositions": d.compositions} if d.compositions is not None else {}))
+    try:
+        data = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, noise=d.noise, n_classes=d.n_classes,
+                            val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize,
+                            **({"compositions": d.compositions} if d.compositions is not None else {}))
+    except ValueError as error:  # a count or option the data set cannot honour (more samples than it has, ...)
+        raise RefusedBeforeRun(str(error)) from error
     return permute_features(data, PERMUTATION_SEED) if d.permute_features else data
 
 
@@ -189,19 +200,6 @@ def prepare(cfg: Config) -> Prepared:
     return Prepared(data, network, splits, X_test, Y_test, rng)
 
 
-class RefusedBeforeRun(ValueError):
-    """A job that cannot start as configured, found before its MLflow run exists (`execute`)."""
-
-
-@contextmanager
-def _before_the_run() -> Iterator[None]:
-    """Errors of setting a job up (a ValueError, or an OSError of a missing file) as `RefusedBeforeRun`."""
-    try:
-        yield
-    except (ValueError, OSError) as error:
-        raise RefusedBeforeRun(str(error)) from error
-
-
 def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str] | None = None,
             choices: dict[str, str] | None = None, parent_run_id: str | None = None,
             output_dir: str | Path = ".", sweep_id: str | None = None) -> Outcome:
@@ -216,20 +214,19 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
     """
-    with _before_the_run():
-        data, network, splits, X_test, Y_test, rng = prepare(cfg)
-        check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
-        o = cfg.optim
-        optimizer = make_optimizer(o.name, **_optimizer_options(o))
-        steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
-        schedule = make_schedule(o.schedule, o.lr, cfg.trainer.epochs * steps_per_epoch,
-                                 step_size=o.step_epochs * steps_per_epoch if o.schedule == "step_decay" else None,
-                                 gamma=o.gamma, min_lr=min(o.min_lr, o.lr), warmup_steps=o.warmup_epochs * steps_per_epoch)
-        t = cfg.trainer
-        options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
-                              t.gradient_noise, t.progress)
-        settings = resume_settings(cfg)
-        start_epoch = resume(cfg, network, optimizer, rng, settings) if t.resume else 0
+    data, network, splits, X_test, Y_test, rng = prepare(cfg)
+    check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
+    o = cfg.optim
+    optimizer = make_optimizer(o.name, **_optimizer_options(o))
+    steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
+    schedule = make_schedule(o.schedule, o.lr, cfg.trainer.epochs * steps_per_epoch,
+                             step_size=o.step_epochs * steps_per_epoch if o.schedule == "step_decay" else None,
+                             gamma=o.gamma, min_lr=min(o.min_lr, o.lr), warmup_steps=o.warmup_epochs * steps_per_epoch)
+    t = cfg.trainer
+    options = LoopOptions(t.epochs, t.batch_size, o.clip_norm, o.clip_value, t.eval_every, t.probe_every,
+                          t.gradient_noise, t.progress)
+    settings = resume_settings(cfg)
+    start_epoch = resume(cfg, network, optimizer, rng, settings) if t.resume else 0
     checkpoints = Path(output_dir) / "checkpoints"
 
     def save_every_n(epoch: int) -> None:
@@ -269,17 +266,17 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
 
 
 def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tuple[Any, Any]]) -> None:
-    """ValueError, before any run exists, if the network's head cannot fit the data's targets
-    (a regression data set under softmax_ce, ...): `Network.check_batch` on every split."""
+    """RefusedBeforeRun if the network's head cannot fit the data's targets (a regression data set
+    under softmax_ce, ...): `Network.check_batch` on every split."""
     try:
         for X, Y in parts:
             network.check_batch(X, Y)
     except ValueError as error:
         fitting = DEFAULT_HEADS[data.task]
         if cfg.model.head is None:
-            raise ValueError(f"data.name={cfg.data.name} does not fit the network model.name={cfg.model.name} "
+            raise RefusedBeforeRun(f"data.name={cfg.data.name} does not fit the network model.name={cfg.model.name} "
                              f"builds for it: {error}") from error
-        raise ValueError(f"model.head={cfg.model.head} cannot fit data.name={cfg.data.name} ({data.task} targets): "
+        raise RefusedBeforeRun(f"model.head={cfg.model.head} cannot fit data.name={cfg.data.name} ({data.task} targets): "
                          f"{error}; set model.head={fitting}, or leave model.head unset ({data.task} data gets "
                          f"{fitting})") from error
 
@@ -291,12 +288,16 @@ def resume_settings(cfg: Config) -> dict[str, str]:
 
 
 def resume(cfg: Config, network: Network, optimizer: Any, rng: np.random.Generator, settings: dict[str, str]) -> int:
-    """Load `trainer.resume` into network, optimizer and generator; its finished epochs, or a
-    ValueError if its settings differ from this run's or it has no epoch left to train."""
+    """Load `trainer.resume` into network, optimizer and generator; its finished epochs, or
+    RefusedBeforeRun if it is missing or not a checkpoint, its settings differ from this run's, its
+    arrays do not fit the network or it has no epoch left to train."""
     t = cfg.trainer
-    start = load_checkpoint(t.resume, network, optimizer, rng, settings)
+    try:
+        start = load_checkpoint(t.resume, network, optimizer, rng, settings)
+    except (ValueError, FileNotFoundError) as error:
+        raise RefusedBeforeRun(str(error)) from error
     if start >= t.epochs:
-        raise ValueError(f"trainer.resume={t.resume} has {start} finished epochs and trainer.epochs={t.epochs}: "
+        raise RefusedBeforeRun(f"trainer.resume={t.resume} has {start} finished epochs and trainer.epochs={t.epochs}: "
                          f"nothing left to train; set trainer.epochs above {start} to continue it")
     return start
 
@@ -319,6 +320,9 @@ def _skips(cfg: Config, in_sweep: bool) -> bool:
     return cfg.tracking.enabled and (policy == "always" or (policy == "sweeps" and in_sweep))
 
 
+NEWEST_RUNS = 10  # finished runs of a config `already_finished` reads at once
+
+
 class Finished(NamedTuple):
     """What a job's config has already run: `outcome` of a FINISHED run with this exact config and
     code (`code_version`), which stands in for the job; else `other_code`, (run id, run name) of the
@@ -329,12 +333,16 @@ class Finished(NamedTuple):
 
 
 def already_finished(cfg: Config, in_sweep: bool) -> Finished:
-    """The FINISHED runs of this config, when `tracking.skip_finished` says to skip them (one query:
-    its newest runs, of which the newest with this code)."""
+    """The FINISHED runs of this config, when `tracking.skip_finished` says to skip them: one query for
+    its `NEWEST_RUNS` newest runs, of which the newest with this code (a second query only when none of
+    a full window has it)."""
     if not _skips(cfg, in_sweep):
         return Finished()
-    runs = tracking.finished_runs_with_config(cfg.tracking.uri, experiment_name(cfg), config_hash(cfg))
+    uri, name, config = cfg.tracking.uri, experiment_name(cfg), config_hash(cfg)
+    runs = tracking.finished_runs_with_config(uri, name, config, max_results=NEWEST_RUNS)
     same = next((run for run in runs if run.data.tags.get(tracking.CODE_VERSION_TAG) == code_version()), None)
+    if same is None and len(runs) == NEWEST_RUNS:  # this code's run may be older than those: ask for it alone
+        same = next(iter(tracking.finished_runs_with_config(uri, name, config, code_version(), max_results=1)), None)
     if same is not None:
         metrics = dict(same.data.metrics)
         return Finished(Outcome(metrics.get(cfg.objective, math.nan), metrics, same.info.run_id, same.info.run_name))

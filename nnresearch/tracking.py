@@ -300,16 +300,18 @@ def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") ->
     MlflowClient(ensure_store(uri)).set_terminated(run_id, status)
 
 
-def finished_runs_with_config(uri: str | None, experiment_name: str, config_hash: str,
+def finished_runs_with_config(uri: str | None, experiment_name: str, config_hash: str, code_version: str | None = None,
                               max_results: int = 10) -> list[Run]:
-    """The newest FINISHED runs of `experiment_name` tagged with `config_hash`, newest first (at most `max_results`)."""
+    """The newest FINISHED runs of `experiment_name` tagged with `config_hash` (and with `code_version`
+    unless it is None), newest first, at most `max_results`."""
     uri = ensure_store(uri)
     client = MlflowClient(uri)
     experiment_id = _known_experiment_id(client, uri, experiment_name)
     if experiment_id is None:
         return []
+    same_code = "" if code_version is None else f" and tags.`{CODE_VERSION_TAG}` = '{code_version}'"
     return client.search_runs([experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'FINISHED'")
+                              filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}'{same_code} and attributes.status = 'FINISHED'")
 
 
 def adopt_run(uri: str | None, run_id: str, parent_run_id: str) -> None:

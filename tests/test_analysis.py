@@ -76,11 +76,35 @@ def test_settle_makes_a_verdict_on_part_of_the_study_s_grid_inconclusive():
     assert missing_from_grid(runs, grid) == ["model.activation=sigmoid,tanh"]
     settled = settle(verdict, runs, grid)
     assert settled.held is None and settled.evidence == (
-        "inconclusive: no runs of model.activation=sigmoid,tanh of the study's grid; run the whole study, or add the "
-        "runs of earlier sweeps with --all-sweeps; relu 0.900")
+        "inconclusive: the runs lack part of the study's grid: model.activation=sigmoid,tanh; run the whole study, or "
+        "add the runs of earlier sweeps with --all-sweeps; relu 0.900")
     whole = runs_of(*[(a, lr, seed) for a in ("sigmoid", "tanh", "relu") for lr in (0.1, 1.0) for seed in (0, 1)])
     assert settle(verdict, whole, grid) is verdict  # the logged "1.0" is the grid's 1
     assert missing_from_grid(whole, {"mitigation": ["residual"]}) == []  # runs that do not log the key at all
+    # every value, not every combination: two partial sweeps read together (--all-sweeps)
+    halves = runs_of(*[(a, lr, seed) for a, lr in (("sigmoid", 0.1), ("tanh", 0.1), ("relu", 1.0)) for seed in (0, 1)])
+    assert missing_from_grid(halves, grid) == ["3 of its 6 combinations, such as model.activation=sigmoid optim.lr=1"]
+    # written as an override writes them, to paste back
+    logged = pd.DataFrame({"params.optim.lr": ["None"], "params.model.activation": ["relu"]})  # as MLflow holds params
+    assert missing_from_grid(logged, {"optim.lr": [None, 0.1], "model.activation": [True]}) == [
+        "optim.lr=0.1", "model.activation=true"]
+    assert missing_from_grid(pd.DataFrame({"params.model.widths": ["[80]"]}), {"model.widths": [[80], [14, 14]]}) == [
+        "model.widths=[14,14]"]
+
+
+def test_all_sweeps_count_a_config_run_again_once_by_its_newest_run(sweep):
+    """A study run again after a code change keeps its old runs under the old sweep: read together
+    (--all-sweeps), each config and seed counts once, so old numbers neither mix in nor narrow the bands."""
+    s = sweep("representation")
+    first = s.job(job_config("representation", trainer__seed=0), {"val/acc": [0.5]})
+    s.parent = s.client.create_run(s.experiment_id, run_name="again", tags={"nnresearch.role": "parent"}).info.run_id
+    again = s.job(job_config("representation", trainer__seed=0), {"val/acc": [0.6]})
+    other = s.job(job_config("representation", trainer__seed=1), {"val/acc": [0.7]})
+    assert first != again
+    with Study("representation", s.uri, all_sweeps=True) as study:
+        assert sorted(study.runs["run_id"]) == sorted([again, other])
+    with Study("representation", s.uri) as study:
+        assert sorted(study.runs["run_id"]) == sorted([again, other])  # the latest sweep: the same two
 
 
 def test_a_study_s_grid_is_its_sweep_without_the_seeds():

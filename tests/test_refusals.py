@@ -1,13 +1,17 @@
 """What used to escape `validate` and crash a run (or job N of a sweep) is refused before any run exists.
 
-Four kinds, each refused by `nnresearch.config.validate` with the key and what is allowed, so a
-single run prints one line (`refused, no run created: ...`, exit status 2) and a grid sweep is
-refused before its first job (`sweep refused before any run started`):
+Each is refused with the key and what is allowed, so a single run prints one line (`refused, no run
+created: ...`, exit status 2) and a grid sweep is refused before its first job (`sweep refused before
+any run started`):
 
-1. `data.n_samples` too few for the train / val / test split (`nnresearch.data.splits`);
-2. `trainer.device=gpu` where CuPy is missing or sees no CUDA device;
-3. `trainer.resume` naming a missing file, or a checkpoint written with other settings;
-4. a model setting the chosen model (or activation) does not read, such as `model=logistic model.depth=3`.
+1. `data.n_samples` too few for the train / val / test split (`nnresearch.data.splits`): `validate`;
+2. `trainer.device=gpu` where CuPy is missing or sees no CUDA device: `check_machine`, which the grid
+   sweeper runs only where the launcher runs the jobs on this machine;
+3. `trainer.resume` naming a missing file, or a checkpoint written with other settings: `check_machine`;
+4. a model setting the chosen model (or activation) does not read, such as `model=logistic model.depth=3`:
+   `validate`;
+5. what only the data tell (more samples than a bundled set has, a head unfit for the targets' values):
+   `experiment.RefusedBeforeRun`, raised before the job's MLflow run is opened.
 """
 
 from __future__ import annotations

@@ -398,6 +398,12 @@ def test_a_finished_run_stands_in_for_a_job_only_under_the_same_code(mlflow_uri,
                          flags=re.MULTILINE)
     assert sorted(skipped) == sorted(run.info.run_id for run in first) and "running again" not in out, out
 
+    monkeypatch.setattr(experiment, "NEWEST_RUNS", 1)  # this code's run beyond the first look: asked for alone
+    code, out, err = main_in_process(*sweep, f"hydra.sweep.dir={tmp_path / 'resumed_again'}")
+    assert code == 0, out + err
+    assert sorted(re.findall(r"^skipped \S+: .* as run ([0-9a-f]{32}), with this code", out, flags=re.MULTILINE)) == \
+        sorted(skipped), out
+
 
 def test_the_code_version_follows_the_package_source_not_other_files(tmp_path):
     package = tmp_path / "package"
@@ -413,7 +419,17 @@ def test_the_code_version_follows_the_package_source_not_other_files(tmp_path):
     assert experiment.source_digest(package) == before
     (package / "nn" / "layers.py").rename(package / "nn" / "dense.py")
     assert experiment.source_digest(package) != before
-    assert len(experiment.code_version()) == 16 and experiment.code_version() == experiment.code_version()
+    renamed = experiment.source_digest(package)
+    (package / "nn" / ".#dense.py").symlink_to(package / "gone.py")  # an editor's lock link: not source, and dangling
+    assert experiment.source_digest(package) == renamed != before and len(experiment.code_version()) == 16
+
+
+def test_the_code_version_is_the_same_in_every_process(tmp_path):
+    """A sweep's jobs in joblib workers or on other nodes tag their runs as the launching process would."""
+    ask = [sys.executable, "-c", "from nnresearch.experiment import code_version; print(code_version())"]
+    versions = {subprocess.run(ask, cwd=cwd, capture_output=True, text=True, check=True, env=cli_env()).stdout.strip()
+                for cwd in (tmp_path, Path("/"))}
+    assert versions == {experiment.code_version()}
 
 
 def test_a_sweep_whose_jobs_are_refused_before_their_runs_exist_ends_its_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
