@@ -183,3 +183,13 @@ def test_bad_arguments_raise_value_errors(xp):
         make_conv(xp, np.random.default_rng(0), 2, 1, 3, 1, "same")[0].forward(xp.zeros((2, 8, 1), dtype=xp.float64))
     with pytest.raises(ValueError, match="Reshape|reshape"):
         Reshape((2, 3)).forward(xp.zeros((5, 1), dtype=xp.float64))
+
+
+def test_a_cnn_draws_every_layer_from_the_builder_s_init_options():
+    """init=constant with init_value: the Conv1D kernels get the value, as Dense layers do (they got 0 before)."""
+    builder = Builder(np, np.float32, make_rng(0), Init("constant", value=0.3, bias="constant", bias_value=-0.1))
+    network = cnn1d(builder, 8, [2, 3], 3, 2, "softmax_ce")
+    convs = [layer for layer in network.layers if isinstance(layer, Conv1D)]
+    assert len(convs) == 2
+    for layer in [*convs, network.layers[-1]]:
+        assert np.all(to_numpy(layer.params["W"]) == np.float32(0.3)) and np.all(to_numpy(layer.params["b"]) == np.float32(-0.1))

@@ -47,11 +47,19 @@ class Builder:
     alpha: float = 0.01
     batchnorm: bool = False
 
+    def weights(self, shape: tuple[int, ...]) -> Any:
+        """A weight array of `shape` from the builder's weight initializer and its std, limit or value."""
+        return initialize(self.init.weights, shape, self.rng, self.xp, self.dtype,
+                          std=self.init.std, limit=self.init.limit, value=self.init.value)
+
+    def bias(self, shape: tuple[int, ...]) -> Any:
+        """A bias array of `shape` from the builder's bias initializer."""
+        return initialize(self.init.bias, shape, self.rng, self.xp, self.dtype, value=self.init.bias_value)
+
     def dense(self, n_in: int, n_out: int, activation: str | None = None, batchnorm: bool | None = None) -> Dense:
         """A Dense layer n_in -> n_out; `activation=None` uses the builder's hidden activation."""
-        W = initialize(self.init.weights, (n_out, n_in), self.rng, self.xp, self.dtype,
-                       std=self.init.std, limit=self.init.limit, value=self.init.value)
-        b = initialize(self.init.bias, (n_out, 1), self.rng, self.xp, self.dtype, value=self.init.bias_value)
+        W = self.weights((n_out, n_in))
+        b = self.bias((n_out, 1))
         g = get_activation(activation or self.activation, self.alpha)
         if not (self.batchnorm if batchnorm is None else batchnorm):
             return Dense(W, b, g)
@@ -111,11 +119,8 @@ def cnn1d(builder: Builder, n_inputs: int, channels: list[int], kernel_size: int
     c_in, length = 1, n_inputs
     for c_out in channels:
         length = conv_geometry(length, kernel_size, stride, padding)[0]  # ValueError if the kernel does not fit
-        W = initialize(builder.init.weights, (c_out, c_in, kernel_size), builder.rng, builder.xp, builder.dtype,
-                       std=builder.init.std, limit=builder.init.limit)
-        b = initialize(builder.init.bias, (c_out, 1, 1), builder.rng, builder.xp, builder.dtype,
-                       value=builder.init.bias_value)
-        layers.append(Conv1D(W, b, g, stride=stride, padding=padding))
+        layers.append(Conv1D(builder.weights((c_out, c_in, kernel_size)), builder.bias((c_out, 1, 1)), g,
+                             stride=stride, padding=padding))
         c_in = c_out
     layers.append(Flatten())
     width = c_in * length
