@@ -275,10 +275,10 @@ def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tu
         fitting = DEFAULT_HEADS[data.task]
         if cfg.model.head is None:
             raise RefusedBeforeRun(f"data.name={cfg.data.name} does not fit the network model.name={cfg.model.name} "
-                             f"builds for it: {error}") from error
+                                   f"builds for it: {error}") from error
         raise RefusedBeforeRun(f"model.head={cfg.model.head} cannot fit data.name={cfg.data.name} ({data.task} targets): "
-                         f"{error}; set model.head={fitting}, or leave model.head unset ({data.task} data gets "
-                         f"{fitting})") from error
+                               f"{error}; set model.head={fitting}, or leave model.head unset ({data.task} data gets "
+                               f"{fitting})") from error
 
 
 def resume_settings(cfg: Config) -> dict[str, str]:
@@ -298,7 +298,7 @@ def resume(cfg: Config, network: Network, optimizer: Any, rng: np.random.Generat
         raise RefusedBeforeRun(str(error)) from error
     if start >= t.epochs:
         raise RefusedBeforeRun(f"trainer.resume={t.resume} has {start} finished epochs and trainer.epochs={t.epochs}: "
-                         f"nothing left to train; set trainer.epochs above {start} to continue it")
+                               f"nothing left to train; set trainer.epochs above {start} to continue it")
     return start
 
 
