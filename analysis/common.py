@@ -216,15 +216,13 @@ def fewest_seeds(runs: pd.DataFrame) -> tuple[int, str]:
 def study_grid(name: str) -> dict[str, list[Any]]:
     """The values `experiments/<name>.yaml` sweeps (`hydra.sweeper.params`, parsed as Hydra parses
     them) per key, seeds left out: {"model.activation": ["sigmoid", "tanh", "relu"], "mitigation": [...]}."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from nnresearch.callbacks import sweep_overrides
+    from nnresearch.paths import study_file
 
-    from nnresearch.paths import CONFIG_DIR
-
-    path = CONFIG_DIR / "experiment" / f"{name}.yaml"
+    path = study_file(name)
     params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") if path.is_file() else None
-    parser, grid = OverridesParser.create(), {}
-    for key, value in (params or {}).items():
-        override = parser.parse_override(f"{key}={value}")
+    grid = {}
+    for override in sweep_overrides([], OmegaConf.to_container(params) if params else {}):
         if override.key_or_group == SEED_PARAM.removeprefix("params.") or (
                 override.is_sweep_override() and not override.is_discrete_sweep()):
             continue  # seeds are `fewest_seeds`'s; a search's interval has no values to cover

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
 
 
-def _sweep_overrides(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list:
+def sweep_overrides(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list:
     """The sweeper's `params` with the command line on top (it wins), parsed as Hydra parses them."""
     merged = {key: f"{key}={value}" for key, value in (sweeper_params or {}).items()}
     merged |= {override.split("=", 1)[0]: override for override in command_line}
@@ -45,7 +45,7 @@ def _sweep_overrides(command_line: list[str], sweeper_params: dict[str, Any], co
 
 def sweep_size(command_line: list[str], sweeper_params: dict[str, Any]) -> int:
     """How many jobs the basic sweeper makes: the product of the sweep lengths (command line wins)."""
-    overrides = _sweep_overrides(command_line, sweeper_params)
+    overrides = sweep_overrides(command_line, sweeper_params)
     return math.prod(len(list(o.sweep_iterator())) for o in overrides if o.is_sweep_override())
 
 
@@ -53,7 +53,7 @@ def sweep_jobs(command_line: list[str], sweeper_params: dict[str, Any], config_l
     """The overrides of every job the basic sweeper makes, in its order (its own grid expansion)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    (jobs,) = BasicSweeper.split_arguments(_sweep_overrides(command_line, sweeper_params, config_loader), None)
+    (jobs,) = BasicSweeper.split_arguments(sweep_overrides(command_line, sweeper_params, config_loader), None)
     return jobs
 
 

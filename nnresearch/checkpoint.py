@@ -73,15 +73,16 @@ def read_metadata(path: str | Path) -> tuple[int, dict[str, str] | None]:
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path} (no such file); give one that trainer.checkpoint_every wrote, "
                          "<output dir>/checkpoints/epochNNNNN.npz")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = set(data.files)
-            epoch = int(data["epoch"]) if "epoch" in names else None
-            settings = json.loads(str(data["settings"])) if "settings" in names else None
-    except Exception as error:  # zipfile.BadZipFile, EOFError, ValueError on truncated or foreign files
-        raise ValueError(f"{path} is not a readable .npz file ({type(error).__name__}: {error})") from error
-    _check_is_checkpoint(path, names)
-    return epoch, settings
+    meta = load_npz(path, META)
+    _check_is_checkpoint(path, meta.keys())
+    return int(meta["epoch"]), json.loads(str(meta["settings"])) if "settings" in meta else None
+
+
+def check_epochs_left(path: str | Path, epoch: int, epochs: int) -> None:
+    """ValueError if a checkpoint with `epoch` finished epochs leaves nothing to train in a run of `epochs`."""
+    if epoch >= epochs:
+        raise ValueError(f"trainer.resume={path} has {epoch} finished epochs and trainer.epochs={epochs}: "
+                         f"nothing left to train; set trainer.epochs above {epoch} to continue it")
 
 
 def _check_is_checkpoint(path: str | Path, names: Iterable[str]) -> None:

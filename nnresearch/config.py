@@ -15,7 +15,6 @@ logged config validates on any machine (the analyses rebuild GPU and resumed run
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -25,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from nnresearch.backend import DEVICES, DTYPES
+from nnresearch.nn.losses import ONE_HOT_HEADS  # the heads `_check_fits_data` keeps to ONE_HOT_TASKS
 
 SKIP_FINISHED = ("sweeps", "always", "never")
 MODELS = ("logistic", "softmax_regression", "mlp", "residual_mlp", "cnn1d")
@@ -298,24 +298,25 @@ def _data_arguments() -> dict[str, tuple[str, ...]]:
     """The DataConfig fields each data set's generator takes (`nnresearch.data.load_dataset` passes
     the ones set and refuses the others)."""
     from nnresearch.data import DATASETS
+    from nnresearch.data.registry import generator_arguments
 
-    return {name: tuple(p for p in inspect.signature(make).parameters if p != "rng") for name, make in DATASETS.items()}
+    return {name: tuple(generator_arguments(name)) for name in DATASETS}
 
 
 def _classes(d: DataConfig) -> int:
     """How many classes the splits of data set `d` are stratified by (`nnresearch.data.splits`): 2 for
     a binary set, `data.n_classes` or the set's own default for a multiclass one, 1 for multilabel
     and regression sets (not stratified)."""
-    from nnresearch.data import DATA_TASKS, DATASETS
+    from nnresearch.data import DATA_TASKS
     from nnresearch.data.real import MNIST1D_CLASSES
+    from nnresearch.data.registry import generator_arguments
 
     task = DATA_TASKS[d.name]
     if task != "multiclass":
         return 2 if task == "binary" else 1
     if d.n_classes is not None:
         return d.n_classes
-    default = inspect.signature(DATASETS[d.name]).parameters.get("n_classes")
-    return MNIST1D_CLASSES if default is None else default.default  # mnist1d alone has no n_classes
+    return generator_arguments(d.name).get("n_classes", MNIST1D_CLASSES)  # mnist1d alone has no n_classes
 
 
 def _splits_fit(n: int, classes: int, val_fraction: float, test_fraction: float) -> bool:
@@ -342,9 +343,9 @@ def _least_samples(classes: int, val_fraction: float, test_fraction: float) -> i
 def _check_splits(d: DataConfig) -> None:
     """`data.n_samples` (or the data set's own count) leaves every split the examples it needs. digits
     and breast_cancer default to their whole set, whose size is known only once loaded (1,797 and 569)."""
-    from nnresearch.data import DATASETS
+    from nnresearch.data.registry import generator_arguments
 
-    n = d.n_samples if d.n_samples is not None else inspect.signature(DATASETS[d.name]).parameters["n_samples"].default
+    n = d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
     classes = _classes(d)
     if n is None or _splits_fit(n, classes, d.val_fraction, d.test_fraction):
         return
@@ -421,7 +422,7 @@ def _check_resume(c: Config) -> None:
     """`trainer.resume` names a checkpoint this config can continue, read from its metadata alone
     (`checkpoint.read_metadata`): written with the same settings and with epochs left to train.
     Whether its arrays fit the network is known only once the network is built (`load_checkpoint`)."""
-    from nnresearch.checkpoint import check_settings, read_metadata
+    from nnresearch.checkpoint import check_epochs_left, check_settings, read_metadata
 
     t = c.trainer
     if t.resume is None:
@@ -432,18 +433,15 @@ def _check_resume(c: Config) -> None:
             check_settings(t.resume, saved, {key: str(value) for key, value in _schema_fields(c)})
     except ValueError as error:
         raise ValueError(f"trainer.resume: {error}") from None
-    if epoch >= t.epochs:
-        raise ValueError(f"trainer.resume={t.resume} has {epoch} finished epochs and trainer.epochs={t.epochs}: "
-                         f"nothing left to train; set trainer.epochs above {epoch} to continue it")
+    check_epochs_left(t.resume, epoch, t.epochs)
 
 
 # Models built for one task only (the chapter's one-neuron classifiers).
 MODEL_TASKS = {"logistic": "binary", "softmax_regression": "multiclass"}
 # The head a network gets for each task when `model.head` is unset.
 DEFAULT_HEADS = {"binary": "sigmoid_bce", "multiclass": "softmax_ce", "multilabel": "sigmoid_bce", "regression": "linear_mse"}
-# Heads whose targets are one-hot over several classes (multi-hot ones are normalised for them):
-# binary labels (one output row) and regression targets never are.
-ONE_HOT_HEADS = ("softmax_ce", "naive_softmax_ce")
+# The tasks whose targets a one-hot head (`nnresearch.nn.losses.ONE_HOT_HEADS`) can take (multi-hot ones
+# are normalised for it): binary labels (one output row) and regression targets never are.
 ONE_HOT_TASKS = ("multiclass", "multilabel")
 
 

@@ -219,9 +219,9 @@ def dashboard_path(experiment_id: str, view: str = VIEW_KEY, mode: str = "CHART"
 
 def study_text(study: str) -> tuple[str | None, list[str]]:
     """The claim (the leading comment of `experiments/<study>.yaml`) and its `Run:`/`Analyse:` commands."""
-    from nnresearch.paths import CONFIG_DIR
+    from nnresearch.paths import study_file
 
-    path = CONFIG_DIR / "experiment" / f"{study}.yaml"
+    path = study_file(study)
     if not path.is_file():
         return None, []
     claim, commands = [], []

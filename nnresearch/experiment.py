@@ -19,7 +19,7 @@ import numpy as np
 
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
-from nnresearch.checkpoint import load_checkpoint, save_checkpoint
+from nnresearch.checkpoint import check_epochs_left, load_checkpoint, save_checkpoint
 from nnresearch.config import DEFAULT_HEADS, HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash, within
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
@@ -294,11 +294,9 @@ def resume(cfg: Config, network: Network, optimizer: Any, rng: np.random.Generat
     t = cfg.trainer
     try:
         start = load_checkpoint(t.resume, network, optimizer, rng, settings)
+        check_epochs_left(t.resume, start, t.epochs)
     except (ValueError, FileNotFoundError) as error:
         raise RefusedBeforeRun(str(error)) from error
-    if start >= t.epochs:
-        raise RefusedBeforeRun(f"trainer.resume={t.resume} has {start} finished epochs and trainer.epochs={t.epochs}: "
-                               f"nothing left to train; set trainer.epochs above {start} to continue it")
     return start
 
 

@@ -15,7 +15,6 @@ import re
 import typing
 from dataclasses import fields
 
-import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 
@@ -246,12 +245,10 @@ def test_warm_up_may_last_the_whole_run(compose):
 
 @pytest.mark.parametrize("override", [
     "tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=other", "trainer.progress=false",
-    "trainer.checkpoint_every=2", "trainer.resume={checkpoint}",
+    "trainer.checkpoint_every=2", "trainer.resume=/tmp/checkpoint.npz",
 ])
-def test_settings_that_do_not_change_the_numbers_keep_the_hash(compose, override, tmp_path):
-    checkpoint = tmp_path / "epoch00001.npz"  # validate reads a checkpoint's metadata: a checkpoint of nothing
-    np.savez(checkpoint, rng_state=np.asarray("{}"), epoch=np.asarray(1))
-    assert config_hash(validate(compose([override.format(checkpoint=checkpoint)]))) == config_hash(validate(compose([])))
+def test_settings_that_do_not_change_the_numbers_keep_the_hash(compose, override):
+    assert config_hash(validate(compose([override]))) == config_hash(validate(compose([])))
 
 
 @pytest.mark.parametrize("override", ["trainer.seed=3", "data.seed=1", "optim.lr=0.2", "model.depth=3",

@@ -87,7 +87,6 @@ def test_the_least_count_validate_names_is_the_least_the_data_set_splits(name, f
     least = _least_samples(_classes(d), val_fraction, test_fraction)
     cfg = Config()
     cfg.data = DataConfig(name=name, n_samples=least, val_fraction=val_fraction, test_fraction=test_fraction)
-    cfg.model.name = "softmax_regression" if name in ("spirals", "blobs", "digits", "mnist1d") else "mlp"
     validate(cfg)
     load_dataset(name, n_samples=least, val_fraction=val_fraction, test_fraction=test_fraction)
     cfg.data.n_samples = least - 1
@@ -127,7 +126,7 @@ def test_only_device_gpu_asks_for_cupy(monkeypatch):
     check_machine(validate(compose(["trainer.device=gpu"])))
 
 
-def test_a_config_logged_on_a_gpu_machine_validates_on_one_without(no_gpu, checkpoint):
+def test_a_config_logged_on_a_gpu_machine_validates_on_one_without(no_gpu):
     """`validate` is the config's own check: the analyses validate a run's logged config.yaml on any
     machine, a GPU run's or a resumed run's included; only starting a run asks the machine."""
     validate(compose(["trainer.device=gpu", "trainer.resume=/on/another/machine.npz"]))

@@ -50,11 +50,17 @@ def _check_int(arg: str, value: object, minimum: int) -> None:
         raise ValueError(f"{arg}={value}; expected an int >= {minimum}")
 
 
+@functools.cache
+def generator_arguments(name: str) -> dict[str, object]:
+    """The keyword arguments data set `name`'s generator takes (all but `rng`), with their defaults."""
+    parameters = inspect.signature(DATASETS[name]).parameters.values()
+    return {p.name: p.default for p in parameters if p.name != "rng"}
+
+
 def _generator_kwargs(
-    name: str, generator: Callable[..., Samples], n_samples: int | None, noise: float | None,
-    n_classes: int | None, options: dict,
+    name: str, n_samples: int | None, noise: float | None, n_classes: int | None, options: dict,
 ) -> dict:
-    """The keyword arguments the caller set, checked against what `generator` accepts."""
+    """The keyword arguments the caller set, checked against what data set `name`'s generator accepts."""
     if n_samples is not None:
         _check_int("n_samples", n_samples, 3)
     if n_classes is not None:
@@ -66,7 +72,7 @@ def _generator_kwargs(
             raise ValueError(f"noise={noise}; expected a standard deviation >= 0")
     given = {"n_samples": n_samples, "noise": noise, "n_classes": n_classes, **options}
     kwargs = {k: v for k, v in given.items() if v is not None}
-    accepted = [p for p in inspect.signature(generator).parameters if p != "rng"]
+    accepted = list(generator_arguments(name))
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(
@@ -94,7 +100,7 @@ def load_dataset(
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     _check_int("seed", seed, 0)
     check_fractions(val_fraction, test_fraction)
-    kwargs = _generator_kwargs(name, DATASETS[name], n_samples, noise, n_classes, options)
+    kwargs = _generator_kwargs(name, n_samples, noise, n_classes, options)
     return _made(name, seed, val_fraction, test_fraction, standardize, tuple(sorted(kwargs.items())))
 
 

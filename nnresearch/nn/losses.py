@@ -132,6 +132,10 @@ HEADS: dict[str, Head] = {
 }
 
 
+# Heads whose targets are one-hot over several classes (`Network.check_batch` checks each column sums to 1).
+ONE_HOT_HEADS = ("softmax_ce", "naive_softmax_ce")
+
+
 def get_head(name: str) -> Head:
     """The head called `name`, or a ValueError listing the valid ones."""
     if name not in HEADS:

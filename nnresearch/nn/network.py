@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from nnresearch import backend
 from nnresearch.backend import namespace
-from nnresearch.nn.losses import Head
+from nnresearch.nn.losses import ONE_HOT_HEADS, Head
 
 Array = Any
 
@@ -155,7 +155,7 @@ class Network:
             raise ValueError("X or Y contains NaN or inf")
         if self.head.accuracy is not None and not bool(xp.all((Y >= 0) & (Y <= 1))):
             raise ValueError(f"labels out of range for head {self.head.name}: targets must be in [0, 1] (one-hot / multi-hot)")
-        if self.head.name.startswith(("softmax", "naive_softmax")):
+        if self.head.name in ONE_HOT_HEADS:
             column_sums = xp.sum(Y, axis=0)
             if not bool(xp.all(xp.abs(column_sums - 1.0) < 1e-3)):
                 raise ValueError("softmax targets must be one-hot: every column of Y has to sum to 1")
@@ -192,13 +192,14 @@ def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         raise
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Arrays from an `.npz`, never unpickling; a clear error for a missing, corrupt or truncated file."""
+def load_npz(path: str | Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Arrays from an `.npz` (only those of `names` it holds, if given), never unpickling; a clear
+    error for a missing, corrupt or truncated file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such parameter file: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+            return {name: data[name] for name in data.files if names is None or name in names}
     except Exception as error:  # zipfile.BadZipFile, EOFError, ValueError on truncated or foreign files
         raise ValueError(f"{path} is not a readable .npz file ({type(error).__name__}: {error})") from error

@@ -237,6 +237,7 @@ class Adam(_Optimizer):
         self._layout: tuple[tuple[str, tuple[int, ...], Any], ...] = ()
         self._spans: list[tuple[int, int]] = []
         self._scratch: tuple[Any, Any] = ()  # two flat arrays the step works in
+        self._pieces: list[Any] = []  # views of the first, one per parameter and shaped like it
         super().__init__()
 
     def _apply(self, params: Params, grads: Params, lr: float) -> None:
@@ -253,8 +254,8 @@ class Adam(_Optimizer):
         m, v = moments
         g, scratch = self._scratch
         xp = namespace(m)
-        for name, (start, stop) in zip(names, self._spans):
-            g[start:stop] = xp.reshape(grads[name], (-1,))
+        for name, piece in zip(names, self._pieces):
+            piece[...] = grads[name]
         b1, b2 = self.beta1, self.beta2
         m *= b1
         scratch[...] = g
@@ -268,18 +269,17 @@ class Adam(_Optimizer):
         scratch /= 1.0 - b2**self.t
         denominator = xp.sqrt(scratch)
         denominator += self.eps
-        update = g  # this step's gradient is no longer needed
+        update = g  # this step's gradient is no longer needed; `_pieces` now view the update
         update[...] = m
         update /= 1.0 - b1**self.t
         update /= denominator
-        pieces = [(params[name], xp.reshape(update[start:stop], params[name].shape))
-                  for name, (start, stop) in zip(names, self._spans)]
+        pairs = [(params[name], u) for name, u in zip(names, self._pieces)]
         if self.weight_decay:
-            for (p, u), name in zip(pieces, names):
+            for (p, u), name in zip(pairs, names):
                 if decays(name):
                     u += self.weight_decay * p
         update *= lr
-        for p, u in pieces:
+        for p, u in pairs:
             p -= u
 
     def _flat_moments(self, names: tuple[str, ...], grads: Params) -> tuple[Any, Any]:
@@ -308,6 +308,8 @@ class Adam(_Optimizer):
         flat = tuple(xp.concat([xp.reshape(self._slot(slot, name, grads[name]), (-1,)) for name in names])
                      for slot in self.slots)
         self._scratch = (xp.empty_like(flat[0]), xp.empty_like(flat[0]))
+        self._pieces = [xp.reshape(self._scratch[0][start:stop], shape)
+                        for (_, shape, _), (start, stop) in zip(layout, self._spans)]
         self._flat, self._layout = flat, layout
         self._scatter()  # the per-parameter arrays the buffers were made from can go
         return flat
