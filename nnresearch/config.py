@@ -320,20 +320,22 @@ def _classes(d: DataConfig) -> int:
 
 
 def _splits_fit(n: int, classes: int, val_fraction: float, test_fraction: float) -> bool:
-    """Whether `n` examples split as `nnresearch.data.splits` needs: val and test get `round(fraction * n)`
-    examples, at least one per class; train the rest, at least max(classes, 2) (two to standardise);
-    a stratified split also needs 3 examples of every class (the data sets draw their classes in
-    equal shares, so the least has n // classes)."""
-    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
-    enough_per_class = classes == 1 or n // classes >= 3
-    return min(n_val, n_test) >= classes and n - n_val - n_test >= max(classes, 2) and enough_per_class
+    """Whether `n` examples split as `nnresearch.data.splits` needs (`splits_fit`), a stratified split
+    also with `MIN_PER_CLASS` examples of every class (the data sets draw their classes in equal
+    shares, so the least has n // classes)."""
+    from nnresearch.data.splits import MIN_PER_CLASS, splits_fit
+
+    enough_per_class = classes == 1 or n // classes >= MIN_PER_CLASS
+    return enough_per_class and splits_fit(n, classes, val_fraction, test_fraction)
 
 
 def _least_samples(classes: int, val_fraction: float, test_fraction: float) -> int:
     """The least count from which every count splits (`_splits_fit`; rounding makes a few smaller
     counts split too): counted down from one the bounds round(f n) >= f n - 1/2 guarantee."""
+    from nnresearch.data.splits import MIN_PER_CLASS
+
     surely = math.ceil(max((classes + 0.5) / min(val_fraction, test_fraction),
-                           (max(classes, 2) + 1) / (1 - val_fraction - test_fraction), 3 * classes))
+                           (max(classes, 2) + 1) / (1 - val_fraction - test_fraction), MIN_PER_CLASS * classes))
     least = surely
     while least > 1 and _splits_fit(least - 1, classes, val_fraction, test_fraction):
         least -= 1

@@ -29,24 +29,43 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+MIN_PER_CLASS = 3  # a stratified split puts at least one example of every class in each of its 3 splits
+
+
+def split_counts(m: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """Examples per split of `m`: `round(fraction * m)` for val and test, the rest for train."""
+    n_val, n_test = round(val_fraction * m), round(test_fraction * m)
+    return {"train": m - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def least_per_split(classes: int) -> dict[str, int]:
+    """The fewest examples each split needs when stratified by `classes` (1 when not stratified):
+    one per class in val and test, `max(classes, 2)` in train (two to standardise)."""
+    return {"train": max(classes, 2), "val": classes, "test": classes}
+
+
+def splits_fit(m: int, classes: int, val_fraction: float, test_fraction: float) -> bool:
+    """Whether `split_counts` of `m` give each split its `least_per_split(classes)`."""
+    sizes, needed = split_counts(m, val_fraction, test_fraction), least_per_split(classes)
+    return all(sizes[split] >= needed[split] for split in sizes)
+
+
 def _split_sizes(samples: Samples, val_fraction: float, test_fraction: float) -> dict[str, int]:
     """Examples per split, checked to be large enough for stratification and a train std."""
     m = len(samples.y)
-    n_val, n_test = round(val_fraction * m), round(test_fraction * m)
-    sizes = {"train": m - n_val - n_test, "val": n_val, "test": n_test}
+    sizes = split_counts(m, val_fraction, test_fraction)
     stratified = samples.task in STRATIFIED_TASKS
-    per_split = len(np.unique(samples.y)) if stratified else 1
-    needed = {"train": max(per_split, 2), "val": per_split, "test": per_split}
-    if any(sizes[s] < needed[s] for s in sizes):
+    classes = len(np.unique(samples.y)) if stratified else 1
+    if not splits_fit(m, classes, val_fraction, test_fraction):
         raise ValueError(
-            f"n_samples={m} gives splits {sizes}; expected at least {needed} "
+            f"n_samples={m} gives splits {sizes}; expected at least {least_per_split(classes)} "
             "(one example per class in each split, two to standardise train): "
             "raise n_samples or the fractions"
         )
-    if stratified and np.bincount(samples.y).min() < 3:
+    if stratified and np.bincount(samples.y).min() < MIN_PER_CLASS:
         raise ValueError(
-            f"n_samples={m} leaves a class with fewer than 3 examples (counts "
-            f"{np.bincount(samples.y).tolist()}); expected 3+ to stratify 3 splits"
+            f"n_samples={m} leaves a class with fewer than {MIN_PER_CLASS} examples (counts "
+            f"{np.bincount(samples.y).tolist()}); expected {MIN_PER_CLASS}+ to stratify 3 splits"
         )
     return sizes
 
