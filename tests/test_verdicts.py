@@ -350,9 +350,9 @@ def test_width_vs_depth(sweep, case):
 # with no more diverged runs (a diverged run counts at chance).
 
 MITIGATION_ACC = {  # conf/mitigation variant -> final val acc of seeds 0 and 1 (None: diverged)
-    HELD: {"vanishing_baseline": (0.40, 0.42), "residual": (0.90, 0.92), "batchnorm": (0.85, 0.87),
+    HELD: {"vanishing_baseline": (0.40, 0.42), "residual": (0.90, 0.92), "batchnorm": (0.85, 0.87), "relu_he": (0.88, 0.89),
            "exploding_baseline": (None, None), "clip_norm": (0.80, 0.82), "weight_decay": (0.75, 0.77)},
-    NOT_HELD: {"vanishing_baseline": (0.40, 0.42), "residual": (0.90, 0.92), "batchnorm": (0.38, 0.40),
+    NOT_HELD: {"vanishing_baseline": (0.40, 0.42), "residual": (0.90, 0.92), "batchnorm": (0.38, 0.40), "relu_he": (0.88, 0.89),
                "exploding_baseline": (None, None), "clip_norm": (0.80, 0.82), "weight_decay": (0.75, 0.77)},
 }
 VANISHING_SIGNAL = 1e-6  # the vanishing baseline's delta[1] / delta[L] at init
@@ -380,6 +380,21 @@ def test_mitigations(sweep, case):
     check(verdict, case, f"vanishing (n=2 seeds, baseline delta[1]/delta[L] at init {VANISHING_SIGNAL:.2g})",
           f"baseline {mean['vanishing_baseline']:.3f} [", f"batchnorm {mean['batchnorm']:.3f} [",
           "baseline 0.333 [0.333, 0.333] (2 diverged)", f"clip_norm {mean['clip_norm']:.3f} [")
+    shared = f"relu_he {mean['relu_he']:.3f} ["  # the same runs, against both baselines
+    assert verdict.evidence.count(shared) == 2, verdict.evidence
+    failed = "not better than its baseline: batchnorm (vanishing)"
+    assert (failed in verdict.evidence) == (case == NOT_HELD), verdict.evidence
+
+
+def test_mitigations_compares_relu_with_he_init_against_each_baseline(sweep):
+    """relu_he's runs are one set, compared with both baselines: beating the vanishing one (0.41) but
+    not the exploding one (0.605 here: it did not diverge) fails the verdict for the exploding case alone."""
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD] | {"relu_he": (0.62, 0.63), "exploding_baseline": (0.60, 0.61),
+                                               "weight_decay": (0.85, 0.86)})
+    verdict = s.analyse()
+    check(verdict, NOT_HELD, "relu_he 0.625 [", "not better than its baseline: relu_he (exploding)")
+    assert "relu_he (vanishing)" not in verdict.evidence and "clip_norm (exploding)" not in verdict.evidence
 
 
 def test_mitigations_needs_more_than_a_higher_mean_when_the_seed_bands_overlap(sweep):
