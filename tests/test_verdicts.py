@@ -31,7 +31,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from analysis.common import Study, Verdict  # noqa: E402
+from analysis.common import Study, StudyNotRun, Verdict  # noqa: E402
 from nnresearch import backend, mlflow_sink, tracking  # noqa: E402
 from nnresearch.config import Config, compose, config_hash, validate  # noqa: E402
 from nnresearch.data import permute_features  # noqa: E402
@@ -92,10 +92,12 @@ class Sweep:
             tags={tracking.SWEEP_ID_TAG: sweep_id, tracking.ROLE_TAG: "parent", "study": study}).info.run_id
 
     def job(self, cfg: Config, metrics: Mapping[str, Sequence[float]], *, diverged: bool = False,
-            init: Mapping[str, np.ndarray] | None = None, final: Mapping[str, np.ndarray] | None = None) -> str:
+            init: Mapping[str, np.ndarray] | None = None, final: Mapping[str, np.ndarray] | None = None,
+            choices: Mapping[str, str] | None = None) -> str:
         """Log one FINISHED job: `metrics` maps a name to its values at steps 0, 1, ...; `init` (default: the
         network the config builds) and `final` become `params/init.npz` and `params/final.npz` (no final
-        parameters for a diverged job, as in the harness)."""
+        parameters for a diverged job, as in the harness); `choices` the config-group choices the job was
+        composed with (`{"mitigation": "residual"}`), logged as `choice.<group>`."""
         data = _cached_data(cfg)
         network = network_of(cfg)
         tags = {tracking.PARENT_RUN_TAG: self.parent, tracking.CONFIG_HASH_TAG: config_hash(cfg), "study": self.study,
@@ -103,7 +105,8 @@ class Sweep:
         if diverged:
             tags |= {"diverged": "true", "diverged_at_step": "1", "diverged_layer": "1", "diverged_quantity": "Z"}
         run_id = self.client.create_run(self.experiment_id, run_name=f"job-s{cfg.trainer.seed}", tags=tags).info.run_id
-        params = mlflow_sink.flatten(mlflow_sink.flatten(asdict(cfg)) | {f"dataset.{k}": v for k, v in data.describe().items()}
+        params = mlflow_sink.flatten(mlflow_sink.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()}
+                                  | {f"dataset.{k}": v for k, v in data.describe().items()}
                                   | {"model.parameters": network.parameter_count()})  # as experiment.execute logs them
         logged = [Metric(name, float(value), 0, step) for name, values in metrics.items() for step, value in enumerate(values)]
         items = [Param(key, value) for key, value in params.items()]
@@ -356,19 +359,21 @@ MITIGATION_ACC = {  # conf/mitigation variant -> final val acc of seeds 0 and 1 
                "exploding_baseline": (None, None), "clip_norm": (0.80, 0.82), "weight_decay": (0.75, 0.77)},
 }
 VANISHING_SIGNAL = 1e-6  # the vanishing baseline's delta[1] / delta[L] at init
+EXPLODING_SIGNAL = 100.0  # the exploding baseline's (and its clip_norm and weight_decay variants')
 
 
 def log_mitigations(s: Sweep, accuracies: Mapping[str, Sequence[float | None]], *groups: str, **values: Any) -> None:
-    """One job per variant and seed: the vanishing baseline's error signal fades to VANISHING_SIGNAL at
-    layer 1 (flat elsewhere), final val acc as given (None: the job diverged)."""
+    """One job per variant and seed: the baselines' error signal goes to VANISHING_SIGNAL or
+    EXPLODING_SIGNAL at layer 1 (flat elsewhere), final val acc as given (None: the job diverged)."""
     for name, per_seed in accuracies.items():
         for seed, acc in enumerate(per_seed):
             cfg = job_config("mitigations", f"+mitigation={name}", *groups, trainer__seed=seed, trainer__epochs=1, **values)
             layers = cfg.model.depth + 1
-            first = VANISHING_SIGNAL if name == "vanishing_baseline" else 1.0
+            first = {"vanishing_baseline": VANISHING_SIGNAL, "exploding_baseline": EXPLODING_SIGNAL,
+                     "clip_norm": EXPLODING_SIGNAL, "weight_decay": EXPLODING_SIGNAL}.get(name, 1.0)
             metrics = {f"delta_norm/layer{l}": [d] for l, d in enumerate(per_layer(first, 1.0, layers), start=1)}
             metrics["val/acc"] = [0.3, float("nan") if acc is None else acc]
-            s.job(cfg, metrics, diverged=acc is None)
+            s.job(cfg, metrics, diverged=acc is None, choices={"mitigation": name})
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -379,11 +384,12 @@ def test_mitigations(sweep, case):
     mean = {name: np.mean(accs) for name, accs in MITIGATION_ACC[case].items() if None not in accs}
     check(verdict, case, f"vanishing (n=2 seeds, baseline delta[1]/delta[L] at init {VANISHING_SIGNAL:.2g})",
           f"baseline {mean['vanishing_baseline']:.3f} [", f"batchnorm {mean['batchnorm']:.3f} [",
+          f"exploding (n=2 seeds, baseline delta[1]/delta[L] at init {EXPLODING_SIGNAL:.2g})",
           "baseline 0.333 [0.333, 0.333] (2 diverged)", f"clip_norm {mean['clip_norm']:.3f} [")
     shared = f"relu_he {mean['relu_he']:.3f} ["  # the same runs, against both baselines
     assert verdict.evidence.count(shared) == 2, verdict.evidence
-    failed = "not better than its baseline: batchnorm (vanishing)"
-    assert (failed in verdict.evidence) == (case == NOT_HELD), verdict.evidence
+    failed = {HELD: None, NOT_HELD: "not better than its baseline: batchnorm (vanishing)"}[case]
+    assert failed in verdict.evidence if failed else "not better" not in verdict.evidence, verdict.evidence
 
 
 def test_mitigations_compares_relu_with_he_init_against_each_baseline(sweep):
@@ -393,8 +399,46 @@ def test_mitigations_compares_relu_with_he_init_against_each_baseline(sweep):
     log_mitigations(s, MITIGATION_ACC[HELD] | {"relu_he": (0.62, 0.63), "exploding_baseline": (0.60, 0.61),
                                                "weight_decay": (0.85, 0.86)})
     verdict = s.analyse()
-    check(verdict, NOT_HELD, "relu_he 0.625 [", "not better than its baseline: relu_he (exploding)")
+    check(verdict, NOT_HELD, "not better than its baseline: relu_he (exploding)")
+    assert verdict.evidence.count("relu_he 0.625 [") == 2, verdict.evidence
     assert "relu_he (vanishing)" not in verdict.evidence and "clip_norm (exploding)" not in verdict.evidence
+
+
+def test_mitigations_reads_each_run_s_variant_from_its_mitigation_choice(sweep):
+    """A run counts as the +mitigation= choice it ran with: relu_he's net run without that choice (the
+    experiment's plain MLP overridden by hand) stands for no variant, so relu_he is missing and the
+    verdict cannot decide."""
+    s = sweep("mitigations")
+    log_mitigations(s, {name: accs for name, accs in MITIGATION_ACC[HELD].items() if name != "relu_he"})
+    relu_he = job_config("mitigations", "+mitigation=relu_he", trainer__seed=0, trainer__epochs=1)
+    for seed in (0, 1):
+        s.job(replace(relu_he, trainer=replace(relu_he.trainer, seed=seed)), {"val/acc": [0.3, 0.9]})
+    verdict = s.analyse()
+    check(verdict, "inconclusive", "no runs of +mitigation=relu_he")
+    assert "relu_he 0.9" not in verdict.evidence
+
+
+@pytest.mark.parametrize(("mitigation", "baseline", "changed"), [
+    ("residual", "vanishing_baseline", {"model.name"}),
+    ("batchnorm", "vanishing_baseline", {"model.batchnorm"}),
+    ("relu_he", "vanishing_baseline", {"model.activation", "model.init", "model.init_std"}),
+    ("clip_norm", "exploding_baseline", {"optim.clip_norm"}),
+    ("relu_he", "exploding_baseline", {"model.init", "model.init_std"}),
+    ("weight_decay", "exploding_baseline", {"optim.weight_decay"}),
+])
+def test_each_mitigation_changes_only_what_it_names_against_its_baseline(mitigation, baseline, changed):
+    def settings(choice: str) -> dict[str, Any]:
+        return mlflow_sink.flatten(asdict(job_config("mitigations", f"+mitigation={choice}")))
+
+    ours, theirs = settings(mitigation), settings(baseline)
+    assert {key for key in ours if ours[key] != theirs[key]} == changed
+
+
+def test_mitigations_without_a_run_of_any_mitigation_choice_is_a_study_not_run(sweep):
+    s = sweep("mitigations")
+    s.job(job_config("mitigations", trainer__seed=0, trainer__epochs=1), {"val/acc": [0.3, 0.9]})
+    with pytest.raises(StudyNotRun, match=r"no runs of a conf/mitigation/ choice .*experiment=mitigations"):
+        s.analyse()
 
 
 def test_mitigations_needs_more_than_a_higher_mean_when_the_seed_bands_overlap(sweep):
