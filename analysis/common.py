@@ -32,6 +32,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
+from nnresearch.paths import replaced_atomically  # noqa: E402
 from nnresearch.stores import resolve_uri  # noqa: E402
 from nnresearch.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG  # noqa: E402
 
@@ -43,6 +44,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one ba
 
 class StudyNotRun(ValueError):
     """The study has no experiment or no finished runs in the store: there is nothing to analyse yet."""
+
+
+class SweepUnfinished(StudyNotRun):
+    """The study's latest sweep has no finished run yet, while earlier sweeps have some (`--all-sweeps` reads them)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class Study:
     @cached_property
     def parent_run_id(self) -> str | None:
         """The latest sweep's parent run: figures and verdicts are logged there."""
-        parents = self._all[self._all.get("tags.nnresearch.role", pd.Series(dtype=str)) == "parent"]
+        parents = self._all[results.is_parent(self._all)]
         if parents.empty:
             return None
         return str(parents.sort_values("start_time").iloc[-1]["run_id"])
@@ -125,7 +130,13 @@ class Study:
             newest_first = frame.sort_values("start_time", ascending=False)[hashes]
             frame = frame[(newest_first.isna() | ~newest_first.duplicated()).reindex(frame.index)]
         if frame.empty:
-            raise self._not_run("no finished runs")
+            earlier = self._all[(self._all["status"] == "FINISHED") & ~results.is_parent(self._all)]
+            if self.all_sweeps or earlier.empty:
+                raise self._not_run("no finished runs")
+            raise SweepUnfinished(f"the latest sweep of study {self.name!r} in {self.uri} (parent run {self.parent_run_id}) "
+                              f"has no finished runs yet, earlier sweeps have {len(earlier)}: finish it (its finished "
+                              f"jobs are skipped): python -m nnresearch.run -m experiment={self.name}, or analyse "
+                              "every sweep with --all-sweeps")
         return frame.reset_index(drop=True)
 
     def histories(self, metrics: Sequence[str], params: Sequence[str]) -> pd.DataFrame:
@@ -306,6 +317,18 @@ def from_shell(main: Callable[[], Any]) -> None:
         raise SystemExit(2) from None
 
 
+URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db)"
+
+
+def check_folder(parser: argparse.ArgumentParser, folder: Path) -> None:
+    """Refuse (exit 2, before any analysis) an output folder that exists as something else, or that has
+    a suffix a file would have (`--out fig.png`: the figure goes to `<folder>/<study>.png`)."""
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"--out {folder} is a file; --out names a folder")
+    if folder.suffix.lower() in (".png", ".pdf", ".svg", ".md"):
+        parser.error(f"--out {folder} looks like a file name; --out names a folder (the files get their own names in it)")
+
+
 def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Callable[[Sequence[str] | None], Verdict]:
     """The `main(argv)` of a study script: analyse, save the figure, log it to the sweep's parent run, print the verdict.
 
@@ -315,18 +338,19 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
 
     def main(argv: Sequence[str] | None = None) -> Verdict:
         parser = argparse.ArgumentParser(prog=f"python -m analysis.{name}", description=f"Analyse the {name} study.")
-        parser.add_argument("--uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+        parser.add_argument("--uri", default=None, help=URI_HELP)
         parser.add_argument("--experiment", default=None, help=f"MLflow experiment (default: {name})")
         parser.add_argument("--all-sweeps", action="store_true", help="use every sweep of the study, not only the latest")
         parser.add_argument("--out", type=Path, default=FIGURE_DIR,
                             help=f"folder for the figure, saved as <folder>/{name}.png (default: {FIGURE_DIR})")
         args = parser.parse_args(argv)
+        check_folder(parser, args.out)
         with Study(name, args.uri, args.experiment, args.all_sweeps) as study:
             figure, verdict = analyse(study)
             verdict = settle(verdict, study.runs, study_grid(name))
-        args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"{name}.png"
-        figure.savefig(path, dpi=110, bbox_inches="tight")
+        with replaced_atomically(path) as tmp:
+            figure.savefig(tmp, dpi=110, bbox_inches="tight")
         plt.close(figure)
         if study.parent_run_id is not None:
             results.log_figure(study.parent_run_id, path, f"figures/{name}.png", study.uri)

@@ -42,19 +42,25 @@ PAGE_SIZE = 1000
 FETCH_THREADS = 8
 
 
-def _client(uri: str | None) -> MlflowClient:
-    """A client for an existing store: a SQLite file is opened as it is (even read-only, never
-    created empty); other stores go through `ensure_store` (server check, file-store opt-in)."""
+def existing_store(uri: str | None) -> str:
+    """The resolved URI of a store to read: a SQLite file must exist (it is opened as it is, even
+    read-only, and never created empty: FileNotFoundError naming it); other stores go through
+    `ensure_store` (server check, file-store opt-in)."""
     uri = resolve_uri(uri)
     db = sqlite_path(uri)
     if db is None:
-        return MlflowClient(ensure_store(uri))
+        return ensure_store(uri)
     if not db.is_file():
         raise FileNotFoundError(
             f"no MLflow store at {db}; run an experiment first or pass the uri of your store "
             "(e.g. uri='sqlite:////path/to/mlflow.db')"
         )
-    return MlflowClient(uri)
+    return uri
+
+
+def _client(uri: str | None) -> MlflowClient:
+    """A client for an existing store (`existing_store`)."""
+    return MlflowClient(existing_store(uri))
 
 
 class ExperimentNotFound(ValueError):
@@ -143,7 +149,7 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
         return column
 
 
-def _is_parent(frame: pd.DataFrame) -> pd.Series:
+def is_parent(frame: pd.DataFrame) -> pd.Series:
     """Rows of sweep parents: tagged `nnresearch.role=parent` or named as some run's parent."""
     role = frame.get(f"tags.{ROLE_TAG}", pd.Series(index=frame.index, dtype=object))
     parents = frame.get(f"tags.{PARENT_RUN_TAG}", pd.Series(dtype=object)).dropna()
@@ -179,7 +185,7 @@ def runs(
     if frame.empty:
         return frame
     if not include_parents:
-        frame = frame[~_is_parent(frame)]
+        frame = frame[~is_parent(frame)]
     if wanted is not None:
         frame = frame[frame["status"].isin(wanted)]
     return _numeric_params(frame)
@@ -239,7 +245,7 @@ def histories(
         found = _runs_by_id(client, list(source))
     frame = _runs_frame(found)
     if isinstance(source, str) and not frame.empty:
-        frame = frame[~_is_parent(frame)]
+        frame = frame[~is_parent(frame)]
     frame = _numeric_params(frame)
     param_columns = _param_columns(frame, params)
     logged = {run.info.run_id: set(run.data.metrics) for run in found}

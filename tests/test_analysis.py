@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,6 +29,7 @@ from analysis import mitigations, representation
 from analysis.common import (
     Study,
     StudyNotRun,
+    SweepUnfinished,
     Verdict,
     fewest_seeds,
     from_shell,
@@ -206,3 +208,56 @@ def test_fewest_seeds_ignores_settings_that_do_not_change_the_numbers():
     assert fewest_seeds(runs) == (2, "relu-0.1-s0")
     runs["params.model.depth"] = ["2", "3"]
     assert fewest_seeds(runs)[0] == 1
+
+
+def interrupted_rerun(s) -> str:
+    """A second sweep of `s`'s study started after it, whose one job is still RUNNING (a re-run stopped
+    before any job finished); returns its parent run's id."""
+    from nnresearch import tracking
+
+    parent = s.client.create_run(s.experiment_id, tags={tracking.SWEEP_ID_TAG: "rerun", tracking.ROLE_TAG: "parent"})
+    s.client.create_run(s.experiment_id, tags={tracking.PARENT_RUN_TAG: parent.info.run_id})
+    return parent.info.run_id
+
+
+def test_a_latest_sweep_without_finished_runs_says_so_and_names_all_sweeps(sweep, tmp_path, capsys):
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    rerun = interrupted_rerun(s)
+    with pytest.raises(SweepUnfinished, match=f"latest sweep .*parent run {rerun}.* earlier sweeps have 14.*--all-sweeps"):
+        Study("mitigations", s.uri).runs
+    with pytest.raises(SystemExit) as exit:
+        from_shell(lambda: mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures")]))
+    assert exit.value.code == 2 and "--all-sweeps" in capsys.readouterr().err
+    assert mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures"), "--all-sweeps"]).outcome == "held"
+
+
+@pytest.mark.parametrize("out", ["a_file", "figure.png"])
+def test_an_out_folder_that_is_a_file_is_refused_before_the_analysis(sweep, tmp_path, capsys, out, monkeypatch):
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    (tmp_path / "a_file").write_text("mine")
+    monkeypatch.setattr(mitigations, "analyse", lambda study: pytest.fail("analysed before refusing --out"))
+    with pytest.raises(SystemExit) as exit:
+        mitigations.main(["--uri", s.uri, "--out", str(tmp_path / out)])
+    assert exit.value.code == 2 and "--out names a folder" in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "mine" and not (tmp_path / "figure.png").exists()
+
+
+def test_a_figure_that_fails_mid_write_leaves_the_previous_one(sweep, tmp_path, monkeypatch):
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "mitigations.png").write_bytes(b"the previous figure")
+
+    def half_then_full_disk(self, path, **options):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plt.Figure, "savefig", half_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        mitigations.main(["--uri", s.uri, "--out", str(figures)])
+    assert [p.name for p in figures.iterdir()] == ["mitigations.png"]
+    assert (figures / "mitigations.png").read_bytes() == b"the previous figure"

@@ -57,3 +57,25 @@ def test_report_logs_only_the_figures_this_invocation_made(mlflow_uri, tmp_path)
     client = MlflowClient(mlflow_uri)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"figures", "report.md"}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/mitigations.png"}
+
+
+def test_report_refuses_a_store_that_does_not_exist_and_creates_nothing(tmp_path):
+    """A mistyped path must not become a new, empty store with a report of 14 studies "not run"."""
+    missing = tmp_path / "typo" / "mlflow.db"
+    with pytest.raises(FileNotFoundError, match=f"no MLflow store at {missing}"):
+        report.main(["--uri", f"sqlite:///{missing}", "--out", str(tmp_path / "reports")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_report_tells_an_unfinished_latest_sweep_from_a_study_not_run(mlflow_uri, tmp_path):
+    from test_analysis import interrupted_rerun
+
+    s = Sweep(mlflow_uri, "mitigations", tmp_path)
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    interrupted_rerun(s)
+    text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports")]).read_text()
+    assert "| mitigations | latest sweep unfinished |" in text and "| vanishing_gradients | not run |" in text
+    assert "13 studies not run; 1 with no finished run in their latest sweep." in text
+    text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports"), "--all-sweeps"]).read_text()
+    assert "| [mitigations](#mitigations) | held |" in text and "13 studies not run." in text

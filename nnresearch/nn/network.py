@@ -8,8 +8,6 @@ gamma_l, beta_l for BatchNorm layers), numbered over the layers that carry weigh
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 from nnresearch import backend
 from nnresearch.backend import namespace
 from nnresearch.nn.losses import ONE_HOT_HEADS, Head
+from nnresearch.paths import replaced_atomically
 
 Array = Any
 
@@ -175,21 +174,11 @@ class Network:
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """np.savez to a temporary file in the same folder, then an atomic rename onto `path`.
-
-    The file gets the permissions of any new file (0666 less the umask), so a team shares
+    """np.savez to `path` through `paths.replaced_atomically`: a crash never leaves a half-written file,
+    and the file gets the permissions of any new file (0666 less the umask), so a team shares
     checkpoints as it shares the rest of its files (`tempfile.mkstemp` would make them 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as tmp, open(tmp, "xb") as f:
+        np.savez(f, **arrays)
 
 
 def load_npz(path: str | Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
