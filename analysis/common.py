@@ -33,7 +33,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
 from nnresearch.paths import replaced_atomically  # noqa: E402
-from nnresearch.stores import resolve_uri  # noqa: E402
+from nnresearch.stores import TrackingURIError, resolve_uri  # noqa: E402
 from nnresearch.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
@@ -105,7 +105,8 @@ class Study:
         try:
             return results.runs(self.experiment, self.uri, include_parents=True)
         except results.ExperimentNotFound as error:
-            raise self._not_run(f"no experiment {self.experiment!r}") from error
+            existing = ", ".join(map(repr, error.existing)) or "none"
+            raise self._not_run(f"no experiment {self.experiment!r} (its experiments: {existing})") from error
 
     @cached_property
     def parent_run_id(self) -> str | None:
@@ -308,11 +309,12 @@ def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | No
 
 
 def from_shell(main: Callable[[], Any]) -> None:
-    """`python -m analysis.<script>`: run `main`; a study not run yet or a store that cannot be read
-    is one line on stderr and exit status 2, not a traceback (callers of `main` get the exception)."""
+    """`python -m analysis.<script>`: run `main`; a study not run yet, a tracking URI no store can have
+    or a store that cannot be read is one line on stderr and exit status 2, not a traceback (callers
+    of `main` get the exception)."""
     try:
         main()
-    except (StudyNotRun, OSError) as error:
+    except (StudyNotRun, TrackingURIError, OSError) as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -91,7 +91,8 @@ LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_l
 def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
     """SystemExit(2), naming the job and its reason, if any of `jobs` composes a config that
     `nnresearch.config.validate` refuses, or, where the jobs run on this machine (`LOCAL_LAUNCHERS`),
-    that `check_machine` refuses: the grid sweeper's check before the first job starts."""
+    that `check_machine` refuses (no GPU, no checkpoint, a store that cannot be used): the grid
+    sweeper's check before the first job starts."""
     from nnresearch.config import check_machine, validate
 
     here = OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS
@@ -100,7 +101,7 @@ def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> N
             checked = validate(job)
             if here:
                 check_machine(checked)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             swept = [override for override in overrides if any(override not in other for other in jobs)]
             print(f"sweep refused before any run started: job {number} of {len(jobs)} ({' '.join(swept)}): {error}",
                   file=sys.stderr)

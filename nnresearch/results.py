@@ -64,7 +64,11 @@ def _client(uri: str | None) -> MlflowClient:
 
 
 class ExperimentNotFound(ValueError):
-    """No active experiment of that name in the store (the message lists the existing ones)."""
+    """No active experiment of that name in the store (the message lists the `existing` ones)."""
+
+    def __init__(self, message: str, existing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.existing = list(existing)
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
@@ -74,7 +78,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
         names = sorted(e.name for e in _all_experiments(client))
         raise ExperimentNotFound(
             f"no experiment named {name!r} in {client.tracking_uri}; existing experiments: "
-            f"{', '.join(map(repr, names)) or 'none'}"
+            f"{', '.join(map(repr, names)) or 'none'}", names
         )
     return experiment.experiment_id
 

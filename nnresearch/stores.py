@@ -23,13 +23,21 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from filelock import FileLock
-from mlflow import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# The schemes of MLflow's own tracking stores (a database scheme may name its driver: postgresql+psycopg2);
+# plugins add theirs as entry points of the group `mlflow.tracking_store`.
+MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+URI_EXAMPLES = "sqlite:///path/to/mlflow.db (the default), file:path/to/mlruns or http://host:port"
 HTTP_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 300.0
 
 _READY_STORES: set[str] = set()
+_CHECKED_STORES: set[str] = set()
+
+
+class TrackingURIError(ValueError):
+    """A tracking URI no MLflow store can have: no scheme, an unknown one, an in-memory database."""
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -52,12 +60,24 @@ def resolve_uri(uri: str | None = None) -> str:
         return uri.rstrip("/")
     if uri.startswith("file:"):
         return _absolute_file_uri(uri)
-    if "://" in uri:
-        return uri
-    raise ValueError(
-        f"tracking uri {uri!r} has no scheme; use sqlite:///path/to/mlflow.db (the default), "
-        "file:path/to/mlruns or http://host:port"
-    )
+    if "://" not in uri:
+        raise TrackingURIError(f"tracking uri {uri!r} has no scheme; use {URI_EXAMPLES}")
+    _check_scheme(uri)
+    return uri
+
+
+def _check_scheme(uri: str) -> None:
+    """TrackingURIError unless `uri`'s scheme is one MLflow has a tracking store for (a plugin's included)."""
+    import difflib
+    from importlib.metadata import entry_points
+
+    scheme = uri.partition("://")[0].partition("+")[0]
+    known = [*MLFLOW_SCHEMES, *(point.name for point in entry_points(group="mlflow.tracking_store"))]
+    if scheme not in known:
+        close = difflib.get_close_matches(scheme, known, n=1)
+        hint = f"did you mean {close[0]}://? " if close else ""
+        raise TrackingURIError(f"tracking uri {uri!r} has the scheme {scheme!r}, which no MLflow store has; {hint}"
+                               f"use {URI_EXAMPLES} (MLflow's schemes: {', '.join(known)})")
 
 
 def _absolute_sqlite_uri(uri: str) -> str:
@@ -65,7 +85,7 @@ def _absolute_sqlite_uri(uri: str) -> str:
     prefix = "sqlite:///"
     path, _, query = uri.removeprefix(prefix).partition("?")
     if not uri.startswith(prefix) or path in ("", ":memory:"):
-        raise ValueError(
+        raise TrackingURIError(
             f"tracking uri {uri!r} names no database file (an in-memory store vanishes with the "
             "process); use sqlite:///mlflow.db or sqlite:////absolute/path/mlflow.db"
         )
@@ -99,25 +119,38 @@ def store_lock(uri: str) -> AbstractContextManager[Any]:
     return nullcontext() if db is None else FileLock(_lock_path(db), timeout=LOCK_TIMEOUT_S)
 
 
-def ensure_store(uri: str | None = None) -> str:
-    """Make the store at `uri` usable and return its resolved URI; done once per process.
-
-    SQLite: check the location is writable, then create (run MLflow's migrations on) a fresh
-    database while holding `<db>-lock`, so parallel jobs never race in the migrations.
-    HTTP: check that a server answers. `file:`: MLflow 3 refuses its file store unless
-    `MLFLOW_ALLOW_FILE_STORE=true`; asking for a `file:` URI sets it in this process unless it is
-    already set. Other stores are used as they are.
-    """
+def check_store(uri: str | None = None) -> str:
+    """The resolved URI of a store this process can use, checked without opening it (cheap enough for
+    every job of a sweep before the first starts): a URI some MLflow store has (TrackingURIError), a
+    writable place for a SQLite file (PermissionError), a server that answers (ConnectionError)."""
     uri = resolve_uri(uri)
-    if uri in _READY_STORES:
+    if uri in _CHECKED_STORES:
         return uri
     db = sqlite_path(uri)
     if db is not None:
         _check_writable(db)
-        with store_lock(uri):
-            MlflowClient(uri).search_experiments(max_results=1)
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
+    _CHECKED_STORES.add(uri)
+    return uri
+
+
+def ensure_store(uri: str | None = None) -> str:
+    """Make the store at `uri` usable and return its resolved URI; done once per process.
+
+    The checks of `check_store`, then for SQLite the creation of a fresh database (MLflow's
+    migrations) while holding `<db>-lock`, so parallel jobs never race in the migrations. `file:`:
+    MLflow 3 refuses its file store unless `MLFLOW_ALLOW_FILE_STORE=true`; asking for a `file:` URI
+    sets it in this process unless it is already set. Other stores are used as they are.
+    """
+    uri = check_store(uri)
+    if uri in _READY_STORES:
+        return uri
+    if sqlite_path(uri) is not None:
+        from mlflow import MlflowClient  # not at the top: checking a store needs no MLflow
+
+        with store_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
     elif uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     _READY_STORES.add(uri)
@@ -139,14 +172,16 @@ def _check_writable(db: Path) -> None:
 
 
 def _check_server(uri: str) -> None:
-    """Raise ConnectionError naming `uri` unless an HTTP server answers its /health endpoint."""
+    """Raise ConnectionError naming `uri` unless an MLflow server answers its /health endpoint (200, or
+    401 from one behind authentication)."""
     try:
         urllib.request.urlopen(f"{uri}/health", timeout=HTTP_TIMEOUT_S).close()
     except urllib.error.HTTPError as err:
-        if err.code >= 500:
-            raise ConnectionError(
-                f"the MLflow server at {uri} answers {err.code} {err.reason}; check its logs"
-            ) from err
+        if err.code == 401:  # a server behind authentication: MLflow's client sends the credentials
+            return
+        reason = {403: "it refuses this host name (the server's --allowed-hosts)",
+                  404: "it has no MLflow server at that path"}.get(err.code, "check its logs")
+        raise ConnectionError(f"the server at {uri} answers {err.code} {err.reason} to /health: {reason}") from err
     except (urllib.error.URLError, OSError) as err:
         raise ConnectionError(
             f"no MLflow tracking server answers at {uri} ({err}); start one with "

@@ -173,9 +173,12 @@ def open_run(
         status = "KILLED"
         raise
     finally:
-        sink.end(status)
-        if parent_run_id is not None:
-            end_parent_run(uri, parent_run_id)
+        try:
+            sink.end(status)
+        finally:  # also when the run's last writes failed (it is FAILED then): the parent shows it
+            if parent_run_id is not None:
+                with signals_held():
+                    end_parent_run(uri, parent_run_id)
 
 
 def open_parent_run(

@@ -57,7 +57,10 @@ def check_store(uri: str | None) -> str:
 
     An HTTP(S) URI is returned as it is: that server already is the UI.
     """
-    uri = stores.resolve_uri(uri)
+    try:
+        uri = stores.resolve_uri(uri)
+    except stores.TrackingURIError as err:
+        raise UIError(str(err)) from None
     db = stores.sqlite_path(uri)
     if db is not None and not db.is_file():
         raise UIError(f"no MLflow store at {db} ({uri}); run an experiment first "
@@ -251,10 +254,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _show_server(uri: str, open_browser: bool) -> int:
     """An HTTP tracking URI: print it (that server is the UI); 1 if nothing answers there."""
-    print(f"MLflow UI: {uri} (a tracking server already is the UI)", flush=True)
     if not answers(uri):
-        print(f"error: nothing answers at {uri}; start the server first", file=sys.stderr)
+        print(f"error: nothing answers at {uri}; start the tracking server first", file=sys.stderr)
         return 1
+    print(f"MLflow UI: {uri} (a tracking server already is the UI)", flush=True)
     if open_browser:
         webbrowser.open(uri)
     return 0

@@ -276,6 +276,19 @@ def test_a_sweep_with_one_bad_job_is_refused_before_any_run_exists(case, no_gpu,
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*/*.log"))
 
 
+@pytest.mark.parametrize(("uri", "words"), [
+    ("http://127.0.0.1:1", "no MLflow tracking server answers at http://127.0.0.1:1"),
+    ("htp://127.0.0.1:5000", "has the scheme 'htp', which no MLflow store has; did you mean http://?"),
+])
+def test_a_sweep_into_a_store_it_cannot_use_is_refused_before_any_run_exists(uri, words, tmp_path, monkeypatch,
+                                                                            main_in_process):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process("-m", "trainer.seed=0,1", *SMALL[1:], f"tracking.uri={uri}")
+    assert code == 2, out + err
+    assert "sweep refused before any run started: job 0 of 2" in err and words in err and "Traceback" not in err, err
+    assert not list(tmp_path.glob("multirun/*/*/*.log"))
+
+
 def test_a_sweep_for_other_machines_is_not_refused_for_this_one_s(no_gpu, capsys):
     """A Slurm sweep started from a login node without a GPU: its jobs ask their own node (`check_machine`
     in each job), so the check before the first starts leaves the GPU and the checkpoints out."""

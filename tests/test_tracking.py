@@ -7,6 +7,7 @@ a store runs MLflow's migrations, seconds each); the race test creates fresh one
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import multiprocessing
 import re
@@ -14,6 +15,7 @@ import shutil
 import socket
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from nnresearch import metric_rows, mlflow_sink, sinks, stores, tracking
+from nnresearch.mlflow_sink import MLflowSink
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +76,40 @@ def test_no_uri_means_mlflow_tracking_uri_when_it_is_set(tmp_path, monkeypatch):
     assert stores.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
 
 
-@pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns"])
+@pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns", "htp://host:5000", "postgres://u@h/db"])
 def test_resolve_uri_refuses_unusable_uris(bad):
-    with pytest.raises(ValueError, match="tracking uri"):
+    with pytest.raises(stores.TrackingURIError, match="tracking uri"):
         stores.resolve_uri(bad)
+
+
+def test_a_uri_with_a_mistyped_scheme_names_the_close_one_and_a_plugin_s_scheme_passes(monkeypatch):
+    with pytest.raises(stores.TrackingURIError, match=r"scheme 'htp', which no MLflow store has; did you mean http://\?"):
+        stores.resolve_uri("htp://host:5000")
+    assert stores.resolve_uri("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"  # a driver named
+    plugin = metadata.EntryPoint("vault", "some_plugin:VaultStore", "mlflow.tracking_store")
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [plugin] if group == "mlflow.tracking_store" else [])
+    assert stores.resolve_uri("vault://store") == "vault://store"
+
+
+@pytest.mark.parametrize(("status", "words"), [(403, "refuses this host name"), (404, "no MLflow server at that path"),
+                                               (503, "check its logs")])
+def test_a_server_that_answers_health_with_an_error_is_named(status, words):
+    """An MLflow server started with --allowed-hosts refuses other host names (403) even on /health; a
+    proxy without MLflow behind that path answers 404: neither is a store to log into."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(status)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ConnectionError, match=f"{uri} answers {status} .*{words}"):
+            stores.check_store(uri)
+        server.shutdown()
 
 
 def test_ensure_store_names_an_unwritable_location(tmp_path):
@@ -394,6 +427,24 @@ def test_a_sweep_s_parent_ends_with_the_worst_status_of_its_children(uri):
     assert tracking.end_parent_run(uri, parent) == "FINISHED"  # the running child does not count
     assert set(tracking.end_running_runs(uri, parent)) == {running.info.run_id, parent}
     assert get_run(uri, parent).info.status == "KILLED"
+
+
+def test_a_job_whose_last_writes_fail_still_ends_its_parent(uri, monkeypatch):
+    """The server stops answering at the end of a job (its buffered metrics cannot be sent): the job
+    ends FAILED, and its sweep's parent, which an earlier job ended FINISHED, must show that too."""
+    parent = tracking.open_parent_run(uri, "late", "sweep")
+    with tracking.open_run(uri, "late", "job0", parent_run_id=parent):
+        pass
+    assert get_run(uri, parent).info.status == "FINISHED"
+
+    def server_gone(self):
+        raise ConnectionError("the server stopped answering")
+
+    with pytest.raises(ConnectionError), tracking.open_run(uri, "late", "job1", parent_run_id=parent) as sink:
+        monkeypatch.setattr(MLflowSink, "flush", server_gone)
+        sink.log_metrics({"loss": 1.0}, step=0)
+    assert get_run(uri, sink.run_id).info.status == "FAILED"
+    assert get_run(uri, parent).info.status == "FAILED"
 
 
 def test_parent_must_be_in_the_same_experiment(uri):

@@ -71,7 +71,14 @@ def test_http_uri_is_only_printed(capsys):
     port = ui.free_port()
     assert ui.main(["--uri", f"http://127.0.0.1:{port}/", "--no-browser"]) == 1  # nothing answers there
     out = capsys.readouterr()
-    assert f"MLflow UI: http://127.0.0.1:{port} " in out.out and "nothing answers" in out.err
+    assert "MLflow UI:" not in out.out and f"nothing answers at http://127.0.0.1:{port}" in out.err
+
+
+def test_a_uri_no_store_has_is_one_error_line(capsys):
+    for uri, words in (("htp://127.0.0.1:5000", "did you mean http://?"), ("nosuch.db", "has no scheme")):
+        assert ui.main(["--uri", uri, "--no-browser"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
 
 
 def test_swept_params_from_overrides():
