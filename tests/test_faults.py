@@ -67,11 +67,12 @@ def record(fault: str, uri: str | None, expected_steps: dict[str, int] | None = 
 
 
 def message(err: str) -> str:
-    """The reason line: a refusal before any run (`refused, no run created: ...`) or the exception
-    line as Hydra reports it (`ValueError: ...`), without its echo of the overrides or the
-    traceback, both of which repeat values given on the command line."""
+    """The reason line: a refusal before any run (`refused, no run created: ...`, or a sweep's `sweep refused
+    before any run started: job ...`) or the exception line as Hydra reports it (`ValueError: ...`),
+    without its echo of the overrides or the traceback, both of which repeat values given on the
+    command line."""
     found = [line for line in err.splitlines()
-             if re.match(r"^(refused, no run created: |[\w.]*(Error|Exception)\w*: )", line)]
+             if re.match(r"^(refused, no run created: |sweep refused before any run started: |[\w.]*(Error|Exception)\w*: )", line)]
     assert found, f"no exception message in:\n{err}"
     return found[-1]
 
