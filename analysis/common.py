@@ -32,7 +32,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
-from nnresearch.paths import replaced_atomically  # noqa: E402
+from nnresearch.files import replaced_atomically  # noqa: E402
 from nnresearch.stores import TrackingURIError, resolve_uri  # noqa: E402
 from nnresearch.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG  # noqa: E402
 
@@ -46,8 +46,9 @@ class StudyNotRun(ValueError):
     """The study has no experiment or no finished runs in the store: there is nothing to analyse yet."""
 
 
-class SweepUnfinished(StudyNotRun):
-    """The study's latest sweep has no finished run yet, while earlier sweeps have some (`--all-sweeps` reads them)."""
+class LatestSweepEmpty(StudyNotRun):
+    """The study's latest sweep has no finished run (stopped early, still running, or every job failed),
+    while earlier sweeps have some (`--all-sweeps` reads them)."""
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,15 @@ class Study:
             newest_first = frame.sort_values("start_time", ascending=False)[hashes]
             frame = frame[(newest_first.isna() | ~newest_first.duplicated()).reindex(frame.index)]
         if frame.empty:
-            earlier = self._all[(self._all["status"] == "FINISHED") & ~results.is_parent(self._all)]
-            if self.all_sweeps or earlier.empty:
+            earlier = self._all[(self._all["status"] == "FINISHED") & self._all.get(column, pd.Series(dtype=object)).notna()]
+            if self.all_sweeps or not self.parent_run_id or earlier.empty:
                 raise self._not_run("no finished runs")
-            raise SweepUnfinished(f"the latest sweep of study {self.name!r} in {self.uri} (parent run {self.parent_run_id}) "
-                              f"has no finished runs yet, earlier sweeps have {len(earlier)}: finish it (its finished "
-                              f"jobs are skipped): python -m nnresearch.run -m experiment={self.name}, or analyse "
-                              "every sweep with --all-sweeps")
+            status = self._all.loc[self._all["run_id"] == self.parent_run_id, "status"].iloc[0]
+            state = "still running" if status == "RUNNING" else f"ended {status}"
+            raise LatestSweepEmpty(
+                f"the latest sweep of study {self.name!r} in {self.uri} (parent run {self.parent_run_id}, {state}) has "
+                f"no finished run, earlier sweeps have {len(earlier)}: run it again (its finished jobs are skipped): "
+                f"python -m nnresearch.run -m experiment={self.name}, or analyse every sweep with --all-sweeps")
         return frame.reset_index(drop=True)
 
     def histories(self, metrics: Sequence[str], params: Sequence[str]) -> pd.DataFrame:
@@ -352,7 +355,7 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
             verdict = settle(verdict, study.runs, study_grid(name))
         path = args.out / f"{name}.png"
         with replaced_atomically(path) as tmp:
-            figure.savefig(tmp, dpi=110, bbox_inches="tight")
+            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
         if study.parent_run_id is not None:
             results.log_figure(study.parent_run_id, path, f"figures/{name}.png", study.uri)

@@ -3,7 +3,7 @@
     python -m analysis.report [--uri sqlite:///mlflow.db] [--out reports] [--all-sweeps]
 
 Studies that have no runs yet are listed as "not run" with the command that runs them, those whose
-latest sweep has no finished run yet (an interrupted re-run) as "latest sweep unfinished"; any other
+latest sweep has no finished run (a re-run stopped early or failed) as "latest sweep: no finished run"; any other
 error of an analysis stops the report. The report and the figures this invocation made are logged
 as artifacts of a run in the MLflow experiment `report` (created next to the store like every
 study's), which ends FAILED if the report fails.
@@ -18,14 +18,14 @@ from pathlib import Path
 
 from analysis.common import (
     URI_HELP,
+    LatestSweepEmpty,
     StudyNotRun,
-    SweepUnfinished,
     Verdict,
     check_folder,
     from_shell,
 )
 from nnresearch import results, tracking
-from nnresearch.paths import replaced_atomically
+from nnresearch.files import replaced_atomically
 
 STUDIES = (
     "vanishing_gradients", "initialization", "batch_size", "width_vs_depth", "dying_relu", "dead_at_birth",
@@ -56,21 +56,21 @@ def run_all(uri: str | None, out: Path, all_sweeps: bool = False) -> list[tuple[
 def markdown(outcomes: list[tuple[str, Verdict | StudyNotRun]]) -> str:
     """The report: a summary table of verdicts, then one section per study with its figure."""
     verdicts = [v for _, v in outcomes if isinstance(v, Verdict)]
-    unfinished = [name for name, v in outcomes if isinstance(v, SweepUnfinished)]
+    empty = [name for name, v in outcomes if isinstance(v, LatestSweepEmpty)]
     held = sum(v.held is True for v in verdicts)
     decided = sum(v.held is not None for v in verdicts)
-    not_run = len(outcomes) - len(verdicts) - len(unfinished)
+    not_run = len(outcomes) - len(verdicts) - len(empty)
     lines = ["# nnresearch: the chapter's claims, measured", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}. {held} of {decided} decided claims held; "
              f"{len(verdicts) - decided} inconclusive; {not_run} studies not run"
-             + (f"; {len(unfinished)} with no finished run in their latest sweep." if unfinished else "."), "",
+             + (f"; {len(empty)} with no finished run in their latest sweep." if empty else "."), "",
              "| study | verdict | claim |", "|---|---|---|"]
     for name, verdict in outcomes:
         if isinstance(verdict, Verdict):
             lines.append(f"| [{name}](#{name}) | {'**not held**' if verdict.held is False else verdict.outcome} | {verdict.claim} |")
-        elif isinstance(verdict, SweepUnfinished):
-            lines.append(f"| {name} | latest sweep unfinished | finish it: `python -m nnresearch.run -m experiment={name}`, "
-                         "or report every sweep: `--all-sweeps` |")
+        elif isinstance(verdict, LatestSweepEmpty):
+            lines.append(f"| {name} | latest sweep: no finished run | run it again: `python -m nnresearch.run -m "
+                         f"experiment={name}`, or report every sweep: `--all-sweeps` |")
         else:
             lines.append(f"| {name} | not run | `python -m nnresearch.run -m experiment={name}` |")
     for name, verdict in outcomes:

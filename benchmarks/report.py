@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.processes import LAUNCHERS
+from nnresearch.files import replaced_atomically
 
 CONTENDERS = ("nnresearch", "torch", "sklearn", "gemm_only", "torch_gemm_only")
 GPU_CONTENDERS = ("nnresearch_cupy", "torch_cuda", "gemm_only_cupy", "torch_gemm_only_cuda")
@@ -216,7 +217,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_xticks(range(len(shapes)), labels, fontsize=7)
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with replaced_atomically(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -224,8 +226,9 @@ def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write the three files into `out` (created if needed); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
-    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n")
-    paths["markdown"].write_text(markdown(results))
+    for kind, text in (("json", json.dumps(results, indent=2, default=str) + "\n"), ("markdown", markdown(results))):
+        with replaced_atomically(paths[kind]) as tmp:
+            tmp.write_text(text)
     if "step" in results and results["step"]["shapes"]:
         paths["plot"] = out / "results.png"
         plot(results, paths["plot"])

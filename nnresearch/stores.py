@@ -28,8 +28,12 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 # The schemes of MLflow's own tracking stores (a database scheme may name its driver: postgresql+psycopg2);
 # plugins add theirs as entry points of the group `mlflow.tracking_store`.
 MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+BARE_SCHEMES = ("databricks", "databricks-uc", "uc")  # a URI of the scheme alone, which MLflow takes too
 URI_EXAMPLES = "sqlite:///path/to/mlflow.db (the default), file:path/to/mlruns or http://host:port"
 HTTP_TIMEOUT_S = 5.0
+PROBE_PATH = "api/2.0/mlflow/experiments/get?experiment_id=0"
+# What MLflow's client sends a server's proxy as credentials.
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME")
 LOCK_TIMEOUT_S = 300.0
 
 _READY_STORES: set[str] = set()
@@ -60,6 +64,8 @@ def resolve_uri(uri: str | None = None) -> str:
         return uri.rstrip("/")
     if uri.startswith("file:"):
         return _absolute_file_uri(uri)
+    if uri.lower() in BARE_SCHEMES:  # Databricks' default profile
+        return uri
     if "://" not in uri:
         raise TrackingURIError(f"tracking uri {uri!r} has no scheme; use {URI_EXAMPLES}")
     _check_scheme(uri)
@@ -71,7 +77,7 @@ def _check_scheme(uri: str) -> None:
     import difflib
     from importlib.metadata import entry_points
 
-    scheme = uri.partition("://")[0].partition("+")[0]
+    scheme = uri.partition("://")[0].partition("+")[0].lower()  # MLflow reads schemes in any case
     known = [*MLFLOW_SCHEMES, *(point.name for point in entry_points(group="mlflow.tracking_store"))]
     if scheme not in known:
         close = difflib.get_close_matches(scheme, known, n=1)
@@ -146,9 +152,14 @@ def ensure_store(uri: str | None = None) -> str:
     uri = check_store(uri)
     if uri in _READY_STORES:
         return uri
-    if sqlite_path(uri) is not None:
+    db = sqlite_path(uri)
+    if db is not None:
         from mlflow import MlflowClient  # not at the top: checking a store needs no MLflow
 
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PermissionError(f"cannot create the directory of the MLflow store {db}: {err}") from err
         with store_lock(uri):
             MlflowClient(uri).search_experiments(max_results=1)
     elif uri.startswith("file:"):
@@ -158,30 +169,33 @@ def ensure_store(uri: str | None = None) -> str:
 
 
 def _check_writable(db: Path) -> None:
-    """Raise PermissionError naming `db` unless its directory (and file, if any) is writable."""
+    """Raise PermissionError naming `db` unless it can be written, without creating anything: the file
+    and its folder if it exists, else the nearest existing folder on its path (`ensure_store` creates
+    the rest)."""
     fix = "set tracking.uri to a writable place, e.g. sqlite:///mlflow.db in your project"
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PermissionError(
-            f"cannot create the directory of the MLflow store {db}: {err}; {fix}"
-        ) from err
-    for target in (db.parent, db):
-        if target.exists() and not os.access(target, os.W_OK):
+    existing = next(path for path in (db, *db.parents) if path.exists())
+    if existing != db and not existing.is_dir():
+        raise PermissionError(f"cannot create the directory of the MLflow store {db}: {existing} is not a directory; {fix}")
+    for target in (db.parent, db) if existing == db else (existing,):
+        if not os.access(target, os.W_OK):
             raise PermissionError(f"the MLflow store {db} is not writable ({target}); {fix}")
 
 
 def _check_server(uri: str) -> None:
-    """Raise ConnectionError naming `uri` unless an MLflow server answers its /health endpoint (200, or
-    401 from one behind authentication)."""
+    """Raise ConnectionError naming `uri` unless an MLflow server answers there. The probe is an API
+    call (`experiments/get` of the default experiment), not `/health`, which MLflow answers from any
+    host name: a JSON answer, even an error, or 401 (authentication, which MLflow's client sends) is
+    a server; 403 in plain text is its `--allowed-hosts` refusing this host name (unless credentials
+    are set for a proxy), 404 in HTML no MLflow at that path."""
     try:
-        urllib.request.urlopen(f"{uri}/health", timeout=HTTP_TIMEOUT_S).close()
+        urllib.request.urlopen(f"{uri}/{PROBE_PATH}", timeout=HTTP_TIMEOUT_S).close()
     except urllib.error.HTTPError as err:
-        if err.code == 401:  # a server behind authentication: MLflow's client sends the credentials
+        with_credentials = any(os.environ.get(name) for name in CREDENTIAL_VARIABLES)
+        if "json" in err.headers.get("Content-Type", "") or err.code == 401 or (err.code == 403 and with_credentials):
             return
         reason = {403: "it refuses this host name (the server's --allowed-hosts)",
                   404: "it has no MLflow server at that path"}.get(err.code, "check its logs")
-        raise ConnectionError(f"the server at {uri} answers {err.code} {err.reason} to /health: {reason}") from err
+        raise ConnectionError(f"the server at {uri} answers {err.code} {err.reason} to an MLflow API call: {reason}") from err
     except (urllib.error.URLError, OSError) as err:
         raise ConnectionError(
             f"no MLflow tracking server answers at {uri} ({err}); start one with "

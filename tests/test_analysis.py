@@ -27,9 +27,9 @@ from test_verdicts import (
 
 from analysis import mitigations, representation
 from analysis.common import (
+    LatestSweepEmpty,
     Study,
     StudyNotRun,
-    SweepUnfinished,
     Verdict,
     fewest_seeds,
     from_shell,
@@ -211,13 +211,13 @@ def test_fewest_seeds_ignores_settings_that_do_not_change_the_numbers():
     assert fewest_seeds(runs)[0] == 1
 
 
-def interrupted_rerun(s) -> str:
-    """A second sweep of `s`'s study started after it, whose one job is still RUNNING (a re-run stopped
-    before any job finished); returns its parent run's id."""
+def interrupted_rerun(client: MlflowClient, experiment_id: str) -> str:
+    """A sweep started after the experiment's other runs, whose one job is still RUNNING (a re-run
+    stopped before any job finished); returns its parent run's id."""
     from nnresearch import tracking
 
-    parent = s.client.create_run(s.experiment_id, tags={tracking.SWEEP_ID_TAG: "rerun", tracking.ROLE_TAG: "parent"})
-    s.client.create_run(s.experiment_id, tags={tracking.PARENT_RUN_TAG: parent.info.run_id})
+    parent = client.create_run(experiment_id, tags={tracking.SWEEP_ID_TAG: "rerun", tracking.ROLE_TAG: "parent"})
+    client.create_run(experiment_id, tags={tracking.PARENT_RUN_TAG: parent.info.run_id})
     return parent.info.run_id
 
 
@@ -225,13 +225,33 @@ def test_a_latest_sweep_without_finished_runs_says_so_and_names_all_sweeps(sweep
     s = sweep("mitigations")
     log_mitigations(s, MITIGATION_ACC[HELD])
     s.client.set_terminated(s.parent, "FINISHED")
-    rerun = interrupted_rerun(s)
-    with pytest.raises(SweepUnfinished, match=f"latest sweep .*parent run {rerun}.* earlier sweeps have 14.*--all-sweeps"):
+    rerun = interrupted_rerun(s.client, s.experiment_id)
+    with pytest.raises(LatestSweepEmpty, match=f"latest sweep .*parent run {rerun}, still running.* earlier sweeps have 14.*--all-sweeps"):
         Study("mitigations", s.uri).runs
     with pytest.raises(SystemExit) as exit:
         from_shell(lambda: mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures")]))
     assert exit.value.code == 2 and "--all-sweeps" in capsys.readouterr().err
     assert mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures"), "--all-sweeps"]).outcome == "held"
+
+
+def test_a_latest_sweep_whose_jobs_all_failed_says_it_ended_and_single_runs_are_no_earlier_sweep(sweep, mlflow_uri):
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    rerun = interrupted_rerun(s.client, s.experiment_id)
+    for run in s.client.search_runs([s.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{rerun}'"):
+        s.client.set_terminated(run.info.run_id, "FAILED")
+    s.client.set_terminated(rerun, "FAILED")
+    with pytest.raises(LatestSweepEmpty, match=f"parent run {rerun}, ended FAILED"):
+        Study("mitigations", s.uri).runs
+
+    client = MlflowClient(mlflow_uri)  # a single run (no sweep), then a sweep stopped before its first job ended
+    experiment_id = client.create_experiment("vanishing_gradients")
+    client.set_terminated(client.create_run(experiment_id).info.run_id, "FINISHED")
+    interrupted_rerun(client, experiment_id)
+    with pytest.raises(StudyNotRun, match="no finished runs") as refused:
+        Study("vanishing_gradients", mlflow_uri).runs
+    assert not isinstance(refused.value, LatestSweepEmpty)
 
 
 @pytest.mark.parametrize("out", ["a_file", "figure.png"])

@@ -67,15 +67,15 @@ def test_report_refuses_a_store_that_does_not_exist_and_creates_nothing(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_report_tells_an_unfinished_latest_sweep_from_a_study_not_run(mlflow_uri, tmp_path):
+def test_report_tells_a_latest_sweep_without_finished_runs_from_a_study_not_run(mlflow_uri, tmp_path):
     from test_analysis import interrupted_rerun
 
     s = Sweep(mlflow_uri, "mitigations", tmp_path)
     log_mitigations(s, MITIGATION_ACC[HELD])
     s.client.set_terminated(s.parent, "FINISHED")
-    interrupted_rerun(s)
+    interrupted_rerun(s.client, s.experiment_id)
     text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports")]).read_text()
-    assert "| mitigations | latest sweep unfinished |" in text and "| vanishing_gradients | not run |" in text
+    assert "| mitigations | latest sweep: no finished run |" in text and "| vanishing_gradients | not run |" in text
     assert "13 studies not run; 1 with no finished run in their latest sweep." in text
     text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports"), "--all-sweeps"]).read_text()
     assert "| [mitigations](#mitigations) | held |" in text and "13 studies not run." in text

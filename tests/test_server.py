@@ -210,3 +210,34 @@ def test_histories_and_artifacts_come_back_through_the_server(server, sweep, tmp
         assert {"W1", "b1"} <= set(archive.files)
     stored = list(artifacts.rglob("final.npz"))
     assert len(stored) == 4, "the server keeps every run's artifacts in --artifacts-destination"
+
+
+def test_a_server_s_allowed_hosts_and_a_mistyped_path_are_refused_before_any_run(tmp_path):
+    """docs/scaling.md's `--allowed-hosts`, listing 127.0.0.1 but not `localhost`: MLflow answers /health to any
+    host name, so the store check probes its API, where the refusal shows (403); a path that is not MLflow's
+    answers 404. Both are refused by `stores.check_store`, which runs before a run or a sweep's first job."""
+    from nnresearch import stores
+
+    port = free_port()
+    log = tmp_path / "mlflow-server.log"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    with open(log, "w") as out:
+        process = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                                    "--allowed-hosts", f"mlflow.example.org,127.0.0.1:{port}"],
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
+                                   start_new_session=True)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", process, log)
+        assert stores.check_store(f"http://127.0.0.1:{port}") == f"http://127.0.0.1:{port}"
+        with pytest.raises(ConnectionError, match="answers 403 .*refuses this host name"):
+            stores.check_store(f"http://localhost:{port}")
+        with pytest.raises(ConnectionError, match="answers 404 .*no MLflow server at that path"):
+            stores.check_store(f"http://127.0.0.1:{port}/typo")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -86,30 +86,70 @@ def test_a_uri_with_a_mistyped_scheme_names_the_close_one_and_a_plugin_s_scheme_
     with pytest.raises(stores.TrackingURIError, match=r"scheme 'htp', which no MLflow store has; did you mean http://\?"):
         stores.resolve_uri("htp://host:5000")
     assert stores.resolve_uri("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"  # a driver named
+    for as_mlflow_takes_it in ("HTTPS://host", "Databricks://profile", "databricks", "databricks-uc"):
+        assert stores.resolve_uri(as_mlflow_takes_it) == as_mlflow_takes_it
     plugin = metadata.EntryPoint("vault", "some_plugin:VaultStore", "mlflow.tracking_store")
     monkeypatch.setattr(metadata, "entry_points", lambda group: [plugin] if group == "mlflow.tracking_store" else [])
     assert stores.resolve_uri("vault://store") == "vault://store"
 
 
-@pytest.mark.parametrize(("status", "words"), [(403, "refuses this host name"), (404, "no MLflow server at that path"),
-                                               (503, "check its logs")])
-def test_a_server_that_answers_health_with_an_error_is_named(status, words):
-    """An MLflow server started with --allowed-hosts refuses other host names (403) even on /health; a
-    proxy without MLflow behind that path answers 404: neither is a store to log into."""
+def serving(status: int, content_type: str) -> contextlib.AbstractContextManager[str]:
+    """A local HTTP server answering every GET with `status` and a body of `content_type`; yields its URI."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_error(status)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.end_headers()
+            self.wfile.write(b"{}" if "json" in content_type else b"no")
 
         def log_message(self, *args):
             pass
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        uri = f"http://127.0.0.1:{server.server_address[1]}"
+    @contextlib.contextmanager
+    def running():
+        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                yield f"http://127.0.0.1:{server.server_address[1]}"
+            finally:
+                server.shutdown()
+
+    return running()
+
+
+@pytest.mark.parametrize(("status", "words"), [(403, "refuses this host name"), (404, "no MLflow server at that path"),
+                                               (503, "check its logs")])
+def test_a_server_that_answers_an_api_call_with_a_plain_error_is_named(status, words, monkeypatch):
+    """An MLflow server started with --allowed-hosts refuses other host names (403, plain text) on its API
+    (tests/test_server.py checks a real one); a proxy without MLflow behind that path answers 404 in HTML."""
+    for name in stores.CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with serving(status, "text/plain") as uri:
         with pytest.raises(ConnectionError, match=f"{uri} answers {status} .*{words}"):
             stores.check_store(uri)
-        server.shutdown()
+
+
+@pytest.mark.parametrize(("status", "content_type", "credentials"), [
+    (404, "application/json", None), (403, "application/json", None), (401, "text/html", None),
+    (403, "text/html", "MLFLOW_TRACKING_TOKEN")])
+def test_a_server_that_answers_as_mlflow_or_asks_for_credentials_passes(status, content_type, credentials, monkeypatch):
+    """A JSON error is MLflow answering (no experiment 0, no permission for it); 401 asks for the credentials
+    MLflow's client sends, and so may a proxy's 403 when they are set."""
+    for name in stores.CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if credentials:
+        monkeypatch.setenv(credentials, "secret")
+    with serving(status, content_type) as uri:
+        assert stores.check_store(uri) == uri
+
+
+def test_checking_a_store_creates_nothing_and_ensuring_it_creates_its_folders(tmp_path):
+    """`check_store` runs for every job of a sweep before the first starts, also when a later job is refused."""
+    uri = f"sqlite:///{tmp_path / 'new' / 'sub' / 'mlflow.db'}"
+    assert stores.check_store(uri) == uri and not (tmp_path / "new").exists()
+    stores.ensure_store(uri)
+    assert (tmp_path / "new" / "sub" / "mlflow.db").is_file()
 
 
 def test_ensure_store_names_an_unwritable_location(tmp_path):

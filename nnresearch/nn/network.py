@@ -17,7 +17,7 @@ import numpy as np
 from nnresearch import backend
 from nnresearch.backend import namespace
 from nnresearch.nn.losses import ONE_HOT_HEADS, Head
-from nnresearch.paths import replaced_atomically
+from nnresearch.files import replaced_atomically
 
 Array = Any
 
@@ -174,7 +174,7 @@ class Network:
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """np.savez to `path` through `paths.replaced_atomically`: a crash never leaves a half-written file,
+    """np.savez to `path` through `files.replaced_atomically`: a crash never leaves a half-written file,
     and the file gets the permissions of any new file (0666 less the umask), so a team shares
     checkpoints as it shares the rest of its files (`tempfile.mkstemp` would make them 0600)."""
     with replaced_atomically(path) as tmp, open(tmp, "xb") as f:
