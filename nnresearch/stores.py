@@ -5,6 +5,9 @@ Ground floor: this module knows MLflow's stores and nothing of runs, the network
 - URIs are made absolute (`resolve_uri`), so Hydra changing the working directory or a joblib
   worker starting elsewhere never moves the store. The default is `MLFLOW_TRACKING_URI` if set, else
   MLflow 3's `sqlite:///mlflow.db`.
+- A store is checked without being opened (`check_store`: a scheme some MLflow store has, a
+  writable place for a SQLite file, a server that answers MLflow's API), cheaply enough to run
+  before every job of a sweep.
 - A fresh SQLite store is created under a file lock (`ensure_store`): MLflow's schema migrations
   race when several processes create the same database at once.
 
@@ -52,7 +55,8 @@ def resolve_uri(uri: str | None = None) -> str:
 
     `sqlite:///relative.db` and `file:relative` are made absolute against the current working
     directory; `http(s)://` URIs pass through (without a trailing slash); other `scheme://` URIs
-    (postgresql, mysql, databricks) pass through untouched.
+    (postgresql, mysql, databricks) pass through untouched if some MLflow store has their scheme.
+    TrackingURIError for a URI without a scheme, with an unknown one, or of an in-memory database.
     """
     if uri is None or uri == "":
         uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
