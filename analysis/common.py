@@ -123,23 +123,21 @@ class Study:
         `all_sweeps`, where a config (and seed) that ran more than once counts once, by its newest run."""
         frame = self._all[self._all["status"] == "FINISHED"]
         column = f"tags.{PARENT_RUN_TAG}"
-        if column in frame:
-            frame = frame[frame[column].notna()] if self.parent_run_id else frame
-            if not self.all_sweeps and self.parent_run_id:
-                frame = frame[frame[column] == self.parent_run_id]
+        in_sweeps = frame[frame[column].notna()] if column in frame else frame.iloc[:0]
+        if column in frame and self.parent_run_id:
+            frame = in_sweeps if self.all_sweeps else in_sweeps[in_sweeps[column] == self.parent_run_id]
         hashes = f"tags.{CONFIG_HASH_TAG}"
         if self.all_sweeps and hashes in frame:  # a config run again (after a code change) counts once: its newest run
             newest_first = frame.sort_values("start_time", ascending=False)[hashes]
             frame = frame[(newest_first.isna() | ~newest_first.duplicated()).reindex(frame.index)]
         if frame.empty:
-            earlier = self._all[(self._all["status"] == "FINISHED") & self._all.get(column, pd.Series(dtype=object)).notna()]
-            if self.all_sweeps or not self.parent_run_id or earlier.empty:
+            if self.all_sweeps or not self.parent_run_id or in_sweeps.empty:
                 raise self._not_run("no finished runs")
             status = self._all.loc[self._all["run_id"] == self.parent_run_id, "status"].iloc[0]
             state = "still running" if status == "RUNNING" else f"ended {status}"
             raise LatestSweepEmpty(
                 f"the latest sweep of study {self.name!r} in {self.uri} (parent run {self.parent_run_id}, {state}) has "
-                f"no finished run, earlier sweeps have {len(earlier)}: run it again (its finished jobs are skipped): "
+                f"no finished run, earlier sweeps have {len(in_sweeps)}: run it again (its finished jobs are skipped): "
                 f"python -m nnresearch.run -m experiment={self.name}, or analyse every sweep with --all-sweeps")
         return frame.reset_index(drop=True)
 

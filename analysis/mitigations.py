@@ -28,7 +28,7 @@ CHOICES = {
     ("exploding", "relu_he"): "relu_he", ("exploding", "weight_decay"): "weight_decay",
 }
 CASES = {case: tuple(name for (of, name) in CHOICES if of == case) for case in ("vanishing", "exploding")}
-SHARED = "relu_he"
+SHARED, = set(CASES["vanishing"]) & set(CASES["exploding"]) - {"baseline"}  # relu_he: one set of runs, both cases
 
 
 def with_cases(runs: pd.DataFrame) -> pd.DataFrame:
@@ -77,8 +77,8 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     bars.axhline(chance.iloc[0], color="gray", linestyle=":", label="chance")
     bars.set(ylabel="final validation accuracy (diverged = chance)", ylim=(0, 1.05), title="each mitigation against its baseline")
     bars.legend(loc="upper left")
+    same_init = ", ".join(variant for variant in CASES["exploding"] if variant != SHARED)
     for (case, name), rows in at_init.groupby(["case", "variant"]):
-        same_init = ", ".join(variant for variant in CASES["exploding"] if variant != SHARED)
         label = (f"exploding: {same_init} (same init)" if case == "exploding"
                  else f"both cases: {name}" if name == SHARED else f"{case}: {name}")
         plot_band(grads, mean_band(rows, ["layer"], "value"), "layer", label,

@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
     arrays = load_npz(path)
     _check_is_checkpoint(path, arrays.keys())
     if settings is not None and "settings" in arrays:
-        check_settings(path, json.loads(str(arrays["settings"])), settings)
+        check_settings(path, _saved_settings(arrays), settings)
     optimizer_state = {k.removeprefix(OPTIM_PREFIX): v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     network_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX) and k not in META}
     try:
@@ -69,13 +69,18 @@ def read_metadata(path: str | Path) -> tuple[int, dict[str, str] | None]:
     """The finished epochs and the settings (None when written without) of the checkpoint at `path`,
     read without its arrays, so a config check can read them before any run exists. A missing,
     unreadable or foreign file raises a ValueError naming it."""
-    path = Path(path)
-    if not path.is_file():
+    try:
+        meta = load_npz(path, META)
+    except FileNotFoundError:
         raise ValueError(f"no checkpoint at {path} (no such file); give one that trainer.checkpoint_every wrote, "
-                         "<output dir>/checkpoints/epochNNNNN.npz")
-    meta = load_npz(path, META)
+                         "<output dir>/checkpoints/epochNNNNN.npz") from None
     _check_is_checkpoint(path, meta.keys())
-    return int(meta["epoch"]), json.loads(str(meta["settings"])) if "settings" in meta else None
+    return int(meta["epoch"]), _saved_settings(meta) if "settings" in meta else None
+
+
+def _saved_settings(arrays: Mapping[str, Any]) -> dict[str, str]:
+    """The settings a checkpoint was written with (`config.resume_settings`), stored as JSON text."""
+    return json.loads(str(arrays["settings"]))
 
 
 def check_epochs_left(path: str | Path, epoch: int, epochs: int) -> None:

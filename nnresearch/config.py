@@ -310,10 +310,13 @@ def _classes(d: DataConfig) -> int:
     from nnresearch.data import DATA_TASKS
     from nnresearch.data.real import MNIST1D_CLASSES
     from nnresearch.data.registry import generator_arguments
+    from nnresearch.data.splits import STRATIFIED_TASKS
 
     task = DATA_TASKS[d.name]
-    if task != "multiclass":
-        return 2 if task == "binary" else 1
+    if task not in STRATIFIED_TASKS:
+        return 1
+    if task == "binary":
+        return 2
     if d.n_classes is not None:
         return d.n_classes
     return generator_arguments(d.name).get("n_classes", MNIST1D_CLASSES)  # mnist1d alone has no n_classes
@@ -346,6 +349,7 @@ def _check_splits(d: DataConfig) -> None:
     """`data.n_samples` (or the data set's own count) leaves every split the examples it needs. digits
     and breast_cancer default to their whole set, whose size is known only once loaded (1,797 and 569)."""
     from nnresearch.data.registry import generator_arguments
+    from nnresearch.data.splits import MIN_PER_CLASS
 
     n = d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
     classes = _classes(d)
@@ -353,7 +357,7 @@ def _check_splits(d: DataConfig) -> None:
         return
     given = f"data.n_samples={n}" if d.n_samples is not None else f"data.n_samples (unset: data={d.name}'s {n})"
     need = "one example in val and in test, two in train" if classes == 1 else \
-        f"one example of each of its {classes} classes in val and test, {max(classes, 2)} in train, 3 of every class"
+        f"one example of each of its {classes} classes in val and test, {max(classes, 2)} in train, {MIN_PER_CLASS} of every class"
     raise ValueError(f"{given} is out of range for data={d.name} split by data.val_fraction={d.val_fraction} and "
                      f"data.test_fraction={d.test_fraction}; expected data.n_samples >= "
                      f"{_least_samples(classes, d.val_fraction, d.test_fraction)} ({need})")
@@ -431,8 +435,8 @@ def _check_resume(c: Config) -> None:
         return
     try:
         epoch, saved = read_metadata(t.resume)
-        if saved is not None:  # the flat values resume_settings stores: str() of every schema field
-            check_settings(t.resume, saved, {key: str(value) for key, value in _schema_fields(c)})
+        if saved is not None:
+            check_settings(t.resume, saved, resume_settings(c))
     except ValueError as error:
         raise ValueError(f"trainer.resume: {error}") from None
     check_epochs_left(t.resume, epoch, t.epochs)
@@ -501,6 +505,17 @@ def check_machine(c: Config) -> None:
 
 # What does not change a run's numbers: where it is logged, how it reports, its checkpoint cadence.
 HASH_EXCLUDED = ("tracking", "trainer.progress", "trainer.checkpoint_every", "trainer.resume")
+# Keys a checkpoint's numbers do not depend on: where and how a run reports, and how far it goes
+# (trainer.epochs only moves the lr of the cosine schedule, whose T is the run's total steps).
+RESUME_FREE = (*HASH_EXCLUDED, "trainer.epochs", "trainer.eval_every", "trainer.probe_every", "trainer.gradient_noise",
+               "trainer.device", "study", "objective")
+
+
+def resume_settings(cfg: Config) -> dict[str, str]:
+    """The flat config keys a checkpoint's numbers depend on (all but `RESUME_FREE`), as stored in it
+    and compared when a run resumes from it (`_check_resume`, `experiment.resume`)."""
+    free = RESUME_FREE if cfg.optim.schedule != "cosine" else tuple(k for k in RESUME_FREE if k != "trainer.epochs")
+    return {key: str(value) for key, value in _schema_fields(cfg) if not within(key, free)}
 
 
 def within(key: str, dotted_keys: Sequence[str]) -> bool:

@@ -20,12 +20,12 @@ import numpy as np
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import check_epochs_left, load_checkpoint, save_checkpoint
-from nnresearch.config import DEFAULT_HEADS, HASH_EXCLUDED, OPTIMIZER_FIELDS, Config, config_hash, within
+from nnresearch.config import DEFAULT_HEADS, OPTIMIZER_FIELDS, Config, config_hash, resume_settings
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
-from nnresearch.nn.losses import argmax_accuracy, threshold_accuracy
+from nnresearch.nn.losses import ONE_HOT_HEADS, argmax_accuracy, threshold_accuracy
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.nn.schedules import make_schedule
@@ -34,10 +34,6 @@ from nnresearch.train import LoopOptions, Splits, batch_starts, evaluate, train
 
 PERMUTATION_SEED = 1234  # one fixed feature permutation for every run of the inductive-bias study
 TASK_ACCURACY = {"binary": threshold_accuracy, "multilabel": threshold_accuracy, "multiclass": argmax_accuracy}
-# Keys a checkpoint's numbers do not depend on: where and how a run reports, and how far it goes
-# (trainer.epochs only moves the lr of the cosine schedule, whose T is the run's total steps).
-RESUME_FREE = (*HASH_EXCLUDED, "trainer.epochs", "trainer.eval_every", "trainer.probe_every", "trainer.gradient_noise",
-               "trainer.device", "study", "objective")
 SHORT_INIT = {"xavier_normal": "xavier", "xavier_uniform": "xavieru", "he_normal": "he", "he_uniform": "heu",
               "lecun_normal": "lecun", "normal": "normal", "uniform": "uniform", "zeros": "zeros", "constant": "const"}
 
@@ -151,7 +147,7 @@ def device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits
         return xp.asarray(np.ascontiguousarray(a), dtype=dtype)
 
     def targets(Y: np.ndarray) -> Any:
-        if data.task == "multilabel" and "softmax" in head:
+        if data.task == "multilabel" and head in ONE_HOT_HEADS:
             counts = Y.sum(axis=0, keepdims=True)
             Y = np.where(counts > 0, Y / np.maximum(counts, 1), 1.0 / Y.shape[0])
         return cast(Y)
@@ -279,12 +275,6 @@ def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tu
         raise RefusedBeforeRun(f"model.head={cfg.model.head} cannot fit data.name={cfg.data.name} ({data.task} targets): "
                                f"{error}; set model.head={fitting}, or leave model.head unset ({data.task} data gets "
                                f"{fitting})") from error
-
-
-def resume_settings(cfg: Config) -> dict[str, str]:
-    """The flat config keys a checkpoint's numbers depend on (all but `RESUME_FREE`), as stored in it."""
-    free = RESUME_FREE if cfg.optim.schedule != "cosine" else tuple(k for k in RESUME_FREE if k != "trainer.epochs")
-    return {key: value for key, value in flatten(asdict(cfg)).items() if not within(key, free)}
 
 
 def resume(cfg: Config, network: Network, optimizer: Any, rng: np.random.Generator, settings: dict[str, str]) -> int:

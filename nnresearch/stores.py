@@ -17,6 +17,7 @@ sidecars.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 import urllib.request
@@ -76,13 +77,21 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri
 
 
+@functools.cache
+def _known_schemes() -> tuple[str, ...]:
+    """MLflow's own tracking-store schemes and those its installed plugins register (read once: the
+    scan of the installed packages takes milliseconds, and every store call resolves its URI)."""
+    from importlib.metadata import entry_points
+
+    return (*MLFLOW_SCHEMES, *(point.name for point in entry_points(group="mlflow.tracking_store")))
+
+
 def _check_scheme(uri: str) -> None:
     """TrackingURIError unless `uri`'s scheme is one MLflow has a tracking store for (a plugin's included)."""
     import difflib
-    from importlib.metadata import entry_points
 
     scheme = uri.partition("://")[0].partition("+")[0].lower()  # MLflow reads schemes in any case
-    known = [*MLFLOW_SCHEMES, *(point.name for point in entry_points(group="mlflow.tracking_store"))]
+    known = _known_schemes()
     if scheme not in known:
         close = difflib.get_close_matches(scheme, known, n=1)
         hint = f"did you mean {close[0]}://? " if close else ""

@@ -303,8 +303,8 @@ def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") ->
     MlflowClient(ensure_store(uri)).set_terminated(run_id, status)
 
 
-def finished_runs_with_config(uri: str | None, experiment_name: str, config_hash: str, code_version: str | None = None,
-                              max_results: int = 10) -> list[Run]:
+def finished_runs_with_config(uri: str | None, experiment_name: str, config_hash: str, code_version: str | None = None, *,
+                              max_results: int) -> list[Run]:
     """The newest FINISHED runs of `experiment_name` tagged with `config_hash` (and with `code_version`
     unless it is None), newest first, at most `max_results`."""
     uri = ensure_store(uri)

@@ -424,6 +424,14 @@ def test_the_code_version_follows_the_package_source_not_other_files(tmp_path):
     assert experiment.source_digest(package) == renamed != before and len(experiment.code_version()) == 16
 
 
+@pytest.mark.parametrize("library", experiment.CODE_LIBRARIES)
+def test_the_code_version_changes_with_each_library_that_makes_the_numbers(library, monkeypatch):
+    before = experiment.code_version.__wrapped__()
+    real = experiment._installed_version
+    monkeypatch.setattr(experiment, "_installed_version", lambda name: "9.9.9" if name == library else real(name))
+    assert experiment.code_version.__wrapped__() != before
+
+
 def test_the_code_version_is_the_same_in_every_process(tmp_path):
     """A sweep's jobs in joblib workers or on other nodes tag their runs as the launching process would."""
     ask = [sys.executable, "-c", "from nnresearch.experiment import code_version; print(code_version())"]

@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_resolve_uri_refuses_unusable_uris(bad):
         stores.resolve_uri(bad)
 
 
-def test_a_uri_with_a_mistyped_scheme_names_the_close_one_and_a_plugin_s_scheme_passes(monkeypatch):
+def test_a_uri_with_a_mistyped_scheme_names_the_close_one_and_a_plugin_s_scheme_passes(monkeypatch, request):
     with pytest.raises(stores.TrackingURIError, match=r"scheme 'htp', which no MLflow store has; did you mean http://\?"):
         stores.resolve_uri("htp://host:5000")
     assert stores.resolve_uri("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"  # a driver named
@@ -90,10 +91,13 @@ def test_a_uri_with_a_mistyped_scheme_names_the_close_one_and_a_plugin_s_scheme_
         assert stores.resolve_uri(as_mlflow_takes_it) == as_mlflow_takes_it
     plugin = metadata.EntryPoint("vault", "some_plugin:VaultStore", "mlflow.tracking_store")
     monkeypatch.setattr(metadata, "entry_points", lambda group: [plugin] if group == "mlflow.tracking_store" else [])
+    stores._known_schemes.cache_clear()  # read once per process: this one installs a plugin
+    request.addfinalizer(stores._known_schemes.cache_clear)
     assert stores.resolve_uri("vault://store") == "vault://store"
 
 
-def serving(status: int, content_type: str) -> contextlib.AbstractContextManager[str]:
+@contextlib.contextmanager
+def serving(status: int, content_type: str) -> Iterator[str]:
     """A local HTTP server answering every GET with `status` and a body of `content_type`; yields its URI."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -106,16 +110,12 @@ def serving(status: int, content_type: str) -> contextlib.AbstractContextManager
         def log_message(self, *args):
             pass
 
-    @contextlib.contextmanager
-    def running():
-        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            try:
-                yield f"http://127.0.0.1:{server.server_address[1]}"
-            finally:
-                server.shutdown()
-
-    return running()
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
 
 
 @pytest.mark.parametrize(("status", "words"), [(403, "refuses this host name"), (404, "no MLflow server at that path"),
