@@ -1,4 +1,5 @@
-"""Hydra callbacks: a check of a search's direction before any trial (`hydra.callbacks.sweep_check`),
+"""Hydra callbacks: a check of a single run's config before Hydra creates its output folder
+(`hydra.callbacks.run_check`), a check of a search's direction before any trial (`hydra.callbacks.sweep_check`),
 a progress bar over the jobs of a sweep (`hydra.callbacks.sweep_progress`), and a guard that
 leaves no run RUNNING when a local sweep is interrupted (`hydra.callbacks.sweep_guard`); and the
 grid's expansion they share with the grid sweeper (`hydra_plugins.nnresearch_sweeper`), whose
@@ -25,7 +26,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -62,10 +63,15 @@ def _job_configs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> Iter
     grid sweeper's `nnresearch.composition.ComposeOncePerChoice`, which keeps what it composes here
     for the jobs to reuse."""
     for overrides in jobs:
-        job = loader.load_sweep_config(config, overrides)
-        with open_dict(job):
-            del job["hydra"]
-        yield job
+        yield _without_hydra(loader.load_sweep_config(config, overrides))
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    """A copy of `config` without its `hydra` node: what the task function gets."""
+    job = config.copy()
+    with open_dict(job):
+        del job["hydra"]
+    return job
 
 
 # The direction in which each objective improves; a search told the other way finds the worst config.
@@ -91,21 +97,55 @@ LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_l
 def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
     """SystemExit(2), naming the job and its reason, if any of `jobs` composes a config that
     `nnresearch.config.validate` refuses, or, where the jobs run on this machine (`LOCAL_LAUNCHERS`),
-    that `check_machine` refuses (no GPU, no checkpoint, a store that cannot be used): the grid
-    sweeper's check before the first job starts."""
+    that `check_machine` refuses (no GPU, no checkpoint); then each tracking store the jobs use is
+    checked once (`stores.check_store`), and one that every job uses is refused as the sweep's, not
+    its first job's. The grid sweeper's check before the sweep's folder or any run exists."""
     from nnresearch.config import check_machine, validate
+    from nnresearch.stores import check_store
 
     here = OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS
+    jobs_of_store: dict[str | None, list[int]] = {}
     for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
         try:
             checked = validate(job)
             if here:
-                check_machine(checked)
+                check_machine(checked, store=False)
         except (ValueError, OSError) as error:
             swept = [override for override in overrides if any(override not in other for other in jobs)]
-            print(f"sweep refused before any run started: job {number} of {len(jobs)} ({' '.join(swept)}): {error}",
-                  file=sys.stderr)
-            raise SystemExit(2) from None
+            _refuse_sweep(f"job {number} of {len(jobs)} ({' '.join(swept)}): {error}")
+        if here and checked.tracking.enabled:
+            jobs_of_store.setdefault(checked.tracking.uri, []).append(number)
+    for uri, numbers in jobs_of_store.items():
+        try:
+            check_store(uri)
+        except (ValueError, OSError) as error:
+            which = "" if len(numbers) == len(jobs) else f"jobs {', '.join(map(str, numbers))} of {len(jobs)}: "
+            _refuse_sweep(f"{which}{error}")
+
+
+def _refuse_sweep(reason: str) -> NoReturn:
+    print(f"sweep refused before any run started: {reason}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def refuse_run(error: Exception) -> NoReturn:
+    """A run refused before it exists: one line on stderr, exit status 2 (no traceback)."""
+    print(f"refused, no run created: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+class RunCheck(Callback):
+    """Refuse a single run's bad config or unusable machine before Hydra creates its output folder
+    (`hydra.callbacks.run_check`): `on_run_start` comes before Hydra's `outputs/<date>/<time>/`.
+    The run validates again where it starts (`nnresearch.run.main`), which a sweep's jobs rely on."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from nnresearch.config import check_machine, validate
+
+        try:
+            check_machine(validate(_without_hydra(config)))
+        except (ValueError, OSError) as error:
+            refuse_run(error)
 
 
 class SweepCheck(Callback):

@@ -488,16 +488,17 @@ def validate(cfg: DictConfig | Config) -> Config:
     return c
 
 
-def check_machine(c: Config) -> None:
+def check_machine(c: Config, *, store: bool = True) -> None:
     """A ValueError or OSError if this machine cannot start the run of the validated config `c`: no
-    GPU for `trainer.device=gpu`, no checkpoint here that `trainer.resume` can continue, or a
-    tracking store it cannot use (`stores.check_store`: a URI no store has, an unwritable folder, a
-    server that does not answer). The command line calls it for every run; the grid sweeper for
-    every job before the first starts, where the launcher runs the jobs on this machine (not
-    Slurm's or Ray's, whose nodes may have the GPU or reach the server)."""
+    GPU for `trainer.device=gpu`, no checkpoint here that `trainer.resume` can continue, or (unless
+    `store=False`) a tracking store it cannot use (`stores.check_store`: a URI no store has, an
+    unwritable folder, a server that does not answer). The command line calls it for every run; the
+    grid sweeper for every job before the first starts, where the launcher runs the jobs on this
+    machine (not Slurm's or Ray's, whose nodes may have the GPU or reach the server), checking each
+    store once for the jobs that share it."""
     _check_device(c.trainer)
     _check_resume(c)
-    if c.tracking.enabled:
+    if store and c.tracking.enabled:
         from nnresearch.stores import check_store
 
         check_store(c.tracking.uri)

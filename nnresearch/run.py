@@ -103,8 +103,9 @@ def _refused_plainly(in_sweep: bool, errors: tuple[type[Exception], ...] = (Valu
     except errors as error:
         if in_sweep:
             raise
-        print(f"refused, no run created: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        from nnresearch.callbacks import refuse_run
+
+        refuse_run(error)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")

@@ -227,6 +227,7 @@ def test_a_single_run_is_refused_in_one_line_before_its_run_exists(case, no_gpu,
     assert code == 2, out + err
     assert err.startswith("refused, no run created:") and words in err and "Traceback" not in err, err
     assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
+    assert not (tmp_path / "run").exists(), "refused before Hydra creates the run's folder (callbacks.RunCheck)"
 
 
 def test_a_single_run_resuming_a_checkpoint_of_other_settings_is_refused_in_one_line(checkpoint, mlflow_uri, tmp_path,
@@ -273,20 +274,31 @@ def test_a_sweep_with_one_bad_job_is_refused_before_any_run_exists(case, no_gpu,
     code, out, err = main_in_process("-m", *overrides, *SMALL[1:], f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")
     assert code == 2, out + err
     assert "sweep refused before any run started" in err and words in err, err
-    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*/*.log"))
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
 
 
 @pytest.mark.parametrize(("uri", "words"), [
     ("http://127.0.0.1:1", "no MLflow tracking server answers at http://127.0.0.1:1"),
-    ("htp://127.0.0.1:5000", "has the scheme 'htp', which no MLflow store has; did you mean http://?"),
+    ("htp://127.0.0.1:5000", "tracking uri 'htp://127.0.0.1:5000' has the scheme 'htp', which no MLflow store has; did you mean http://?"),
 ])
 def test_a_sweep_into_a_store_it_cannot_use_is_refused_before_any_run_exists(uri, words, tmp_path, monkeypatch,
                                                                             main_in_process):
     monkeypatch.chdir(tmp_path)
     code, out, err = main_in_process("-m", "trainer.seed=0,1", *SMALL[1:], f"tracking.uri={uri}")
     assert code == 2, out + err
-    assert "sweep refused before any run started: job 0 of 2" in err and words in err and "Traceback" not in err, err
-    assert not list(tmp_path.glob("multirun/*/*/*.log"))
+    assert err.startswith(f"sweep refused before any run started: {words}") and "Traceback" not in err, err
+    assert "job" not in err, "a store every job uses is the sweep's, not its first job's"
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_a_store_only_some_jobs_use_is_refused_naming_those_jobs(tmp_path, monkeypatch, main_in_process):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process("-m", "trainer.seed=0,1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'},http://127.0.0.1:1",
+                                     *SMALL[1:])
+    assert code == 2, out + err
+    assert err.startswith("sweep refused before any run started: jobs 1, 3 of 4: no MLflow tracking server answers at "
+                          "http://127.0.0.1:1"), err
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "multirun").exists()
 
 
 def test_a_sweep_for_other_machines_is_not_refused_for_this_one_s(no_gpu, capsys):

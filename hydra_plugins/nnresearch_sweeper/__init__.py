@@ -7,12 +7,13 @@ ms a job), and again where the job runs. This sweeper hands Hydra's loader, wrap
 choice of config groups is composed once, and each job's config is a copy of that with its other
 overrides applied. The check validates every job against nnresearch's schema
 (`nnresearch.callbacks.refuse_bad_jobs`): it catches what Hydra's check catches, and bad values
-too, before any MLflow run exists.
+too, for every batch (`max_batch_size`) before the sweep's folder or any MLflow run exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.types import HydraContext, TaskFunction
@@ -30,8 +31,15 @@ class GridSweeper(BasicSweeper):
                                callbacks=hydra_context.callbacks)
         super().setup(hydra_context=reusing, task_function=task_function, config=config)
 
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from nnresearch.callbacks import refuse_bad_jobs
+    def sweep(self, arguments: list[str]) -> Any:
+        """Hydra's sweep, after every job of every batch is checked (`refuse_bad_jobs`), before the
+        sweep's folder or any run exists."""
+        from nnresearch.callbacks import refuse_bad_jobs, sweep_jobs
 
         assert self.hydra_context is not None and self.config is not None
-        refuse_bad_jobs(self.hydra_context.config_loader, self.config, [list(job) for job in batch])
+        loader = self.hydra_context.config_loader
+        refuse_bad_jobs(loader, self.config, sweep_jobs(list(arguments), dict(self.params or {}), loader))
+        return super().sweep(arguments)
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Nothing left to check: `sweep` checked every batch's jobs before the first."""
