@@ -47,7 +47,7 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
     """Restore network, optimizer and generator from `path`; returns the number of finished epochs.
 
     A missing, truncated or foreign file, or one written with other `settings` than the ones given,
-    raises a ValueError/FileNotFoundError naming it, and leaves the network unchanged.
+    raises a ValueError/FileNotFoundError naming it, and leaves the network and optimizer unchanged.
     """
     arrays = load_npz(path)
     _check_is_checkpoint(path, arrays.keys())
@@ -55,10 +55,12 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
         check_settings(path, _saved_settings(arrays), settings)
     optimizer_state = {k.removeprefix(OPTIM_PREFIX): v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     network_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX) and k not in META}
+    previous = optimizer.state_dict()
     try:
         optimizer.load_state_dict({k: (float(v) if v.ndim == 0 else v) for k, v in optimizer_state.items()}, like=network.params())
-        network.load_state(network_state)
+        network.load_state(network_state)  # checks every array before it changes any
     except (KeyError, ValueError) as error:
+        optimizer.load_state_dict(previous, like=network.params())
         raise ValueError(f"{path} does not fit this run ({error}); resume it with the model and optim "
                          "settings it was written with") from error
     rng.bit_generator.state = json.loads(str(arrays["rng_state"]))

@@ -60,6 +60,25 @@ def test_bad_checkpoint_is_refused_and_changes_nothing(tmp_path, damage):
         np.testing.assert_array_equal(value, before[name])
 
 
+def test_a_checkpoint_whose_network_does_not_fit_leaves_the_optimizer_as_it_was(tmp_path):
+    """The optimizer's part is read first; a network part refused after it (here a NaN) puts it back."""
+    net, splits, opt, schedule, rng = setup()
+    train(net, splits, opt, schedule, LoopOptions(epochs=1, batch_size=32, progress=False), rng, MemorySink())
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, net, opt, rng, 1)
+    arrays = dict(np.load(path))
+    arrays["W1"][0, 0] = np.nan
+    np.savez(path, **arrays)
+    train(net, splits, opt, schedule, LoopOptions(epochs=1, batch_size=32, progress=False), rng, MemorySink())
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match="W1 contains NaN"):
+        load_checkpoint(path, net, opt, rng)
+    after = opt.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
 def test_missing_checkpoint_names_the_file(tmp_path):
     net, splits, opt, schedule, rng = setup()
     with pytest.raises(FileNotFoundError, match="nope.npz"):

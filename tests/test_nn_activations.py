@@ -68,6 +68,20 @@ def test_sigmoid_is_stable_for_huge_inputs(xp, dtype):
     np.testing.assert_array_equal(to_numpy(dA)[0, [0, -1]], [0.0, 0.0])
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_saturated_derivatives_keep_their_float32_precision(xp, name):
+    """Where float32 rounds sigma(z) or tanh(z) to 1 (z > ~16.6, |z| > ~9), sigma (1 - sigma) and
+    1 - tanh^2 of A would be 0; the derivatives are the true values there, the same at z and -z."""
+    z = np.array([[-20.0, -15.0, -12.0, -9.5, 9.5, 12.0, 15.0, 20.0]])
+    e = np.exp(-np.abs(z))
+    true = {"sigmoid": e / (1.0 + e) ** 2, "tanh": 1.0 / np.cosh(z) ** 2}[name]
+    g = get_activation(name)
+    Z = xp.asarray(z, dtype=xp.float32)
+    derivative = to_numpy(g.derivative(Z, g.forward(Z)))
+    assert derivative.dtype == np.float32
+    np.testing.assert_allclose(derivative, true, rtol=1e-5)
+
+
 def test_sigmoid_matches_textbook_formula_for_moderate_inputs(xp):
     z = points(xp)
     np.testing.assert_allclose(to_numpy(get_activation("sigmoid").forward(z)),

@@ -320,6 +320,17 @@ def test_load_state_accepts_a_good_state(xp):
     assert_same_arrays(state, host_state(network))  # cast back to the network's dtype
 
 
+def test_load_state_copies_the_arrays_it_is_given(xp):
+    """A network never shares its parameters with the mapping it loaded: updating one leaves the other."""
+    network = build(xp, "float32")
+    state = {name: value + 1.0 for name, value in host_state(network).items()}
+    network.load_state(state)
+    loaded = {name: value.copy() for name, value in state.items()}
+    for value in state.values():
+        value += 5.0
+    assert_same_arrays(loaded, host_state(network))
+
+
 # --- batch checks and non-finite reporting -----------------------------------------------------------
 
 

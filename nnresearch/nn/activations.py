@@ -1,8 +1,8 @@
 """Activation functions g and their derivatives g' (chapter §5), as one table.
 
 Each entry is `name -> (g, g_prime)`; `g(Z)` returns A and `g_prime(Z, A)` returns dA/dZ
-elementwise, reusing the A kept from the forward pass where the derivative is a function of it
-(sigmoid, tanh). Shapes: Z and A are `(n[l], m)`; everything keeps Z's dtype.
+elementwise. sigmoid' and tanh' are computed from Z, not as the chapter's sigma (1 - sigma) and
+1 - tanh^2 of the kept A, which round to 0 once A rounds to 1 (float32: z > ~16.6 and |z| > ~9). Shapes: Z and A are `(n[l], m)`; everything keeps Z's dtype.
 
 Value of the derivative at z = 0 (where relu and leaky_relu have a kink): relu'(0) = 0, the
 chapter's indicator 1[z > 0]; leaky_relu'(0) = alpha. All others are smooth.
@@ -34,8 +34,14 @@ def sigmoid(Z: Array) -> Array:
 
 
 def sigmoid_prime(Z: Array, A: Array) -> Array:
-    """sigma'(z) = sigma(z) (1 - sigma(z)), in (0, 0.25]."""
-    return A * (1.0 - A)
+    """sigma'(z) = sigma(z) (1 - sigma(z)) = e / (1 + e)^2 with e = e^-|z|, in (0, 0.25].
+
+    From z, not from A: in float32 sigma(z) rounds to 1 for z > ~16.6, so A (1 - A) would be 0
+    there (and off by 17% at z = 15) while sigma'(-z), the same number, stays exact."""
+    xp = namespace(Z)
+    e = xp.exp(-xp.abs(Z))
+    r = 1.0 / (1.0 + e)
+    return e * r * r
 
 
 def tanh(Z: Array) -> Array:
@@ -44,8 +50,13 @@ def tanh(Z: Array) -> Array:
 
 
 def tanh_prime(Z: Array, A: Array) -> Array:
-    """tanh'(z) = 1 - tanh(z)^2, in (0, 1]."""
-    return 1.0 - A * A
+    """tanh'(z) = 1 - tanh(z)^2 = 4 e / (1 + e)^2 with e = e^-2|z|, in (0, 1].
+
+    From z, not from A: in float32 tanh(z) rounds to +-1 for |z| > ~9, where 1 - A^2 would be 0."""
+    xp = namespace(Z)
+    e = xp.exp(-2.0 * xp.abs(Z))
+    r = 1.0 / (1.0 + e)
+    return 4.0 * e * r * r
 
 
 def relu(Z: Array) -> Array:

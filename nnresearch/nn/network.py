@@ -118,7 +118,7 @@ class Network:
         xp = namespace(next(iter(current.values())))
         converted = {}
         for name, old in current.items():
-            new = np.asarray(backend.to_numpy(state[name]))
+            new = np.array(backend.to_numpy(state[name]))  # a copy: the caller's arrays stay the caller's
             if tuple(new.shape) != tuple(old.shape):
                 raise ValueError(f"{name} has shape {tuple(new.shape)}, the network expects {tuple(old.shape)}")
             if not np.all(np.isfinite(new)):
