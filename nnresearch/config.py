@@ -24,7 +24,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from nnresearch.backend import DEVICES, DTYPES
-from nnresearch.nn.losses import ONE_HOT_HEADS  # the heads `_check_fits_data` keeps to ONE_HOT_TASKS
+from nnresearch.nn.losses import HEADS, ONE_HOT_HEADS  # the heads `_check_fits_data` checks
 
 SKIP_FINISHED = ("sweeps", "always", "never")
 MODELS = ("logistic", "softmax_regression", "mlp", "residual_mlp", "cnn1d")
@@ -472,6 +472,40 @@ def _check_fits_data(c: Config) -> None:
     if c.objective == "val/acc" and task == "regression":
         raise ValueError(f"objective=val/acc has no value for data.name={c.data.name} (regression targets: every job "
                          "would report NaN); use objective=val/loss")
+    if c.objective == "val/acc" and c.model.head is not None and HEADS[c.model.head].accuracy is None:
+        raise ValueError(f"objective=val/acc has no value with model.head={c.model.head} (an output without an "
+                         "accuracy: every job would report NaN); use objective=val/loss")
+
+
+def check_batchnorm_batches(batchnorm: bool, n_train: int | None, batch_size: int | None) -> None:
+    """ValueError if BatchNorm would normalize a batch of one example: its batch variance is 0, so
+    the layer outputs beta whatever its input and passes no gradient back, and the running variance
+    is pulled toward 0 (PyTorch refuses such a batch too). That is `trainer.batch_size=1`, or a
+    batch size that leaves the `n_train` training examples (None: not known yet) a last batch of one
+    (n_train mod B = 1)."""
+    if not batchnorm or batch_size is None:
+        return
+    if batch_size == 1:
+        raise ValueError("trainer.batch_size=1 with model.batchnorm=true: a batch of one example has variance 0, so "
+                         "BatchNorm outputs beta whatever its input and trains nothing; use trainer.batch_size >= 2")
+    if n_train is None or n_train % batch_size != 1:
+        return
+    fits = next(b for b in range(batch_size + 1, n_train + 2) if n_train % b != 1)
+    raise ValueError(f"trainer.batch_size={batch_size} with model.batchnorm=true leaves the {n_train} training "
+                     f"examples a last batch of one, whose variance is 0 (BatchNorm trains nothing on it); "
+                     f"use another batch size, e.g. {fits}")
+
+
+def _check_batchnorm(c: Config) -> None:
+    """`check_batchnorm_batches` wherever the training split's size is known before loading (from
+    `data.n_samples` or the generator's count; digits and breast_cancer are checked once loaded)."""
+    from nnresearch.data.registry import generator_arguments
+    from nnresearch.data.splits import split_counts
+
+    d = c.data
+    n = d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
+    n_train = split_counts(n, d.val_fraction, d.test_fraction)["train"] if n is not None else None
+    check_batchnorm_batches(c.model.batchnorm, n_train, c.trainer.batch_size)
 
 
 def validate(cfg: DictConfig | Config) -> Config:
@@ -484,6 +518,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_trainer(c.trainer)  # before optim: its warmup bound reads trainer.epochs
     _check_optim(c.optim, c.trainer)
     _check_fits_data(c)
+    _check_batchnorm(c)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
     return c
 

@@ -20,7 +20,8 @@ import numpy as np
 from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import check_epochs_left, load_checkpoint, save_checkpoint
-from nnresearch.config import DEFAULT_HEADS, OPTIMIZER_FIELDS, Config, config_hash, resume_settings
+from nnresearch.config import (DEFAULT_HEADS, OPTIMIZER_FIELDS, Config, check_batchnorm_batches, config_hash,
+                               resume_settings)
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
@@ -204,7 +205,7 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     With `trainer.checkpoint_every=N`, a checkpoint is written to `<output_dir>/checkpoints/` every
     N epochs; `trainer.resume=<checkpoint>` continues from one (network, optimizer and generator).
     What fails before the MLflow run is opened (data that cannot be made as configured, a head that
-    cannot fit them, a checkpoint written with other settings (`resume_settings`), with no epoch left
+    cannot fit them, a BatchNorm batch of one example, a checkpoint written with other settings (`resume_settings`), with no epoch left
     or for another network) raises `RefusedBeforeRun`: nothing was logged.
 
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
@@ -212,6 +213,10 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     """
     data, network, splits, X_test, Y_test, rng = prepare(cfg)
     check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
+    try:  # the training split's size is known before loading for most data sets (validate), for all now
+        check_batchnorm_batches(cfg.model.batchnorm, splits.X_train.shape[-1], cfg.trainer.batch_size)
+    except ValueError as error:
+        raise RefusedBeforeRun(str(error)) from None
     o = cfg.optim
     optimizer = make_optimizer(o.name, **_optimizer_options(o))
     steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))

@@ -107,6 +107,8 @@ def train(
     step = start_epoch * steps_per_epoch
     started = time.perf_counter()
     if start_epoch == 0:
+        # A batch of the batch size from its own generator (seed 0), not the run's first: drawing it
+        # from `rng` would move every later epoch's order; it is the same examples in every seed.
         first = batches(m, options.batch_size, backend.make_rng(0), xp)[0]
         with state_kept(network):  # a train-mode pass: BatchNorm's running statistics must not move
             network.loss_and_gradients(xp.take(data.X_train, first, axis=-1), xp.take(data.Y_train, first, axis=-1))

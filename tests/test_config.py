@@ -140,6 +140,14 @@ def test_an_accuracy_objective_on_regression_data_is_refused(compose, data):
     validate(compose([f"data={data}", "objective=val/loss"]))
 
 
+def test_an_accuracy_objective_for_an_output_without_accuracy_is_refused(compose):
+    """model.head=linear_mse on binary data trains, but has no accuracy: every job's objective would be NaN."""
+    with pytest.raises(ValueError, match=r"^objective=val/acc has no value with model\.head=linear_mse .*use objective=val/loss"):
+        validate(compose(["model.head=linear_mse", "objective=val/acc"]))
+    validate(compose(["model.head=linear_mse", "objective=val/loss"]))
+    validate(compose(["model.head=sigmoid_mse", "objective=val/acc"]))
+
+
 @pytest.mark.parametrize("name", DATASETS)
 def test_what_validate_knows_of_each_data_set_agrees_with_the_loaded_one(name):
     """`DATA_TASKS` (the task without loading) is the loaded task, and validate refuses exactly the

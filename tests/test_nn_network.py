@@ -320,6 +320,14 @@ def test_load_state_accepts_a_good_state(xp):
     assert_same_arrays(state, host_state(network))  # cast back to the network's dtype
 
 
+def test_batchnorm_refuses_a_training_batch_of_one_example(xp):
+    network = build(xp, kind="mlp_batchnorm")
+    one, _ = batch(xp, m=1)
+    with pytest.raises(ValueError, match="BatchNorm in train mode needs a batch of 2"):
+        network.forward(one, train=True)
+    network.forward(one, train=False)  # eval mode uses the running statistics: one example is fine
+
+
 def test_load_state_copies_the_arrays_it_is_given(xp):
     """A network never shares its parameters with the mapping it loaded: updating one leaves the other."""
     network = build(xp, "float32")

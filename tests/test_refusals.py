@@ -96,6 +96,32 @@ def test_the_least_count_validate_names_is_the_least_the_data_set_splits(name, f
         load_dataset(name, n_samples=least - 1, val_fraction=val_fraction, test_fraction=test_fraction)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["trainer.batch_size=1"], "trainer.batch_size=1 with model.batchnorm=true: a batch of one example has variance 0"),
+    (["trainer.batch_size=599"], "trainer.batch_size=599 with model.batchnorm=true leaves the 600 training examples a "
+                                 "last batch of one, whose variance is 0 (BatchNorm trains nothing on it); use another "
+                                 "batch size, e.g. 600"),
+    (["data=digits", "trainer.batch_size=1"], "trainer.batch_size=1 with model.batchnorm=true"),
+])
+def test_a_batchnorm_batch_of_one_example_is_refused(overrides, message):
+    """BatchNorm's variance of one example is 0: its output is beta whatever the input (PyTorch refuses it too)."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate(compose(["model.batchnorm=true", *overrides]))
+    validate(compose(overrides))  # without BatchNorm the same batches are fine
+
+
+def test_a_batchnorm_batch_of_one_known_only_once_the_data_load_is_refused_before_the_run(mlflow_uri, tmp_path,
+                                                                                         monkeypatch, main_in_process):
+    """digits' size (1,797: 1,079 to train) is known once loaded: batches of 77 leave one example."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process("data=digits", "model.batchnorm=true", "trainer.batch_size=77", *QUIET,
+                                     f"tracking.uri={mlflow_uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2, out + err
+    assert err.startswith("refused, no run created: trainer.batch_size=77 with model.batchnorm=true leaves the 1079 "
+                          "training examples a last batch of one"), err
+    assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
+
+
 def test_a_data_option_the_data_set_does_not_take_is_refused():
     with pytest.raises(ValueError, match=r"^data\.noise=0\.1 has no effect with data=digits; it is used by data=xor"):
         validate(compose(["data=digits", "data.noise=0.1"]))

@@ -33,6 +33,9 @@ class BatchNorm:
         """gamma * (Z - mu) / sqrt(var + eps) + beta, with batch (train) or running (eval) statistics."""
         xp = namespace(Z)
         if train:
+            if Z.shape[1] < 2:
+                raise ValueError(f"BatchNorm in train mode needs a batch of 2+ examples, got {Z.shape[1]}: the "
+                                 "variance of one is 0, so the output would be beta whatever the input")
             mu = xp.mean(Z, axis=1, keepdims=True)
             centered = Z - mu
             var = xp.mean(centered * centered, axis=1, keepdims=True)
