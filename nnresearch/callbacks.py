@@ -89,6 +89,11 @@ def _check_search_direction(config: DictConfig) -> None:
         raise SystemExit(2)
 
 
+def _launcher(config: DictConfig) -> str | None:
+    """The class path of the sweep's launcher (`hydra/launcher`)."""
+    return OmegaConf.select(config, "hydra.launcher._target_")
+
+
 # Launchers whose jobs run on the machine that launches the sweep and die with its process (Hydra's
 # basic one, joblib's); jobs on Slurm or a Ray cluster run on their own nodes, outlive it and end their own runs.
 LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
@@ -103,7 +108,7 @@ def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> N
     from nnresearch.config import check_machine, validate
     from nnresearch.stores import check_store
 
-    here = OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS
+    here = _launcher(config) in LOCAL_LAUNCHERS
     jobs_of_store: dict[str | None, list[int]] = {}
     for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
         try:
@@ -196,7 +201,7 @@ class SweepProgress(Callback):
         except HydraException:  # a search (Optuna's interval/tag params) has no grid: count its trials
             total = config.hydra.sweeper.get("n_trials")
         self.bar = tqdm(total=total, desc="sweep", unit="job", disable=not sys.stderr.isatty())
-        if self.bar.disable or OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER:
+        if self.bar.disable or _launcher(config) == BASIC_LAUNCHER:
             return
         self.marks = Path(config.hydra.sweep.dir).absolute() / self.MARKS
         shutil.rmtree(self.marks, ignore_errors=True)  # a sweep dir given again: count this sweep's jobs only
@@ -266,7 +271,7 @@ class SweepGuard(Callback):
             return
         reap = None
         if OmegaConf.select(config, "tracking.enabled", default=False) and \
-                OmegaConf.select(config, "hydra.launcher._target_") in LOCAL_LAUNCHERS:
+                _launcher(config) in LOCAL_LAUNCHERS:
             from nnresearch.run import sweep_id  # the parent run's key, as the jobs compute it
 
             # MLflow cannot be imported at exit, nor safely inside a signal handler (a second signal
