@@ -91,6 +91,34 @@ def test_cross_entropy_is_finite_for_huge_logits_only_when_stable(xp):
         assert not np.isfinite(float(naive.cost(Z, naive.activate(Z), Y)))
 
 
+def test_naive_cross_entropy_has_no_zero_log_zero_artefact(xp):
+    """Logits below exp's float32 overflow, a wrong class's a_k underflows to 0: the naive loss is
+    -log a_y (finite, equal to the log-sum-exp loss), not 0 * log 0 = NaN."""
+    Z = xp.asarray([[80.0, 0.0], [-80.0, 1.0], [0.0, 2.0]], dtype=xp.float32)
+    Y = xp.asarray([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], dtype=xp.float32)
+    stable, naive = get_head("softmax_ce"), get_head("naive_softmax_ce")
+    A = naive.activate(Z)
+    assert float(A[1, 0]) == 0.0  # e^-160 underflows in float32
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        J = float(naive.cost(Z, A, Y))
+    assert J == pytest.approx(float(stable.cost(Z, stable.activate(Z), Y)), rel=1e-6)
+
+
+def test_naive_cross_entropy_is_infinite_where_the_true_class_underflows(xp):
+    """Below the overflow A is finite (so is the gradient A - Y), but a true class at a_y = 0 gives -log 0 = inf;
+    the log-sum-exp loss is finite: -log a_y = logsumexp(z) - z_y = 160 here."""
+    Z = xp.asarray([[80.0], [-80.0], [0.0]], dtype=xp.float32)
+    Y = xp.asarray([[0.0], [1.0], [0.0]], dtype=xp.float32)
+    stable, naive = get_head("softmax_ce"), get_head("naive_softmax_ce")
+    A = naive.activate(Z)
+    assert bool(xp.all(xp.isfinite(A - Y)))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        assert float(naive.cost(Z, A, Y)) == np.inf
+    assert float(stable.cost(Z, stable.activate(Z), Y)) == pytest.approx(160.0, rel=1e-6)
+
+
 def test_log_softmax_equals_log_of_softmax(xp):
     Z = xp.asarray(np.random.default_rng(2).normal(size=(5, 4)) * 4)
     np.testing.assert_allclose(to_numpy(log_softmax(Z)), np.log(to_numpy(softmax(Z))), rtol=1e-12, atol=1e-14)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import warnings
 
 import numpy as np
 import pytest
@@ -404,6 +405,17 @@ def test_first_non_finite_finds_activations(xp):
     x[0, 0] = np.inf
     network.forward(xp.asarray(x))
     assert network.first_non_finite() == ("layer1", "Z[1]")
+
+
+def test_first_non_finite_finds_an_overflowed_softmax_output(xp):
+    """Finite logits, but a naive softmax's e^z overflows: the head's output A[L] is named, not the loss."""
+    network = build(xp, dtype="float32", head="naive_softmax_ce")
+    network.params()["b3"][0, 0] = 1e3  # z_1 ~ 1000 > 88.7 in every column: e^z_1 = inf, inf / inf = NaN
+    X, _ = batch(xp, dtype="float32", head="naive_softmax_ce")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        network.forward(X)
+    assert network.first_non_finite() == ("output", "A[L]")
 
 
 def test_non_finite_error_names_step_and_layer():

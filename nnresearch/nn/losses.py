@@ -9,7 +9,7 @@ delta are all `(n[L], m)`.
 |------------------|-----------------------|--------------------------------------|-----------------------|
 | sigmoid_bce      | sigmoid per output    | sum_k BCE(a_k, y_k) (binary, multi-label) | A - Y            |
 | softmax_ce       | shifted softmax       | -sum_k y_k log a_k                   | A - Y                 |
-| naive_softmax_ce | unshifted softmax     | -sum_k y_k log a_k (overflows, §3.1) | A - Y                 |
+| naive_softmax_ce | unshifted softmax     | -sum_{k: y_k>0} y_k log a_k (§3.1)   | A - Y                 |
 | linear_mse       | Z                     | mean_k (a_k - y_k)^2                 | 2 (A - Y) / n[L]      |
 | sigmoid_mse      | sigmoid per output    | mean_k (a_k - y_k)^2                 | 2 (A - Y) / n[L] * A (1 - A) |
 
@@ -68,8 +68,14 @@ def cross_entropy_cost(Z: Array, A: Array, Y: Array) -> Array:
 
 
 def naive_cross_entropy_cost(Z: Array, A: Array, Y: Array) -> Array:
-    """L = -sum_k y_k log a_k taken from the naive softmax A directly (NaN once A overflowed)."""
-    return _mean_over_batch(-(Y * namespace(A).log(A)))
+    """L = -sum_{k: y_k > 0} y_k log a_k taken from the naive softmax A directly (for one-hot Y: -log a_y).
+
+    Classes with y_k = 0 are left out of the sum (0 log 0 = 0), so an a_k that underflowed to 0 gives no
+    0 * log 0 = NaN: the loss is non-finite only where A is (e^z overflowed, inf / inf = NaN) or where the
+    true class's a_y itself underflowed to 0 (-log 0 = inf), while the gradient A - Y stays finite.
+    """
+    xp = namespace(A)
+    return _mean_over_batch(-(Y * xp.log(xp.where(Y > 0, A, xp.ones_like(A)))))
 
 
 def mse_cost(Z: Array, A: Array, Y: Array) -> Array:

@@ -160,7 +160,8 @@ class Network:
                 raise ValueError("softmax targets must be one-hot: every column of Y has to sum to 1")
 
     def first_non_finite(self) -> tuple[str, str]:
-        """(layer, quantity) of the first NaN/inf in parameters or the last forward's activations."""
+        """(layer, quantity) of the first NaN/inf in parameters, the last forward's activations or the
+        head's output A[L] (a naive softmax whose e^z overflowed); ("output", "loss") when all are finite."""
         for index, unit in enumerate(self.units, start=1):
             xp = namespace(unit.params["W"])
             for local, array in unit.params.items():
@@ -170,6 +171,9 @@ class Network:
                 array = getattr(unit, quantity, None)
                 if array is not None and not bool(xp.all(xp.isfinite(array))):
                     return f"layer{index}", f"{quantity}[{index}]"
+        A_L = getattr(self, "A_L", None)  # None before the first forward
+        if A_L is not None and not bool(namespace(A_L).all(namespace(A_L).isfinite(A_L))):
+            return "output", "A[L]"
         return "output", "loss"
 
 
