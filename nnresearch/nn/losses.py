@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnresearch.backend import namespace
-from nnresearch.nn.activations import sigmoid
+from nnresearch.nn.activations import sigmoid, sigmoid_prime
 
 Array = Any
 
@@ -95,7 +95,7 @@ def mse_linear_delta(Z: Array, A: Array, Y: Array) -> Array:
 
 def mse_sigmoid_delta(Z: Array, A: Array, Y: Array) -> Array:
     """delta[L] = 2 (A - Y) / n[L] * sigma'(Z): the sigma' factor is what starves MSE early (§2.2)."""
-    return (2.0 / A.shape[0]) * (A - Y) * (A * (1.0 - A))
+    return (2.0 / A.shape[0]) * (A - Y) * sigmoid_prime(Z, A)
 
 
 def threshold_accuracy(A: Array, Y: Array) -> Array:
