@@ -110,8 +110,7 @@ def test_all_sweeps_count_a_config_run_again_once_by_its_newest_run(sweep):
 
 
 def test_a_study_s_grid_is_its_sweep_without_the_seeds():
-    assert study_grid("vanishing_gradients") == {"model.activation": ["sigmoid", "tanh", "relu"],
-                                                 "model.depth": [1, 2, 4, 8, 16]}
+    assert study_grid("vanishing_gradients") == {"act_init": ["sigmoid", "tanh", "relu"], "model.depth": [1, 2, 4, 8, 16]}
     assert study_grid("mitigations") == {"mitigation": ["vanishing_baseline", "residual", "batchnorm", "relu_he",
                                                         "exploding_baseline", "clip_norm", "weight_decay"]}
     assert study_grid("no_such_study") == {}
