@@ -1,68 +1,116 @@
-"""Study 7 (§2.2): with a sigmoid output, BCE's error signal a - y stays large where the output is
-confidently wrong, MSE's 2 (a - y) sigma'(z) vanishes there, so BCE learns faster early on.
+"""Study 7 (§2.2): with a sigmoid output, MSE gives poor gradients where the output saturates, BCE does not.
 
-Left: ||dJ/dW|| of the output layer at initialization (epoch 0) and on the last batch of each of the
-first EARLY epochs (geometric mean and 95% band over seeds, taken on log10).
-Middle: validation accuracy against epochs. Right: epochs until validation accuracy first reaches
-TARGET (runs that never do are drawn at epochs + 1). Colour = initial weight std, solid = BCE,
-dashed = MSE; otherwise mean and 95% band over seeds.
+The chapter: "MSE also leads to non-convex loss surfaces with sigmoid activations, causing poor
+gradient flow early in training" (§2.2, "Why not MSE for classification?"), and (§2.1) "at
+saturation regions (z >> 0 or z << 0), sigma'(z) ~ 0". For one sigmoid neuron the output error
+signal is dJ/dz = a - y with BCE and 2 (a - y) sigma'(z) with MSE. Since sigma' <= 1/4, MSE's
+gradient is at most half BCE's at any weights (at z ~ 0 exactly half: the ratio 2 at std 0.01 is
+1 / (2 sigma'(0)), not a finding); what the chapter adds is that the gap *grows with saturation*,
+where confidently wrong outputs (|z| large, a - y ~ +-1) get sigma'(z) ~ 0 under MSE.
+
+Two tests, both needed for "held" (with seeds paired: runs of one seed share their initial weights):
+1. gradient: the BCE/MSE ratio of the output layer's ||dJ/dW|| at initialization (one batch, taken
+   before any update), geometric mean and 95% band over seeds, rises with the initial weight std
+   (0.01 unsaturated, 1, 3 saturated), each std's band above the previous one's.
+2. speed when saturated: at the largest std, epochs until validation accuracy first reaches TARGET
+   (never = epochs + 1), BCE's band below MSE's, each loss at its own best lr. At equal lr MSE takes
+   steps at most half as long, so the lr is picked per loss and init std from the swept grid (the
+   smallest mean epochs to TARGET, ties to the smaller lr), on these very runs.
+
+Left: gradient ratio at initialization against init std. Middle: validation accuracy against epochs,
+each loss at its best lr. Right: epochs to TARGET against lr, one line per loss and init std.
+Colour = initial weight std, solid = BCE, dashed = MSE; mean and 95% band over seeds.
 """
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 
-from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
+from analysis.common import (
+    SEED_PARAM,
+    Study,
+    Verdict,
+    from_shell,
+    mean_band,
+    plot_band,
+    study_main,
+)
 
 TARGET = 0.9
-EARLY = 5  # epochs of the gradient panel
 HEADS = {"sigmoid_bce": ("BCE", "-"), "sigmoid_mse": ("MSE", "--")}
+STD, HEAD, LR = "params.model.init_std", "params.model.head", "params.optim.lr"
+
+
+def best_lr(runs: pd.DataFrame) -> pd.Series:
+    """(init std, head) -> the lr with the fewest mean epochs to TARGET over seeds (ties: the smaller lr)."""
+    speed = runs.groupby([STD, HEAD, LR])["epochs_to_target"].mean().reset_index()
+    speed = speed.sort_values([STD, HEAD, "epochs_to_target", LR])
+    return speed.groupby([STD, HEAD])[LR].first()
+
+
+def gradient_ratio(history: pd.DataFrame) -> pd.DataFrame:
+    """Per init std, BCE/MSE ratio of ||dJ/dW|| at initialization: geometric mean and 95% band over seeds.
+
+    The gradient at step 0 does not depend on the lr, so the runs of one (head, std, seed) agree;
+    their mean stands for the seed, and the ratio pairs BCE and MSE of the same seed (same weights).
+    """
+    at_init = history[(history["metric"] == "grad_norm/layer1") & (history["step"] == 0)]
+    per_seed = at_init.groupby([STD, SEED_PARAM, HEAD])["value"].mean().unstack(HEAD)
+    ratio = (per_seed["sigmoid_bce"] / per_seed["sigmoid_mse"]).rename("ratio").reset_index()
+    return mean_band(ratio, [STD], "ratio", log=True).set_index(STD)
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs = study.runs
     epochs = int(runs["params.trainer.epochs"].max())
-    history = study.histories(["grad_norm/layer1", "val/acc"], ["model.head", "model.init_std"])
-    stds = sorted(runs["params.model.init_std"].unique())
+    history = study.histories(["grad_norm/layer1", "val/acc"], ["model.head", "model.init_std", "optim.lr", "trainer.seed"])
+    stds = sorted(runs[STD].unique())
     accuracy = history[history["metric"] == "val/acc"]
     reached = accuracy[accuracy["value"] >= TARGET].groupby("run_id")["step"].min()
     runs = runs.assign(epochs_to_target=runs["run_id"].map(reached).fillna(epochs + 1))
+    best = best_lr(runs)
+    ratio = gradient_ratio(history)
+    at_best = runs[[best.get((std, head)) == lr for std, head, lr in zip(runs[STD], runs[HEAD], runs[LR])]]
+    speed = mean_band(at_best, [STD, HEAD], "epochs_to_target").set_index([STD, HEAD])
 
-    figure, (grad_ax, acc_ax, speed_ax) = plt.subplots(1, 3, figsize=(16, 4.5))
-    for (head, std), rows in history.groupby(["params.model.head", "params.model.init_std"]):
+    figure, (grad_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(16, 4.5))
+    plot_band(grad_ax, ratio.reset_index(), STD, "BCE / MSE at initialization")
+    grad_ax.axhline(2, color="grey", linewidth=0.8, label="2 = 1 / (2 sigma'(0)): unsaturated")
+    grad_ax.set(xscale="log", yscale="log", xlabel="initial weight std", ylabel="||dJ/dW|| BCE / MSE (output layer)",
+                title="gradient ratio at initialization")
+    for (head, std), rows in accuracy[accuracy["run_id"].isin(at_best["run_id"])].groupby([HEAD, STD]):
         name, style = HEADS[head]
-        color = f"C{stds.index(std)}"
-        gradient = rows[(rows["metric"] == "grad_norm/layer1") & (rows["step"] <= EARLY)]
-        plot_band(grad_ax, mean_band(gradient, ["step"], "value", log=True), "step", f"{name}, std {std:g}",
-                  color=color, linestyle=style)
-        band = mean_band(rows[rows["metric"] == "val/acc"], ["step"], "value", fraction=True)
-        plot_band(acc_ax, band, "step", f"{name}, std {std:g}", color=color, linestyle=style, markersize=3)
-    for head, (name, style) in HEADS.items():
-        band = mean_band(runs[runs["params.model.head"] == head], ["params.model.init_std"], "epochs_to_target")
-        plot_band(speed_ax, band, "params.model.init_std", name, linestyle=style)
-    grad_ax.set(yscale="log", xlabel="epoch (0 = initialization)", ylabel="||dJ/dW|| of the output layer",
-                title=f"output-layer gradient, first {EARLY} epochs")
+        band = mean_band(rows, ["step"], "value", fraction=True)
+        plot_band(acc_ax, band, "step", f"{name}, std {std:g}, lr {best[(std, head)]:g}", color=f"C{stds.index(std)}",
+                  linestyle=style, markersize=3)
+    for (head, std), rows in runs.groupby([HEAD, STD]):
+        name, style = HEADS[head]
+        plot_band(lr_ax, mean_band(rows, [LR], "epochs_to_target"), LR, f"{name}, std {std:g}",
+                  color=f"C{stds.index(std)}", linestyle=style)
     acc_ax.axhline(TARGET, color="grey", linewidth=0.8)
-    acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="accuracy against epochs")
-    speed_ax.set(xscale="log", xlabel="initial weight std", ylabel=f"epochs to val acc >= {TARGET}",
-                 title=f"speed (never reached = {epochs + 1})")
-    grad_ax.legend(fontsize=7, ncol=2), acc_ax.legend(fontsize=7, ncol=2), speed_ax.legend()
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="accuracy against epochs, each loss at its best lr")
+    lr_ax.set(xscale="log", xlabel="learning rate", ylabel=f"epochs to val acc >= {TARGET}",
+              title=f"speed against lr (never reached = {epochs + 1})")
+    grad_ax.legend(fontsize=7), acc_ax.legend(fontsize=7, ncol=2), lr_ax.legend(fontsize=7, ncol=2)
     figure.tight_layout()
 
-    at_init = history[(history["metric"] == "grad_norm/layer1") & (history["step"] == 0)]
-    gradient = at_init.groupby(["params.model.init_std", "params.model.head"])["value"].mean().unstack()
-    speed = runs.groupby(["params.model.init_std", "params.model.head"])["epochs_to_target"].mean().unstack()
-    ratio = gradient["sigmoid_bce"] / gradient["sigmoid_mse"]
-    held = bool((ratio > 1).all() and (speed["sigmoid_bce"] <= speed["sigmoid_mse"]).all()
-                and speed.loc[stds[-1], "sigmoid_bce"] < speed.loc[stds[-1], "sigmoid_mse"])
-    never = runs[runs["epochs_to_target"] > epochs].groupby("params.model.head").size()
-    evidence = "; ".join(
-        f"std {std:g}: gradient at init BCE/MSE = {ratio[std]:.3g}, epochs to {TARGET}: BCE {speed.loc[std, 'sigmoid_bce']:.1f}, "
-        f"MSE {speed.loc[std, 'sigmoid_mse']:.1f}" for std in stds)
-    evidence += f" (runs never reaching {TARGET} in {epochs} epochs, counted as {epochs + 1}: " \
-                + (", ".join(f"{HEADS[h][0]} {n}" for h, n in never.items()) or "none") + ")"
-    claim = f"BCE's gradient at initialization is larger and it reaches val acc {TARGET} in fewer epochs than MSE"
-    return figure, Verdict(study.name, claim, held, evidence)
+    rising = bool(all(ratio.loc[b, "lo"] > ratio.loc[a, "hi"] for a, b in zip(stds, stds[1:])))
+    bce, mse = speed.loc[(stds[-1], "sigmoid_bce")], speed.loc[(stds[-1], "sigmoid_mse")]
+    faster = bool(bce["hi"] < mse["lo"])
+    parts = [f"std {std:g}: gradient at init BCE/MSE = {ratio.loc[std, 'mean']:.3g} "
+             f"[{ratio.loc[std, 'lo']:.3g}, {ratio.loc[std, 'hi']:.3g}], epochs to {TARGET} at the best lr: "
+             + ", ".join(f"{HEADS[h][0]} {speed.loc[(std, h), 'mean']:.1f} [{speed.loc[(std, h), 'lo']:.1f}, "
+                         f"{speed.loc[(std, h), 'hi']:.1f}] (lr {best[(std, h)]:g})" for h in HEADS)
+             for std in stds]
+    never = at_best[at_best["epochs_to_target"] > epochs].groupby(HEAD).size()
+    evidence = (f"gradient ratio rising with saturation: {'held' if rising else 'NOT held'}; BCE faster when saturated "
+                f"(std {stds[-1]:g}, each at its best lr): {'held' if faster else 'NOT held'}. " + "; ".join(parts)
+                + f" (n={int(bce['count'])} seeds; best-lr runs never reaching {TARGET} in {epochs} epochs, counted as "
+                f"{epochs + 1}: " + (", ".join(f"{HEADS[h][0]} {n}" for h, n in never.items()) or "none") + ")")
+    claim = (f"MSE's gradient falls further below BCE's the more saturated the sigmoid (ratio rising with init std), "
+             f"and when saturated BCE reaches val acc {TARGET} in fewer epochs, each loss at its best lr")
+    return figure, Verdict(study.name, claim, rising and faster, evidence)
 
 
 main = study_main("bce_vs_mse", analyse)
