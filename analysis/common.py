@@ -28,7 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
@@ -332,6 +334,20 @@ def check_folder(parser: argparse.ArgumentParser, folder: Path) -> None:
         parser.error(f"--out {folder} looks like a file name; --out names a folder (the files get their own names in it)")
 
 
+def log_verdict(study: Study, verdict: Verdict, figure: Path) -> None:
+    """Log the figure and the verdict to the sweep's parent run and refresh the experiment's dashboard;
+    a store that takes no writes (read-only, locked) is a warning on stderr: the verdict was printed."""
+    try:
+        results.log_figure(study.parent_run_id, figure, f"figures/{study.name}.png", study.uri)
+        client = MlflowClient(study.uri)
+        client.log_text(study.parent_run_id, json.dumps(asdict(verdict), indent=2), "verdict.json")
+        client.set_tag(study.parent_run_id, "verdict", verdict.outcome)
+        dashboards.refresh_dashboard(study.uri, study.experiment)
+    except (OSError, SQLAlchemyError, MlflowException) as error:
+        print(f"warning: the verdict and figure were not logged to {study.uri}: {str(error).splitlines()[0]}",
+              file=sys.stderr)
+
+
 def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Callable[[Sequence[str] | None], Verdict]:
     """The `main(argv)` of a study script: analyse, save the figure, log it to the sweep's parent run, print the verdict.
 
@@ -355,14 +371,10 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
         with replaced_atomically(path) as tmp:
             figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
-        if study.parent_run_id is not None:
-            results.log_figure(study.parent_run_id, path, f"figures/{name}.png", study.uri)
-            client = MlflowClient(study.uri)
-            client.log_text(study.parent_run_id, json.dumps(asdict(verdict), indent=2), "verdict.json")
-            client.set_tag(study.parent_run_id, "verdict", verdict.outcome)
-            dashboards.refresh_dashboard(study.uri, study.experiment)
         print(verdict.line())
         print(f"figure: {path}")
+        if study.parent_run_id is not None:
+            log_verdict(study, verdict, path)
         return verdict
 
     return main

@@ -74,12 +74,10 @@ def _without_hydra(config: DictConfig) -> DictConfig:
     return job
 
 
-# The direction in which each objective improves; a search told the other way finds the worst config.
-OBJECTIVE_DIRECTIONS = {"val/loss": "minimize", "val/acc": "maximize"}
-
-
 def _check_search_direction(config: DictConfig) -> None:
     """SystemExit(2) if a search's `hydra.sweeper.direction` (Optuna's) works against `objective`."""
+    from nnresearch.config import OBJECTIVE_DIRECTIONS
+
     direction = OmegaConf.select(config, "hydra.sweeper.direction")
     objective = OmegaConf.select(config, "objective")
     if isinstance(direction, str) and OBJECTIVE_DIRECTIONS.get(objective, direction) != direction:
@@ -97,24 +95,29 @@ def _launcher(config: DictConfig) -> str | None:
 # Launchers whose jobs run on the machine that launches the sweep and die with its process (Hydra's
 # basic one, joblib's); jobs on Slurm or a Ray cluster run on their own nodes, outlive it and end their own runs.
 LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+# Launchers whose jobs run on this machine, so its GPU, checkpoints and store are theirs: the local ones,
+# and submitit's local launcher (its jobs are processes of their own, which end their own runs).
+THIS_MACHINE_LAUNCHERS = (*LOCAL_LAUNCHERS, "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher")
 
 
 def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
     """SystemExit(2), naming the job and its reason, if any of `jobs` composes a config that
-    `nnresearch.config.validate` refuses, or, where the jobs run on this machine (`LOCAL_LAUNCHERS`),
-    that `check_machine` refuses (no GPU, no checkpoint); then each tracking store the jobs use is
-    checked once (`stores.check_store`), and one that every job uses is refused as the sweep's, not
-    its first job's. The grid sweeper's check before the sweep's folder or any run exists."""
+    `nnresearch.config.validate` refuses, or, where the jobs run on this machine
+    (`THIS_MACHINE_LAUNCHERS`), that `check_machine` refuses (no GPU, no checkpoint) or its data
+    refuse (`_check_data_of`); then each tracking store the jobs use is checked once
+    (`stores.check_store`), and one that every job uses is refused as the sweep's, not its first
+    job's. The grid sweeper's check before the sweep's folder or any run exists."""
     from nnresearch.config import check_machine, validate
     from nnresearch.stores import check_store
 
-    here = _launcher(config) in LOCAL_LAUNCHERS
+    here = _launcher(config) in THIS_MACHINE_LAUNCHERS
     jobs_of_store: dict[str | None, list[int]] = {}
     for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
         try:
             checked = validate(job)
             if here:
                 check_machine(checked, store=False)
+                _check_data_of(checked)
         except (ValueError, OSError) as error:
             swept = [override for override in overrides if any(override not in other for other in jobs)]
             _refuse_sweep(f"job {number} of {len(jobs)} ({' '.join(swept)}): {error}")
@@ -126,6 +129,15 @@ def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> N
         except (ValueError, OSError) as error:
             which = "" if len(numbers) == len(jobs) else f"jobs {', '.join(map(str, numbers))} of {len(jobs)}: "
             _refuse_sweep(f"{which}{error}")
+
+
+def _check_data_of(job: Any) -> None:
+    """RefusedBeforeRun (a ValueError) if what only the job's data tell refuses it; its data are made
+    only where they may (`experiment.data_may_refuse`: small regression sets, digits, breast_cancer)."""
+    from nnresearch.experiment import check_fits_data, data_may_refuse, prepare
+
+    if data_may_refuse(job):
+        check_fits_data(job, prepare(job))
 
 
 def _refuse_sweep(reason: str) -> NoReturn:

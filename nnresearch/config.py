@@ -29,6 +29,8 @@ from nnresearch.nn.losses import HEADS, ONE_HOT_HEADS  # the heads `_check_fits_
 SKIP_FINISHED = ("sweeps", "always", "never")
 MODELS = ("logistic", "softmax_regression", "mlp", "residual_mlp", "cnn1d")
 OBJECTIVES = ("val/loss", "val/acc")
+# The direction in which each objective improves; a search told the other way finds the worst config.
+OBJECTIVE_DIRECTIONS = {"val/loss": "minimize", "val/acc": "maximize"}
 
 
 @dataclass

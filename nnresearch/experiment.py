@@ -211,12 +211,9 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
     A diverged run (NaN/inf) is a result, not a crash: it ends FINISHED with tags
     `diverged=true`, `diverged_at_step`, `diverged_layer`, and an objective of NaN.
     """
-    data, network, splits, X_test, Y_test, rng = prepare(cfg)
-    check_head_fits(cfg, data, network, [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (X_test, Y_test)])
-    try:  # the training split's size is known before loading for most data sets (validate), for all now
-        check_batchnorm_batches(cfg.model.batchnorm, splits.X_train.shape[-1], cfg.trainer.batch_size)
-    except ValueError as error:
-        raise RefusedBeforeRun(str(error)) from None
+    prepared = prepare(cfg)
+    check_fits_data(cfg, prepared)
+    data, network, splits, X_test, Y_test, rng = prepared
     o = cfg.optim
     optimizer = make_optimizer(o.name, **_optimizer_options(o))
     steps_per_epoch = len(batch_starts(splits.X_train.shape[-1], cfg.trainer.batch_size))
@@ -264,6 +261,34 @@ def execute(cfg: Config, *, overrides: list[str] | None = None, sweep: list[str]
         mlflow_sink.log_table(_diagnostics_table(history), "diagnostics.csv")
         objective = math.nan if diverged_at is not None else metrics.get(cfg.objective, math.nan)
         return Outcome(objective, metrics, mlflow_sink.run_id, name, diverged_at)
+
+
+def check_fits_data(cfg: Config, prepared: Prepared) -> None:
+    """RefusedBeforeRun for what only the made data tell: a head unfit for their targets
+    (`check_head_fits`), a BatchNorm batch of one example (`config.check_batchnorm_batches`, with
+    the training split's size, which `validate` knows only for most data sets)."""
+    splits = prepared.splits
+    check_head_fits(cfg, prepared.data, prepared.network,
+                    [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (prepared.X_test, prepared.Y_test)])
+    try:
+        check_batchnorm_batches(cfg.model.batchnorm, splits.X_train.shape[-1], cfg.trainer.batch_size)
+    except ValueError as error:
+        raise RefusedBeforeRun(str(error)) from None
+
+
+def data_may_refuse(cfg: Config) -> bool:
+    """Whether `check_fits_data` may refuse the validated `cfg`: a head with an accuracy (its targets
+    must lie in [0, 1]) on regression data, or BatchNorm on a data set whose size `validate` does not
+    know (digits, breast_cancer). The grid sweeper makes the data of just these jobs before the first
+    starts (`callbacks.refuse_bad_jobs`)."""
+    from nnresearch.data import DATA_TASKS
+    from nnresearch.data.registry import generator_arguments
+    from nnresearch.nn.losses import HEADS
+
+    task = DATA_TASKS[cfg.data.name]
+    head = HEADS[cfg.model.head or DEFAULT_HEADS[task]]
+    size_unknown = cfg.data.n_samples is None and generator_arguments(cfg.data.name)["n_samples"] is None
+    return (task == "regression" and head.accuracy is not None) or (cfg.model.batchnorm and size_unknown)
 
 
 def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tuple[Any, Any]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ with frozen_imports():  # the heavier imports in main() freeze everything import
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    from nnresearch.config import Config, check_machine, register, validate
+    from nnresearch.config import OBJECTIVE_DIRECTIONS, Config, check_machine, register, validate
     from nnresearch.paths import CONFIG_DIR
 
 register()
@@ -88,6 +89,15 @@ def show_in_dashboard(cfg: Config, hydra_cfg: DictConfig, parent: str | None, me
                                        objective=cfg.objective, study=cfg.study, job_metrics=metrics)
 
 
+def sweeper_value(cfg: Config, objective: float) -> float:
+    """What a sweeper is told: the objective, or for a diverged run (NaN) the worst value in its
+    direction, +inf to minimize and -inf to maximize. Optuna fails a NaN trial, and its Hydra sweeper
+    then stops the whole search; an infinite one is a finished trial it learns to avoid."""
+    if not math.isnan(objective):
+        return objective
+    return math.inf if OBJECTIVE_DIRECTIONS[cfg.objective] == "minimize" else -math.inf
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM -> SystemExit, so the MLflow run is flushed and marked KILLED instead of left RUNNING."""
     raise SystemExit(128 + signum)
@@ -134,7 +144,7 @@ def main(dict_cfg: DictConfig) -> float:
         show_in_dashboard(cfg, hydra_cfg, parent, finished.metrics)
         print(f"skipped {finished.run_name}: this exact config already finished as run {finished.run_id}, "
               "with this code (tracking.skip_finished=never re-runs it)")
-        return finished.objective
+        return sweeper_value(cfg, finished.objective)
     if earlier is not None:
         print(f"running again: this config finished as run {earlier[1]} ({earlier[0]}) under other code "
               "(nnresearch's source or numpy, scikit-learn, mnist1d changed since)")
@@ -149,7 +159,7 @@ def main(dict_cfg: DictConfig) -> float:
     except Exception:
         if parent is not None:  # a job that failed before its run existed fails the sweep, as a failed child does
             with contextlib.suppress(Exception):  # the job's own error (perhaps the store's) is the one to see
-                tracking.finish_parent_run(cfg.tracking.uri, parent, "FAILED")
+                tracking.fail_parent_run(cfg.tracking.uri, parent)
         raise
     show_in_dashboard(cfg, hydra_cfg, parent, outcome.metrics)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if k.split("/")[0] in ("train", "val", "test"))
@@ -158,7 +168,7 @@ def main(dict_cfg: DictConfig) -> float:
         print(f"  diverged at step {outcome.diverged_at}")
     if cfg.tracking.enabled and hydra_cfg.mode != RunMode.MULTIRUN:
         print(f"  browse it: python -m nnresearch.ui --uri {stores.resolve_uri(cfg.tracking.uri)}")
-    return outcome.objective
+    return sweeper_value(cfg, outcome.objective)
 
 
 def interrupted_exit() -> None:

@@ -167,18 +167,35 @@ def ensure_store(uri: str | None = None) -> str:
         return uri
     db = sqlite_path(uri)
     if db is not None:
-        from mlflow import MlflowClient  # not at the top: checking a store needs no MLflow
-
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise PermissionError(f"cannot create the directory of the MLflow store {db}: {err}") from err
         with store_lock(uri):
-            MlflowClient(uri).search_experiments(max_results=1)
+            _open_sqlite(uri, db)
     elif uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     _READY_STORES.add(uri)
     return uri
+
+
+class StoreLockedError(OSError):
+    """Another process holds the SQLite store's write lock longer than SQLite waits."""
+
+
+def _open_sqlite(uri: str, db: Path) -> None:
+    """Open (and on first use migrate) the SQLite store at `uri`; StoreLockedError naming `db` when
+    another process holds its lock (an open transaction of a DB browser, a stuck writer)."""
+    from mlflow import MlflowClient  # not at the top: checking a store needs no MLflow
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except OperationalError as error:
+        if "database is locked" not in str(error):
+            raise
+        raise StoreLockedError(f"the MLflow store {db} is locked by another process (SQLite: database is locked, "
+                               "after waiting for it); run again once that process lets go, or use another store") from None
 
 
 def _check_writable(db: Path) -> None:

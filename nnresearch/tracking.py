@@ -38,6 +38,7 @@ SWEEP_ID_TAG = "nnresearch.sweep_id"
 ROLE_TAG = "nnresearch.role"
 CONFIG_HASH_TAG = "nnresearch.config_hash"
 CODE_VERSION_TAG = "nnresearch.code_version"
+JOB_FAILED_TAG = "nnresearch.job_failed"  # on a parent: one of its jobs failed, perhaps before its run existed
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
 T = TypeVar("T")
@@ -195,8 +196,8 @@ def open_parent_run(
     `nnresearch.role = parent`. For SQLite the look-up-or-create holds `<db>-lock`; for other
     stores, parallel creators all keep the oldest parent and delete their own duplicate. The
     parent is RUNNING until its first child ends; each child that ends ends it again at that time,
-    with the worst status of the children so far (`end_parent_run`). `finish_parent_run` sets a
-    status explicitly. A process asks the
+    with the worst status of the children so far (`end_parent_run`); `fail_parent_run` fails it
+    for a job that failed before its run existed. A process asks the
     store once per sweep: its later jobs get the same id without a query.
     """
     if not isinstance(sweep_id, str) or not sweep_id or "'" in sweep_id or '"' in sweep_id:
@@ -277,30 +278,33 @@ PARENT_STATUS_ORDER = ("FAILED", "KILLED", "FINISHED")
 def end_parent_run(uri: str | None, parent_run_id: str) -> str:
     """End `parent_run_id` now with the worst status of its ended children (`PARENT_STATUS_ORDER`);
     returns it. FINISHED only when every ended child finished; children still RUNNING do not count
-    (the last to end sets the status again). For SQLite the look-up and the update hold `<db>-lock`,
-    so two children ending together cannot leave the parent with the status of only one of them.
+    (the last to end sets the status again); FAILED once a job failed before its run existed
+    (`fail_parent_run`). For SQLite the look-up and the update hold `<db>-lock`, so two children
+    ending together cannot leave the parent with the status of only one of them.
     """
     uri = ensure_store(uri)
     client = MlflowClient(uri)
     with store_lock(uri):
-        if (uri, parent_run_id) not in _RUN_EXPERIMENTS:
-            _RUN_EXPERIMENTS[(uri, parent_run_id)] = client.get_run(parent_run_id).info.experiment_id
-        experiment_id = _RUN_EXPERIMENTS[(uri, parent_run_id)]
+        parent = client.get_run(parent_run_id)
         status = PARENT_STATUS_ORDER[-1]
         for worse in PARENT_STATUS_ORDER[:-1]:
-            if client.search_runs([experiment_id], max_results=1, filter_string=(
-                    f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = '{worse}'")):
+            if worse == "FAILED" and parent.data.tags.get(JOB_FAILED_TAG) == "true" or client.search_runs(
+                    [parent.info.experiment_id], max_results=1,
+                    filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = '{worse}'"):
                 status = worse
                 break
         client.set_terminated(parent_run_id, status)
     return status
 
 
-def finish_parent_run(uri: str | None, run_id: str, status: str = "FINISHED") -> None:
-    """End a parent run (or any run) with `status`: FINISHED, FAILED or KILLED, at this time."""
-    if status not in ("FINISHED", "FAILED", "KILLED"):
-        raise ValueError(f"status must be FINISHED, FAILED or KILLED, got {status!r}")
-    MlflowClient(ensure_store(uri)).set_terminated(run_id, status)
+def fail_parent_run(uri: str | None, parent_run_id: str) -> None:
+    """A job of the sweep failed, perhaps before its run existed (no FAILED child to show it): end the
+    parent FAILED and tag it so, so that a later job's `end_parent_run` keeps it FAILED."""
+    uri = ensure_store(uri)
+    client = MlflowClient(uri)
+    with store_lock(uri):
+        client.set_tag(parent_run_id, JOB_FAILED_TAG, "true")
+        client.set_terminated(parent_run_id, "FAILED")
 
 
 def finished_runs_with_config(uri: str | None, experiment_name: str, config_hash: str, code_version: str | None = None, *,

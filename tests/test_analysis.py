@@ -145,6 +145,29 @@ def test_main_with_two_seeds_decides(sweep, tmp_path):
     assert s.client.get_run(s.parent).data.tags["verdict"] == "held"
 
 
+def test_a_store_that_takes_no_writes_still_gets_the_verdict_printed(sweep, tmp_path, capsys, monkeypatch):
+    """A read-only (or locked) store: the verdict is printed, then one warning that it was not logged."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from nnresearch import results
+
+    def read_only(*args, **kwargs):
+        raise OperationalError("UPDATE tags", {}, sqlite3.OperationalError("attempt to write a readonly database"))
+
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    monkeypatch.setattr(results, "log_figure", read_only)
+    verdict = mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures")])
+    out, err = capsys.readouterr()
+    assert verdict.outcome == "held" and verdict.line() in out
+    assert err.startswith(f"warning: the verdict and figure were not logged to {s.uri}: (sqlite3.OperationalError) "
+                          "attempt to write a readonly database"), err
+    assert "verdict" not in s.client.get_run(s.parent).data.tags
+
+
 def test_a_study_never_run_or_without_finished_runs_is_study_not_run(mlflow_uri):
     with pytest.raises(StudyNotRun, match="no experiment 'mitigations' \\(its experiments: 'Default'\\).*experiment=mitigations"):
         Study("mitigations", mlflow_uri).runs

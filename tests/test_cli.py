@@ -375,6 +375,21 @@ def test_a_sweep_with_a_failed_job_ends_its_parent_failed(mlflow_uri, tmp_path, 
     assert parent.info.status == "FAILED"
 
 
+def test_a_job_refused_before_its_run_existed_keeps_the_parent_failed_after_a_later_job_finishes(
+        mlflow_uri, tmp_path, monkeypatch, capsys):
+    """Job 0 asks digits for more examples than it has (told only once loaded: no run), job 1 then
+    finishes: the parent stays FAILED (it took its children's worst status, and job 0 left no child)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "data=digits", "data.n_samples=5000,100", "trainer.epochs=1",
+                                     *QUICK, f"tracking.uri={mlflow_uri}", "study=half_refused")
+    assert code != 0 and "n_samples=5000 for 'digits'" in err, out + err
+    runs = all_runs(mlflow_uri)
+    (parent,) = [r for r in runs if r.data.tags.get("nnresearch.role") == "parent"]
+    assert [(r.data.params["data.n_samples"], r.info.status) for r in runs if "mlflow.parentRunId" in r.data.tags] == [
+        ("100", "FINISHED")]
+    assert parent.info.status == "FAILED"
+
+
 # --------------------------------------------------------------------------------------------
 # 10. A wheel carries the configs and runs without the checkout
 

@@ -117,6 +117,26 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeyp
     record(f"unreachable server ({mode})", None)
 
 
+def test_a_store_another_process_has_locked_is_refused_in_one_line(tmp_path, monkeypatch, capsys, no_training,
+                                                                  main_in_process):
+    """SQLite's "database is locked" (a DB browser's open transaction) after SQLAlchemy's wait: one line naming the store."""
+    import sqlite3
+
+    from mlflow import MlflowClient
+    from sqlalchemy.exc import OperationalError
+
+    def locked(self, *args, **kwargs):
+        raise OperationalError("SELECT name FROM sqlite_master", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", locked)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(*SMALL, f"tracking.uri=sqlite:///{tmp_path / 'busy.db'}")
+    assert code == 2, out + err
+    assert err.splitlines()[-1].startswith(f"refused, no run created: the MLflow store {tmp_path / 'busy.db'} is locked "
+                                           "by another process"), err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("where", ["parent_is_a_file", "read_only_folder"])
 def test_unusable_store_location_names_the_path(tmp_path, monkeypatch, capsys, no_training, where, main_in_process):
     if where == "parent_is_a_file":

@@ -290,6 +290,11 @@ SWEEPS = {
     "setting_the_model_ignores": (["model=mlp,logistic", "model.depth=3"],
                                   "job 1 of 2 (model=logistic): model.depth=3 has no effect with model=logistic"),
     "gpu_without_one_in_parallel": (["trainer.device=cpu,gpu", "hydra/launcher=joblib"], "job 1 of 2 (trainer.device=gpu)"),
+    "head_unfit_for_regression_targets": (["data=moons,sine", "model.head=sigmoid_bce"],
+                                          "job 1 of 2 (data=sine): model.head=sigmoid_bce cannot fit data.name=sine"),
+    "batchnorm_batch_of_one_in_digits": (["data=digits", "model.batchnorm=true", "trainer.batch_size=77,64"],
+                                         "job 0 of 2 (trainer.batch_size=77): trainer.batch_size=77 with "
+                                         "model.batchnorm=true leaves the 1079 training examples a last batch of one"),
 }
 
 
@@ -341,7 +346,7 @@ def test_a_sweep_for_other_machines_is_not_refused_for_this_one_s(no_gpu, capsys
     job = ["trainer.device=gpu", "trainer.resume=/on/the/cluster.npz"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        for launcher in ("slurm", "joblib"):
+        for launcher in ("slurm", "joblib", "submitit_local"):
             master = loader.load_configuration("config", overrides=[f"hydra/launcher={launcher}"], run_mode=RunMode.MULTIRUN)
             if launcher == "slurm":
                 refuse_bad_jobs(loader, master, [job])
@@ -349,4 +354,4 @@ def test_a_sweep_for_other_machines_is_not_refused_for_this_one_s(no_gpu, capsys
                 with pytest.raises(SystemExit):
                     refuse_bad_jobs(loader, master, [job])
     err = capsys.readouterr().err
-    assert err.count("sweep refused before any run started: job 0 of 1") == 1 and "trainer.device=gpu is not available" in err
+    assert err.count("sweep refused before any run started: job 0 of 1") == 2 and "trainer.device=gpu is not available" in err

@@ -42,7 +42,7 @@ def uri(tmp_path_factory) -> str:
             sink.log_metrics({"val/loss": loss(0.1, 3, 0)}, 0)
             sink.log_metrics({"val/loss": float("nan")}, 1)
             raise FloatingPointError("loss is nan")
-    tracking.finish_parent_run(uri, parent)
+    MlflowClient(uri).set_terminated(parent)
     with tracking.open_run(uri, "other", "lonely") as sink:
         sink.log_metrics({"x": 1.0}, 0)
     return uri

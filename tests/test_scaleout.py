@@ -442,10 +442,10 @@ def test_the_code_version_is_the_same_in_every_process(tmp_path):
 
 def test_a_sweep_whose_jobs_are_refused_before_their_runs_exist_ends_its_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
     monkeypatch.chdir(tmp_path)
-    # sine's targets leave [0, 1]: known only once the data is loaded, so each job is refused as it runs
-    code, out, err = main_in_process("-m", "data=sine", "model.head=sigmoid_bce,sigmoid_mse", "trainer.epochs=2", *QUIET,
+    # digits has 1,797 examples: known only once the data is loaded, so each job is refused as it runs
+    code, out, err = main_in_process("-m", "data=digits", "data.n_samples=5000,6000", "trainer.epochs=2", *QUIET,
                                      "study=refused_sweep", f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert code != 0 and "cannot fit data.name=sine" in err, out + err
+    assert code != 0 and "n_samples=5000 for 'digits'" in err, out + err
     parents, children = parents_and_children(mlflow_uri)
     assert ([p.info.status for p in parents], children) == (["FAILED"], [])  # its jobs failed: so did the sweep
 
@@ -630,6 +630,25 @@ def test_optuna_search_over_lr_and_width_gets_the_validation_objective(mlflow_ur
     assert set(best["best_params"]) == {"optim.lr", "model.width"}
     broken = [str(w.message) for w in recwarn if "Callback" in str(w.message)]
     assert not broken, f"a Hydra callback failed under the Optuna sweeper: {broken}"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")
+def test_a_diverged_trial_is_the_worst_value_and_the_search_goes_on(mlflow_uri, tmp_path, monkeypatch, main_in_process):
+    """Optuna fails a trial that returns NaN, and its Hydra sweeper then stops the whole search: a diverged
+    run returns +inf (the worst val/loss), a finished trial the search learns to avoid."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
+    monkeypatch.chdir(tmp_path)
+    jobs = tmp_path / "jobs.jsonl"
+    code, out, err = main_in_process("-m", "hydra/sweeper=optuna_lr_width", "hydra.sweeper.n_trials=2",
+                                     "optim.lr=tag(log, interval(10000, 1000000))", "model.init=normal", "model.depth=6",
+                                     "trainer.epochs=1", "data.n_samples=120", *QUIET, f"tracking.uri={mlflow_uri}",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep'}", *record_jobs(jobs))
+    assert code == 0, out + err
+    assert out.count("diverged at step") == 2, out
+    assert [(t["status"], t["value"]) for t in recorded(jobs)] == [("COMPLETED", math.inf)] * 2
+    parents, children = parents_and_children(mlflow_uri)
+    assert [c.data.tags.get("diverged") for c in children] == ["true", "true"]
+    assert parents[0].info.status == "FINISHED"
 
 
 @pytest.mark.parametrize(("objective", "direction"), [("val/acc", "minimize"), ("val/loss", "maximize")])

@@ -440,8 +440,10 @@ def test_children_nest_under_one_parent_per_sweep(uri):
     assert ended.status == "FINISHED"
     assert ended.end_time >= get_run(uri, child.run_id).info.end_time
     assert get_run(uri, other).info.status == "RUNNING"
-    tracking.finish_parent_run(uri, other, "KILLED")
-    assert get_run(uri, other).info.status == "KILLED"
+    tracking.fail_parent_run(uri, other)  # a job failed before its run existed: a later child's end keeps it FAILED
+    with tracking.open_run(uri, "sweep", "child", parent_run_id=other) as child:
+        child.log_metrics({"loss": 1.0}, 0)
+    assert get_run(uri, other).info.status == "FAILED"
 
 
 def test_a_sweep_s_parent_ends_with_the_worst_status_of_its_children(uri):
