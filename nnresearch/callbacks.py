@@ -134,9 +134,11 @@ def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> N
 def _check_data_of(job: Any) -> None:
     """RefusedBeforeRun (a ValueError) if what only the job's data tell refuses it; its data are made
     only where they may (`experiment.data_may_refuse`: small regression sets, digits, breast_cancer)."""
-    from nnresearch.experiment import check_fits_data, data_may_refuse, prepare
+    from nnresearch.config import data_may_refuse
 
     if data_may_refuse(job):
+        from nnresearch.experiment import check_fits_data, prepare  # MLflow's import (~1 s) only here
+
         check_fits_data(job, prepare(job))
 
 

@@ -510,6 +510,20 @@ def _check_batchnorm(c: Config) -> None:
     check_batchnorm_batches(c.model.batchnorm, n_train, c.trainer.batch_size)
 
 
+def data_may_refuse(cfg: Config) -> bool:
+    """Whether `experiment.check_fits_data` may refuse the validated `cfg`: a head with an accuracy
+    (its targets must lie in [0, 1]) on regression data, or BatchNorm on a data set whose size
+    `validate` does not know (digits, breast_cancer). The grid sweeper makes the data of just these
+    jobs before the first starts (`callbacks.refuse_bad_jobs`)."""
+    from nnresearch.data import DATA_TASKS
+    from nnresearch.data.registry import generator_arguments
+
+    task = DATA_TASKS[cfg.data.name]
+    head = HEADS[cfg.model.head or DEFAULT_HEADS[task]]
+    size_unknown = cfg.data.n_samples is None and generator_arguments(cfg.data.name)["n_samples"] is None
+    return (task == "regression" and head.accuracy is not None) or (cfg.model.batchnorm and size_unknown)
+
+
 def validate(cfg: DictConfig | Config) -> Config:
     """The config as dataclasses, or a ValueError naming the first bad key and its allowed values."""
     c: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg

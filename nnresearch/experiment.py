@@ -276,21 +276,6 @@ def check_fits_data(cfg: Config, prepared: Prepared) -> None:
         raise RefusedBeforeRun(str(error)) from None
 
 
-def data_may_refuse(cfg: Config) -> bool:
-    """Whether `check_fits_data` may refuse the validated `cfg`: a head with an accuracy (its targets
-    must lie in [0, 1]) on regression data, or BatchNorm on a data set whose size `validate` does not
-    know (digits, breast_cancer). The grid sweeper makes the data of just these jobs before the first
-    starts (`callbacks.refuse_bad_jobs`)."""
-    from nnresearch.data import DATA_TASKS
-    from nnresearch.data.registry import generator_arguments
-    from nnresearch.nn.losses import HEADS
-
-    task = DATA_TASKS[cfg.data.name]
-    head = HEADS[cfg.model.head or DEFAULT_HEADS[task]]
-    size_unknown = cfg.data.n_samples is None and generator_arguments(cfg.data.name)["n_samples"] is None
-    return (task == "regression" and head.accuracy is not None) or (cfg.model.batchnorm and size_unknown)
-
-
 def check_head_fits(cfg: Config, data: Dataset, network: Network, parts: list[tuple[Any, Any]]) -> None:
     """RefusedBeforeRun if the network's head cannot fit the data's targets (a regression data set
     under softmax_ce, ...): `Network.check_batch` on every split."""
