@@ -52,8 +52,8 @@ def existing_store(uri: str | None) -> str:
         return ensure_store(uri)
     if not db.is_file():
         raise FileNotFoundError(
-            f"no MLflow store at {db}; run an experiment first or pass the uri of your store "
-            "(e.g. uri='sqlite:////path/to/mlflow.db')"
+            f"no MLflow store at {db}; run an experiment first or name your store (--uri on the command line, "
+            "uri= in Python), e.g. sqlite:////path/to/mlflow.db"
         )
     return uri
 

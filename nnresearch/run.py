@@ -136,6 +136,10 @@ def main(dict_cfg: DictConfig) -> float:
 
         if cfg.tracking.enabled:
             stores.ensure_store(cfg.tracking.uri)
+    study = hydra_cfg.runtime.choices.get("experiment")
+    if study is not None and not in_sweep:
+        print(f"note: experiment={study} is a sweep; without -m this is one run of its defaults "
+              f"(python -m nnresearch.run -m experiment={study} runs its grid)", file=sys.stderr)
     finished, earlier = already_finished(cfg, in_sweep)
     if finished is not None:
         parent = sweep_parent(cfg, hydra_cfg)

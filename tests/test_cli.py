@@ -375,6 +375,16 @@ def test_a_sweep_with_a_failed_job_ends_its_parent_failed(mlflow_uri, tmp_path, 
     assert parent.info.status == "FAILED"
 
 
+def test_a_study_without_multirun_says_it_runs_one_job(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, "experiment=linear_collapse", "trainer.epochs=1", *QUICK,
+                                     "tracking=off")
+    assert code == 0, out + err
+    assert ("note: experiment=linear_collapse is a sweep; without -m this is one run of its defaults "
+            "(python -m nnresearch.run -m experiment=linear_collapse runs its grid)") in err
+    assert out.count("tracking off") == 1
+
+
 def test_a_job_refused_before_its_run_existed_keeps_the_parent_failed_after_a_later_job_finishes(
         mlflow_uri, tmp_path, monkeypatch, capsys):
     """Job 0 asks digits for more examples than it has (told only once loaded: no run), job 1 then
