@@ -1,9 +1,22 @@
-"""Study 5b (§5.2): a deep, narrow ReLU net is often dead at birth: some hidden layer has z <= 0 for all
-its units on every training example, the output is constant, and no gradient ever flows below it.
+"""Study 5b (§5.2, at its extreme): a deep, narrow ReLU net is often dead at birth, the more so the deeper.
 
-Left: fraction of seeds dead at initialization (step 0, exact: full-batch probe) and still dead after
-training, against depth, one line per width. Right: final validation accuracy against depth (chance
-is 0.5 on balanced moons). Mean and 95% band over seeds.
+§5.2: "When z < 0 for a neuron across all training examples, its gradient is permanently 0 -> neuron
+never updates. Caused by large negative bias or large learning rate. **Fix:** Leaky ReLU, He
+initialization." Dead at birth: some hidden layer has z <= 0 for all its units on every training
+example at initialization (step 0, exact: full-batch probe).
+
+The verdict rests on the empirical part, per width, the fraction of seeds born dead (a 0/1 per seed,
+mean and 95% t-band over seeds): at the deepest depth its band lies above the shallowest depth's
+(more with depth), and at the narrowest width and deepest depth it is at least one half (often).
+That a born-dead net never trains is mechanical, not a finding: everything above a fully dead layer
+sees a constant, and delta = (W^T delta_next) * g'(z) is 0 in and below it, so no weight below it
+moves and the output stays constant; the count of born-dead runs still dead after training is
+reported as a check of the probe and the harness. Every run uses He init, the chapter's fix: the
+evidence says how often He-initialized nets this narrow are dead at birth all the same.
+
+Left: fraction of seeds dead at initialization and still dead after training, against depth, one
+line per width. Right: final validation accuracy against depth (chance is 0.5 on balanced moons).
+Mean and 95% band over seeds.
 """
 
 from __future__ import annotations
@@ -40,18 +53,27 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     left.legend(fontsize=8), right.legend()
     figure.tight_layout()
 
-    fractions = runs.groupby(keys)["born_dead"].mean()
-    deeper = all(group.iloc[-1] > group.iloc[0] for _, group in fractions.groupby(level=0))
+    born = mean_band(runs, keys, "born_dead", fraction=True).set_index(keys)
+    deeper = {width: bool(rows.iloc[-1]["lo"] > rows.iloc[0]["hi"]) for width, rows in born.groupby(level=0)}
+    narrow = runs["params.model.width"].min()
+    often = bool(born.loc[(narrow, deepest), "mean"] >= 0.5)
     dead = runs[runs["born_dead"] == 1.0]
-    never_trained = bool((dead["still_dead"] == 1.0).all())
-    narrow = int(runs["params.model.width"].min())
-    held = bool(deeper and fractions.loc[(narrow, deepest)] >= 0.5 and never_trained and not dead.empty)
-    evidence = ("born dead: " + ", ".join(f"width {w:g} depth {d:g}: {f:.0%}" for (w, d), f in fractions.items())
-                + f" ({runs.groupby(keys).size().min()} seeds each); {len(dead)} born-dead runs, "
-                + f"{int((dead['still_dead'] == 1.0).sum())} still dead after training, their mean val acc "
-                + f"{dead['metrics.val/acc'].mean():.3f} "
+    init = runs["params.model.init"].iloc[0]
+    evidence = ("born dead, fraction of seeds [95% band]: "
+                + ", ".join(f"width {w:g} depth {d:g}: {row['mean']:.0%} [{row['lo']:.0%}, {row['hi']:.0%}]"
+                            for (w, d), row in born.iterrows())
+                + f" ({runs.groupby(keys).size().min()} seeds each, init {init}); more at depth {deepest} than at depth "
+                + f"{int(runs['params.model.depth'].min())} beyond the band: "
+                + ", ".join(f"width {w:g} {'yes' if ok else 'no'}" for w, ok in deeper.items())
+                + f"; often (>= 50%) at width {narrow:g} depth {deepest}: {'yes' if often else 'no'}"
+                + (f"; so {init} init, the chapter's fix, does not prevent dead-at-birth in nets this narrow and deep "
+                   f"({born.loc[(narrow, deepest), 'mean']:.0%} of seeds at width {narrow:g} depth {deepest})"
+                   if born.loc[(narrow, deepest), "mean"] > 0 else f"; with {init} init no seed was born dead at width {narrow:g} depth {deepest}")
+                + f". Mechanical check (not a finding): {len(dead)} born-dead runs, {int((dead['still_dead'] == 1.0).sum())} "
+                + f"still dead after training, their mean val acc {dead['metrics.val/acc'].mean():.3f} "
                 + f"(alive runs {runs[runs['born_dead'] == 0.0]['metrics.val/acc'].mean():.3f})")
-    claim = "deep narrow ReLU nets are often dead at birth (more so with depth) and then never train"
+    claim = "deep narrow ReLU nets are often dead at birth, more so with depth (with He init)"
+    held = bool(all(deeper.values()) and often)
     return figure, Verdict(study.name, claim, held, evidence)
 
 
