@@ -412,30 +412,61 @@ def test_batch_size_is_not_held_when_the_noise_does_not_fall(sweep, monkeypatch)
 
 
 # --------------------------------------------------------------------------------------------
-# width_vs_depth: on the sawtooth, the deepest net's final val MSE band lies below the one-wide-layer
-# net's band (equal parameter budget).
+# width_vs_depth: one layer fits sine; on T^k the smallest shallow width reaching MSE 0.01 grows with
+# k (slope of log2 width > 0.5 beyond the seed band); the fixed deep net reaches 0.01 at every k.
 
-SAWTOOTH_VAL_MSE = {  # widths -> final val MSE of seeds 0 and 1 on the sawtooth
-    HELD: {"[80]": (0.080, 0.082), "[8,8,8,8]": (0.004, 0.006)},
-    NOT_HELD: {"[80]": (0.080, 0.082), "[8,8,8,8]": (0.079, 0.083)},  # depth no better than width
+SHALLOW_WIDTHS = (4, 16, 64)
+
+
+def shallow_mse(needed: int, width: int) -> float:
+    """A shallow net's val MSE: below the 0.01 target from the width it needs on."""
+    return 0.001 if width >= needed else 0.05
+
+
+WIDTH_NEEDED = {  # k -> the shallow width that reaches the target, seeds 0, 1, 2
+    HELD: {2: (4, 4, 4), 3: (16, 4, 16), 4: (64, 64, 16)},
+    NOT_HELD: {2: (16, 4, 16), 3: (16, 16, 4), 4: (16, 16, 16)},  # width does not grow with k
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_width_vs_depth(sweep, case):
     s = sweep("width_vs_depth")
-    for target in ("sawtooth", "sine"):
-        for widths, losses in SAWTOOTH_VAL_MSE[case].items():
-            for seed, loss in enumerate(losses):
-                cfg = job_config("width_vs_depth", f"data={target}", model__widths=OmegaConf.create(widths),
+    for target in ("sawtooth_k2", "sawtooth_k3", "sawtooth_k4", "sine"):
+        k = int(target[-1]) if target != "sine" else None
+        for widths in [[w] for w in SHALLOW_WIDTHS] + [[8, 8, 8, 8]]:
+            for seed in range(3):
+                cfg = job_config("width_vs_depth", f"+target={target}", model__widths=OmegaConf.create(widths),
                                  trainer__seed=seed, trainer__epochs=1)
-                loss = loss if target == "sawtooth" else 0.001
-                s.job(cfg, {"val/loss": [0.3, loss]}, final=state_of(network_of(cfg)))
+                if k is None:
+                    loss = 0.002
+                elif len(widths) > 1:
+                    loss = 0.0005 if seed == 0 else 0.03
+                else:
+                    loss = shallow_mse(WIDTH_NEEDED[case][k][seed], widths[0])
+                s.job(cfg, {"val/loss": [0.3, loss]}, final=state_of(network_of(cfg)), choices={"target": target})
     verdict = s.analyse()
-    mse = {widths: np.mean(losses) for widths, losses in SAWTOOTH_VAL_MSE[case].items()}
-    best = {widths: min(losses) for widths, losses in SAWTOOTH_VAL_MSE[case].items()}
-    check(verdict, case, "sawtooth 1 layer(s) (", f"val MSE {mse['[80]']:.4f}", f"val MSE {mse['[8,8,8,8]']:.4f}",
-          f"sawtooth best seed: {best['[80]']:.4f} (1 layer) vs {best['[8,8,8,8]']:.4f} (4 layers)")
+    check(verdict, case, "1. one layer fits sine: yes, width 4", "k=4: 64/64/16" if case == HELD else "k=4: 16/16/16",
+          "reaches the target at every k", "k=2: 0.0005 / 0.02")
+
+
+def test_width_vs_depth_is_not_held_when_the_deep_net_misses(sweep):
+    """Shallow width grows as 2^k, but gradient descent never finds the deep net's fit at k=4."""
+    s = sweep("width_vs_depth")
+    for target in ("sawtooth_k2", "sawtooth_k3", "sawtooth_k4", "sine"):
+        k = int(target[-1]) if target != "sine" else None
+        for widths in [[w] for w in SHALLOW_WIDTHS] + [[8, 8, 8, 8]]:
+            for seed in range(2):
+                cfg = job_config("width_vs_depth", f"+target={target}", model__widths=OmegaConf.create(widths),
+                                 trainer__seed=seed, trainer__epochs=1)
+                if k is None:
+                    loss = 0.002
+                elif len(widths) > 1:
+                    loss = 0.06 if k == 4 else 0.0005
+                else:
+                    loss = shallow_mse(4 ** (k - 1), widths[0])
+                s.job(cfg, {"val/loss": [0.3, loss]}, final=state_of(network_of(cfg)), choices={"target": target})
+    check(s.analyse(), NOT_HELD, "slope of log2 width vs k 2.00 [2.00, 2.00] > 0.5", "k=4: 0.06 / 0.06 -> does NOT reach")
 
 
 # --------------------------------------------------------------------------------------------
