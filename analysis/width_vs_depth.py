@@ -113,7 +113,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     need_ax.plot(mean_need.index, mean_need, color="black", marker="s", label=f"mean (slope {slope:.2f})")
     need_ax.plot(ks, np.log2(2.0 ** np.array(ks) - 1), color="gray", linestyle=":", label="log2(2^k - 1): exact")
     need_ax.set(xlabel="compositions k (2^k pieces)", ylabel="log2 shallow width reaching target",
-                title=f"deep net: {deep_params} params at every k", xticks=ks)
+                title=f"shallow width needed (the deep net: {deep_params} params at every k)", xticks=ks)
     k_max = max(ks) if ks else 1
     seed0 = saw[(saw["k"] == k_max) & (saw["params.trainer.seed"] == saw["params.trainer.seed"].min())]
     x = np.linspace(0, 1, GRID)
