@@ -7,8 +7,6 @@ inconclusive, computed, logged to the sweep's parent run and printed with its nu
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -25,11 +23,18 @@ from nnresearch.paths import CONFIG_DIR
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_quick_sweep(name: str, workdir: Path, uri: str, *overrides: str) -> None:
-    command = [sys.executable, "-m", "nnresearch.run", "-m", f"experiment={name}", "profile=quick", f"tracking.uri={uri}",
-               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *overrides]
-    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.fixture
+def quick_sweep(main_in_process, monkeypatch, mlflow_uri, tmp_path):
+    """`quick_sweep(name, *overrides)`: `python -m nnresearch.run -m experiment=<name> profile=quick`, run in
+    this process (Hydra's basic launcher) into a fresh store in `tmp_path`; returns the store's URI."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(name: str, *overrides: str) -> str:
+        code, out, err = main_in_process("-m", f"experiment={name}", "profile=quick", f"tracking.uri={mlflow_uri}", *overrides)
+        assert code == 0, (out + err)[-3000:]
+        return mlflow_uri
+
+    return run
 
 
 def planned_jobs(name: str) -> int:
@@ -47,9 +52,8 @@ def test_every_experiment_has_an_analysis():
 
 
 @pytest.mark.parametrize("name", available_studies())
-def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_quick_sweep(name, tmp_path, uri)
+def test_quick_profile_runs_study_to_figure(name, quick_sweep, tmp_path, capsys):
+    uri = quick_sweep(name)
     module = importlib.import_module(f"analysis.{name}")
     verdict = module.main(["--uri", uri, "--out", str(tmp_path / "figures")])
     assert isinstance(verdict, Verdict) and verdict.evidence
@@ -70,19 +74,17 @@ def test_quick_profile_runs_study_to_figure(name, tmp_path, capsys):
         ("FINISHED", "2", "0")}
 
 
-def test_a_sweep_of_part_of_a_study_is_told_so_by_its_verdict(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_quick_sweep("one_neuron_images", tmp_path, uri, "data=digits")
+def test_a_sweep_of_part_of_a_study_is_told_so_by_its_verdict(quick_sweep, tmp_path):
+    uri = quick_sweep("one_neuron_images", "data=digits")
     verdict = importlib.import_module("analysis.one_neuron_images").main(["--uri", uri, "--out", str(tmp_path / "figures")])
     assert verdict.held is None and "the runs lack part of the study's grid: data=images64;" in verdict.evidence, \
         verdict.line()
 
 
-def test_report_collects_verdicts_and_lists_studies_not_run(tmp_path):
+def test_report_collects_verdicts_and_lists_studies_not_run(quick_sweep, tmp_path):
     from analysis import report
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_quick_sweep("representation", tmp_path, uri)
+    uri = quick_sweep("representation")
     path = report.main(["--uri", uri, "--out", str(tmp_path / "reports")])
     text = path.read_text()
     assert "| [representation](#representation) |" in text and "![representation](figures/representation.png)" in text
