@@ -100,27 +100,28 @@ LOCAL_LAUNCHERS = (BASIC_LAUNCHER, "hydra_plugins.hydra_joblib_launcher.joblib_l
 THIS_MACHINE_LAUNCHERS = (*LOCAL_LAUNCHERS, "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher")
 
 
-def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
+def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]], *, job: str = "job") -> None:
     """SystemExit(2), naming the job and its reason, if any of `jobs` composes a config that
     `nnresearch.config.validate` refuses, or, where the jobs run on this machine
     (`THIS_MACHINE_LAUNCHERS`), that `check_machine` refuses (no GPU, no checkpoint) or its data
     refuse (`_check_data_of`); then each tracking store the jobs use is checked once
     (`stores.check_store`), and one that every job uses is refused as the sweep's, not its first
-    job's. The grid sweeper's check before the sweep's folder or any run exists."""
+    job's. The grid sweeper's check before the sweep's folder or any run exists; a search's check of
+    the corners of its space (`search_corners`), whose refusal names a `job="search point"`."""
     from nnresearch.config import check_machine, validate
     from nnresearch.stores import check_store
 
     here = _launcher(config) in THIS_MACHINE_LAUNCHERS
     jobs_of_store: dict[str | None, list[int]] = {}
-    for number, (overrides, job) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
+    for number, (overrides, composed) in enumerate(zip(jobs, _job_configs(loader, config, jobs))):
         try:
-            checked = validate(job)
+            checked = validate(composed)
             if here:
                 check_machine(checked, store=False)
                 _check_data_of(checked)
         except (ValueError, OSError) as error:
             swept = [override for override in overrides if any(override not in other for other in jobs)]
-            _refuse_sweep(f"job {number} of {len(jobs)} ({' '.join(swept)}): {error}")
+            _refuse_sweep(f"{job} {number} of {len(jobs)} ({' '.join(swept)}): {error}")
         if here and checked.tracking.enabled:
             jobs_of_store.setdefault(checked.tracking.uri, []).append(number)
     for uri, numbers in jobs_of_store.items():
@@ -167,15 +168,46 @@ class RunCheck(Callback):
             refuse_run(error)
 
 
+def search_corners(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list[list[str]]:
+    """The overrides of the corners of a search space: every searched key at each of its choices (an
+    interval at its two ends), the other searched keys at their first, the plain overrides as given."""
+    fixed, searched = [], []
+    for override in sweep_overrides(command_line, sweeper_params, config_loader):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            fixed.append(f"{key}={override.get_value_element_as_str()}")
+        elif override.is_discrete_sweep():
+            searched.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            interval = override.value()
+            searched.append([f"{key}={interval.start}", f"{key}={interval.end}"])
+    first = [values[0] for values in searched]
+    return [fixed + first] + [fixed + first[:index] + [value] + first[index + 1:]
+                              for index, values in enumerate(searched) for value in values[1:]]
+
+
+# Sweepers that expand a grid and check its jobs themselves (the grid sweeper, every job before the first).
+GRID_SWEEPERS = ("hydra_plugins.nnresearch_sweeper.GridSweeper", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
+
+
 class SweepCheck(Callback):
-    """Refuse a search (Optuna) whose direction works against the objective, before any trial
-    (`hydra.callbacks.sweep_check`). A search draws its jobs as it goes, and each is validated
-    when it runs; a grid's jobs are all validated up front by the grid sweeper
-    (`hydra_plugins.nnresearch_sweeper.GridSweeper`, `refuse_bad_jobs`).
+    """Before any trial of a search (Optuna; `hydra.callbacks.sweep_check`): refuse a direction that
+    works against the objective, and check the corners of its space (`search_corners`) as the grid
+    sweeper checks its jobs (`refuse_bad_jobs`), so a bad plain value or choice is one line, not the
+    first trial's traceback. A search draws its jobs as it goes, and each is validated again when it
+    runs; a grid's jobs are all validated up front by the grid sweeper
+    (`hydra_plugins.nnresearch_sweeper.GridSweeper`).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_search_direction(config)
+        if OmegaConf.select(config, "hydra.sweeper._target_") in GRID_SWEEPERS:
+            return
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().config_loader()
+        corners = search_corners(list(config.hydra.overrides.task), dict(config.hydra.sweeper.get("params") or {}), loader)
+        refuse_bad_jobs(loader, config, corners, job="search point")
 
 
 class SweepProgress(Callback):

@@ -29,6 +29,16 @@ def sweep_config(tmp_path, launcher: str):
                                        "job": {"num": 0}}})
 
 
+def test_the_corners_of_a_search_space_take_every_choice_and_each_end_of_an_interval():
+    from nnresearch.callbacks import search_corners
+
+    corners = search_corners(["model.width=choice(8, 16, 32)", "trainer.epochs=3"], {"optim.lr": "tag(log, interval(0.001, 1.0))"})
+    assert corners == [["trainer.epochs=3", "optim.lr=0.001", "model.width=8"],
+                       ["trainer.epochs=3", "optim.lr=1.0", "model.width=8"],
+                       ["trainer.epochs=3", "optim.lr=0.001", "model.width=16"],
+                       ["trainer.epochs=3", "optim.lr=0.001", "model.width=32"]]
+
+
 def test_jobs_in_other_processes_advance_the_bar_of_the_launching_one(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # the bar shows, as in a terminal
     config = sweep_config(tmp_path, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")

@@ -651,6 +651,22 @@ def test_a_diverged_trial_is_the_worst_value_and_the_search_goes_on(mlflow_uri, 
     assert parents[0].info.status == "FINISHED"
 
 
+@pytest.mark.parametrize(("override", "words"), [
+    ("trainer.batch_size=0", "search point 0 of 6 (optim.lr=0.001 model.width=8): trainer.batch_size=0 is out of range"),
+    ("model.width=choice(8, 0)", "search point 2 of 3 (optim.lr=0.001 model.width=0): model.width=0 is out of range"),
+])
+def test_a_search_with_a_bad_value_or_choice_is_refused_before_any_trial(mlflow_uri, tmp_path, monkeypatch, main_in_process,
+                                                                         override, words):
+    """The corners of the search space (every choice, an interval's ends) are checked as a grid's jobs are."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process("-m", "hydra/sweeper=optuna_lr_width", override, *QUIET, f"tracking.uri={mlflow_uri}",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 2, out + err
+    assert err.startswith(f"sweep refused before any run started: {words}") and "Traceback" not in err, err
+    assert all_runs(mlflow_uri) == []
+
+
 @pytest.mark.parametrize(("objective", "direction"), [("val/acc", "minimize"), ("val/loss", "maximize")])
 def test_a_search_told_to_find_the_worst_objective_is_refused(mlflow_uri, tmp_path, monkeypatch, main_in_process,
                                                               objective, direction):
