@@ -128,13 +128,15 @@ def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]], *, j
         try:
             check_store(uri)
         except (ValueError, OSError) as error:
-            which = "" if len(numbers) == len(jobs) else f"jobs {', '.join(map(str, numbers))} of {len(jobs)}: "
+            listed = ", ".join(map(str, numbers[:8])) + (f", ... ({len(numbers)})" if len(numbers) > 8 else "")
+            which = "" if len(numbers) == len(jobs) else f"{job}s {listed} of {len(jobs)}: "
             _refuse_sweep(f"{which}{error}")
 
 
 def _check_data_of(job: Any) -> None:
     """RefusedBeforeRun (a ValueError) if what only the job's data tell refuses it; its data are made
-    only where they may (`experiment.data_may_refuse`: small regression sets, digits, breast_cancer)."""
+    only where they may (`config.data_may_refuse`: a head with an accuracy on regression data,
+    BatchNorm on digits or breast_cancer)."""
     from nnresearch.config import data_may_refuse
 
     if data_may_refuse(job):
@@ -169,24 +171,30 @@ class RunCheck(Callback):
 
 
 def search_corners(command_line: list[str], sweeper_params: dict[str, Any], config_loader: Any = None) -> list[list[str]]:
-    """The overrides of the corners of a search space: every searched key at each of its choices (an
-    interval at its two ends), the other searched keys at their first, the plain overrides as given."""
+    """The overrides of the corners of a search space: every searched key at each of its choices (a
+    range or an interval at its two ends, the largest float below a float interval's open end), the
+    other searched keys at their first, the plain overrides as given."""
     fixed, searched = [], []
     for override in sweep_overrides(command_line, sweeper_params, config_loader):
         key = override.get_key_element()
         if not override.is_sweep_override():
             fixed.append(f"{key}={override.get_value_element_as_str()}")
+        elif override.is_range_sweep() and not override.value().shuffle:  # Optuna draws from [start, stop]
+            bounds = override.value()
+            searched.append([f"{key}={bounds.start}", f"{key}={bounds.stop}"])
         elif override.is_discrete_sweep():
             searched.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            interval = override.value()
-            searched.append([f"{key}={interval.start}", f"{key}={interval.end}"])
+        else:  # Hydra's interval(x, y) is x <= value < y for floats, both ends for ints
+            bounds = override.value()
+            top = bounds.end if isinstance(bounds.end, int) else math.nextafter(bounds.end, bounds.start)
+            searched.append([f"{key}={bounds.start}", f"{key}={top}"])
     first = [values[0] for values in searched]
     return [fixed + first] + [fixed + first[:index] + [value] + first[index + 1:]
                               for index, values in enumerate(searched) for value in values[1:]]
 
 
-# Sweepers that expand a grid and check its jobs themselves (the grid sweeper, every job before the first).
+# Sweepers that expand a grid, whose jobs are not a search's: the grid sweeper checks every job before the
+# first (`refuse_bad_jobs`), Hydra's basic one only composes them (each job validates itself as it runs).
 GRID_SWEEPERS = ("hydra_plugins.nnresearch_sweeper.GridSweeper", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
 
 
@@ -230,6 +238,7 @@ class SweepProgress(Callback):
         self._lock = threading.Lock()  # jobs on threads (joblib's threading backend) share the bar
         self._stop = threading.Event()
         self._counter: threading.Thread | None = None
+        self._created: list[Path] = []  # the folders on the sweep dir's path that this instance made
 
     def __getstate__(self) -> dict[str, Any]:
         """What a job in another process gets: where to mark its end, no bar, no thread."""
@@ -249,7 +258,9 @@ class SweepProgress(Callback):
         self.bar = tqdm(total=total, desc="sweep", unit="job", disable=not sys.stderr.isatty())
         if self.bar.disable or _launcher(config) == BASIC_LAUNCHER:
             return
-        self.marks = Path(config.hydra.sweep.dir).absolute() / self.MARKS
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        self._created = [folder for folder in (sweep_dir, *sweep_dir.parents) if not folder.exists()]
+        self.marks = sweep_dir / self.MARKS
         shutil.rmtree(self.marks, ignore_errors=True)  # a sweep dir given again: count this sweep's jobs only
         self.marks.mkdir(parents=True)
         atexit.register(self._finish)  # a failed job or an interrupt ends the multirun without on_multirun_end
@@ -280,13 +291,17 @@ class SweepProgress(Callback):
         self._finish()
 
     def _finish(self) -> None:
-        """Stop counting (a last count first), remove the marks, close the bar; safe to call twice."""
+        """Stop counting (a last count first), remove the marks and the folders made for them that
+        stayed empty (a sweep refused before its first job), close the bar; safe to call twice."""
         if self._counter is not None:
             atexit.unregister(self._finish)
             self._stop.set()
             self._counter.join()
             self._show_marked(self.marks)
             shutil.rmtree(self.marks, ignore_errors=True)
+            for folder in self._created:  # deepest first; one that holds anything stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             self._counter = None
         if self.bar is not None:
             self.bar.close()

@@ -498,16 +498,25 @@ def check_batchnorm_batches(batchnorm: bool, n_train: int | None, batch_size: in
                      f"use another batch size, e.g. {fits}")
 
 
-def _check_batchnorm(c: Config) -> None:
-    """`check_batchnorm_batches` wherever the training split's size is known before loading (from
-    `data.n_samples` or the generator's count; digits and breast_cancer are checked once loaded)."""
+def has_batchnorm(m: ModelConfig) -> bool:
+    """Whether the model builds a BatchNorm layer: `model.batchnorm` with a hidden layer to normalize."""
+    return m.batchnorm and (len(m.widths) if m.widths is not None else m.depth) >= 1
+
+
+def known_train_size(d: DataConfig) -> int | None:
+    """The training split's size, where it is known before loading (from `data.n_samples` or the
+    generator's count); None for digits and breast_cancer at their whole set."""
     from nnresearch.data.registry import generator_arguments
     from nnresearch.data.splits import split_counts
 
-    d = c.data
     n = d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
-    n_train = split_counts(n, d.val_fraction, d.test_fraction)["train"] if n is not None else None
-    check_batchnorm_batches(c.model.batchnorm, n_train, c.trainer.batch_size)
+    return split_counts(n, d.val_fraction, d.test_fraction)["train"] if n is not None else None
+
+
+def _check_batchnorm(c: Config) -> None:
+    """`check_batchnorm_batches` wherever the training split's size is known before loading (digits
+    and breast_cancer are checked once loaded, `experiment.check_fits_data`)."""
+    check_batchnorm_batches(has_batchnorm(c.model), known_train_size(c.data), c.trainer.batch_size)
 
 
 def data_may_refuse(cfg: Config) -> bool:
@@ -516,12 +525,10 @@ def data_may_refuse(cfg: Config) -> bool:
     `validate` does not know (digits, breast_cancer). The grid sweeper makes the data of just these
     jobs before the first starts (`callbacks.refuse_bad_jobs`)."""
     from nnresearch.data import DATA_TASKS
-    from nnresearch.data.registry import generator_arguments
 
     task = DATA_TASKS[cfg.data.name]
     head = HEADS[cfg.model.head or DEFAULT_HEADS[task]]
-    size_unknown = cfg.data.n_samples is None and generator_arguments(cfg.data.name)["n_samples"] is None
-    return (task == "regression" and head.accuracy is not None) or (cfg.model.batchnorm and size_unknown)
+    return (task == "regression" and head.accuracy is not None) or (has_batchnorm(cfg.model) and known_train_size(cfg.data) is None)
 
 
 def validate(cfg: DictConfig | Config) -> Config:

@@ -21,7 +21,7 @@ from nnresearch import backend, tracking
 from nnresearch.backend import namespace
 from nnresearch.checkpoint import check_epochs_left, load_checkpoint, save_checkpoint
 from nnresearch.config import (DEFAULT_HEADS, OPTIMIZER_FIELDS, Config, check_batchnorm_batches, config_hash,
-                               resume_settings)
+                               has_batchnorm, resume_settings)
 from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
@@ -271,7 +271,7 @@ def check_fits_data(cfg: Config, prepared: Prepared) -> None:
     check_head_fits(cfg, prepared.data, prepared.network,
                     [(splits.X_train, splits.Y_train), (splits.X_val, splits.Y_val), (prepared.X_test, prepared.Y_test)])
     try:
-        check_batchnorm_batches(cfg.model.batchnorm, splits.X_train.shape[-1], cfg.trainer.batch_size)
+        check_batchnorm_batches(has_batchnorm(cfg.model), splits.X_train.shape[-1], cfg.trainer.batch_size)
     except ValueError as error:
         raise RefusedBeforeRun(str(error)) from None
 

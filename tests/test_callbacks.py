@@ -29,14 +29,33 @@ def sweep_config(tmp_path, launcher: str):
                                        "job": {"num": 0}}})
 
 
-def test_the_corners_of_a_search_space_take_every_choice_and_each_end_of_an_interval():
+def test_the_corners_of_a_search_space_take_every_choice_and_the_values_at_each_end():
+    """A float interval is open at its top (x <= value < y): its top corner is the largest float below y;
+    an int interval and an unshuffled range (Optuna's IntUniformDistribution) include both ends."""
     from nnresearch.callbacks import search_corners
 
-    corners = search_corners(["model.width=choice(8, 16, 32)", "trainer.epochs=3"], {"optim.lr": "tag(log, interval(0.001, 1.0))"})
-    assert corners == [["trainer.epochs=3", "optim.lr=0.001", "model.width=8"],
-                       ["trainer.epochs=3", "optim.lr=1.0", "model.width=8"],
-                       ["trainer.epochs=3", "optim.lr=0.001", "model.width=16"],
-                       ["trainer.epochs=3", "optim.lr=0.001", "model.width=32"]]
+    corners = search_corners(["model.width=choice(8, 16, 32)", "trainer.epochs=3", "model.depth=range(1, 5)"],
+                             {"optim.momentum": "interval(0.5, 1.0)", "data.n_samples": "int(interval(100, 200))"})
+    assert corners == [
+        ["trainer.epochs=3", "optim.momentum=0.5", "data.n_samples=100", "model.width=8", "model.depth=1"],
+        ["trainer.epochs=3", "optim.momentum=0.9999999999999999", "data.n_samples=100", "model.width=8", "model.depth=1"],
+        ["trainer.epochs=3", "optim.momentum=0.5", "data.n_samples=200", "model.width=8", "model.depth=1"],
+        ["trainer.epochs=3", "optim.momentum=0.5", "data.n_samples=100", "model.width=16", "model.depth=1"],
+        ["trainer.epochs=3", "optim.momentum=0.5", "data.n_samples=100", "model.width=32", "model.depth=1"],
+        ["trainer.epochs=3", "optim.momentum=0.5", "data.n_samples=100", "model.width=8", "model.depth=5"]]
+
+
+def test_a_sweep_refused_before_its_first_job_leaves_no_folder_for_the_bar_s_marks(tmp_path, monkeypatch):
+    """From a terminal, with jobs in other processes, the bar's marks folder is made under the sweep dir
+    before the grid sweeper checks the jobs; a refusal then leaves no empty sweep dir behind."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    config = sweep_config(tmp_path, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+    config.hydra.sweep.dir = str(tmp_path / "multirun" / "2026-01-01" / "12-00-00")
+    progress = SweepProgress(poll_s=0.05)
+    progress.on_multirun_start(config)
+    assert progress.marks.is_dir()
+    progress._finish()  # what the exit after a refusal runs (atexit)
+    assert not (tmp_path / "multirun").exists()
 
 
 def test_jobs_in_other_processes_advance_the_bar_of_the_launching_one(tmp_path, monkeypatch):

@@ -110,6 +110,10 @@ def test_a_batchnorm_batch_of_one_example_is_refused(overrides, message):
     validate(compose(overrides))  # without BatchNorm the same batches are fine
 
 
+def test_batchnorm_without_a_hidden_layer_to_normalize_refuses_no_batch_size():
+    validate(compose(["model.depth=0", "model.batchnorm=true", "trainer.batch_size=1"]))
+
+
 def test_a_batchnorm_batch_of_one_known_only_once_the_data_load_is_refused_before_the_run(mlflow_uri, tmp_path,
                                                                                          monkeypatch, main_in_process):
     """digits' size (1,797: 1,079 to train) is known once loaded: batches of 77 leave one example."""

@@ -664,7 +664,7 @@ def test_a_search_with_a_bad_value_or_choice_is_refused_before_any_trial(mlflow_
                                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code == 2, out + err
     assert err.startswith(f"sweep refused before any run started: {words}") and "Traceback" not in err, err
-    assert all_runs(mlflow_uri) == []
+    assert all_runs(mlflow_uri) == [] and not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize(("objective", "direction"), [("val/acc", "minimize"), ("val/loss", "maximize")])

@@ -11,7 +11,7 @@ delta are all `(n[L], m)`.
 | softmax_ce       | shifted softmax       | -sum_k y_k log a_k                   | A - Y                 |
 | naive_softmax_ce | unshifted softmax     | -sum_{k: y_k>0} y_k log a_k (§3.1)   | A - Y                 |
 | linear_mse       | Z                     | mean_k (a_k - y_k)^2                 | 2 (A - Y) / n[L]      |
-| sigmoid_mse      | sigmoid per output    | mean_k (a_k - y_k)^2                 | 2 (A - Y) / n[L] * A (1 - A) |
+| sigmoid_mse      | sigmoid per output    | mean_k (a_k - y_k)^2                 | 2 (A - Y) / n[L] * sigma'(Z) |
 
 The fused `A - Y` is exact only for these pairs: sigmoid with BCE, and softmax with cross-entropy
 when every column of Y sums to 1 (one-hot or a probability vector).
