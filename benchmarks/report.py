@@ -224,7 +224,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write the three files into `out` (created if needed); returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
     for kind, text in (("json", json.dumps(results, indent=2, default=str) + "\n"), ("markdown", markdown(results))):
         with replaced_atomically(paths[kind]) as tmp:

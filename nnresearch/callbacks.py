@@ -66,9 +66,8 @@ def _job_configs(loader: Any, config: DictConfig, jobs: list[list[str]]) -> Iter
         yield _without_hydra(loader.load_sweep_config(config, overrides))
 
 
-def _without_hydra(config: DictConfig) -> DictConfig:
-    """A copy of `config` without its `hydra` node: what the task function gets."""
-    job = config.copy()
+def _without_hydra(job: DictConfig) -> DictConfig:
+    """`job` without its `hydra` node (deleted in place): what the task function gets."""
     with open_dict(job):
         del job["hydra"]
     return job
@@ -117,7 +116,7 @@ def refuse_bad_jobs(loader: Any, config: DictConfig, jobs: list[list[str]], *, j
         try:
             checked = validate(composed)
             if here:
-                check_machine(checked, store=False)
+                check_machine(checked)
                 _check_data_of(checked)
         except (ValueError, OSError) as error:
             swept = [override for override in overrides if any(override not in other for other in jobs)]
@@ -145,15 +144,18 @@ def _check_data_of(job: Any) -> None:
         check_fits_data(job, prepare(job))
 
 
-def _refuse_sweep(reason: str) -> NoReturn:
-    print(f"sweep refused before any run started: {reason}", file=sys.stderr)
+def _refuse(prefix: str, reason: object) -> NoReturn:
+    print(f"{prefix}: {reason}", file=sys.stderr)
     raise SystemExit(2) from None
+
+
+def _refuse_sweep(reason: str) -> NoReturn:
+    _refuse("sweep refused before any run started", reason)
 
 
 def refuse_run(error: Exception) -> NoReturn:
     """A run refused before it exists: one line on stderr, exit status 2 (no traceback)."""
-    print(f"refused, no run created: {error}", file=sys.stderr)
-    raise SystemExit(2) from None
+    _refuse("refused, no run created", error)
 
 
 class RunCheck(Callback):
@@ -163,9 +165,13 @@ class RunCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nnresearch.config import check_machine, validate
+        from nnresearch.stores import check_store
 
         try:
-            check_machine(validate(_without_hydra(config)))
+            checked = validate(_without_hydra(config.copy()))  # Hydra goes on with `config`
+            check_machine(checked)
+            if checked.tracking.enabled:
+                check_store(checked.tracking.uri)
         except (ValueError, OSError) as error:
             refuse_run(error)
 

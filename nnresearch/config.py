@@ -347,13 +347,19 @@ def _least_samples(classes: int, val_fraction: float, test_fraction: float) -> i
     return least
 
 
+def _n_samples(d: DataConfig) -> int | None:
+    """`data.n_samples`, or the data set's own count (None for digits and breast_cancer, known once loaded)."""
+    from nnresearch.data.registry import generator_arguments
+
+    return d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
+
+
 def _check_splits(d: DataConfig) -> None:
     """`data.n_samples` (or the data set's own count) leaves every split the examples it needs. digits
     and breast_cancer default to their whole set, whose size is known only once loaded (1,797 and 569)."""
-    from nnresearch.data.registry import generator_arguments
     from nnresearch.data.splits import MIN_PER_CLASS
 
-    n = d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
+    n = _n_samples(d)
     classes = _classes(d)
     if n is None or _splits_fit(n, classes, d.val_fraction, d.test_fraction):
         return
@@ -506,10 +512,9 @@ def has_batchnorm(m: ModelConfig) -> bool:
 def known_train_size(d: DataConfig) -> int | None:
     """The training split's size, where it is known before loading (from `data.n_samples` or the
     generator's count); None for digits and breast_cancer at their whole set."""
-    from nnresearch.data.registry import generator_arguments
     from nnresearch.data.splits import split_counts
 
-    n = d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
+    n = _n_samples(d)
     return split_counts(n, d.val_fraction, d.test_fraction)["train"] if n is not None else None
 
 
@@ -546,20 +551,14 @@ def validate(cfg: DictConfig | Config) -> Config:
     return c
 
 
-def check_machine(c: Config, *, store: bool = True) -> None:
+def check_machine(c: Config) -> None:
     """A ValueError or OSError if this machine cannot start the run of the validated config `c`: no
-    GPU for `trainer.device=gpu`, no checkpoint here that `trainer.resume` can continue, or (unless
-    `store=False`) a tracking store it cannot use (`stores.check_store`: a URI no store has, an
-    unwritable folder, a server that does not answer). The command line calls it for every run; the
-    grid sweeper for every job before the first starts, where the launcher runs the jobs on this
-    machine (not Slurm's or Ray's, whose nodes may have the GPU or reach the server), checking each
-    store once for the jobs that share it."""
+    GPU for `trainer.device=gpu`, or no checkpoint here that `trainer.resume` can continue. The
+    command line calls it for every run; the grid sweeper for every job before the first starts,
+    where the launcher runs the jobs on this machine (not Slurm's or Ray's, whose nodes may have the
+    GPU). The tracking store is checked apart (`stores.check_store`), once for the jobs that share it."""
     _check_device(c.trainer)
     _check_resume(c)
-    if store and c.tracking.enabled:
-        from nnresearch.stores import check_store
-
-        check_store(c.tracking.uri)
 
 
 # What does not change a run's numbers: where it is logged, how it reports, its checkpoint cadence.

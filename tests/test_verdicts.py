@@ -429,22 +429,28 @@ WIDTH_NEEDED = {  # k -> the shallow width that reaches the target, seeds 0, 1, 
 }
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_width_vs_depth(sweep, case):
-    s = sweep("width_vs_depth")
+def log_width_sweep(s, seeds: int, deep_mse, shallow_needed) -> None:
+    """Every target x (each shallow width, the 4x8 deep net) x seed, with a val MSE from the target alone
+    (sine: 0.002), `deep_mse(k, seed)` for the deep net, or `shallow_mse(shallow_needed(k, seed), width)`."""
     for target in ("sawtooth_k2", "sawtooth_k3", "sawtooth_k4", "sine"):
         k = int(target[-1]) if target != "sine" else None
         for widths in [[w] for w in SHALLOW_WIDTHS] + [[8, 8, 8, 8]]:
-            for seed in range(3):
+            for seed in range(seeds):
                 cfg = job_config("width_vs_depth", f"+target={target}", model__widths=OmegaConf.create(widths),
                                  trainer__seed=seed, trainer__epochs=1)
                 if k is None:
                     loss = 0.002
                 elif len(widths) > 1:
-                    loss = 0.0005 if seed == 0 else 0.03
+                    loss = deep_mse(k, seed)
                 else:
-                    loss = shallow_mse(WIDTH_NEEDED[case][k][seed], widths[0])
+                    loss = shallow_mse(shallow_needed(k, seed), widths[0])
                 s.job(cfg, {"val/loss": [0.3, loss]}, final=state_of(network_of(cfg)), choices={"target": target})
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_width_vs_depth(sweep, case):
+    s = sweep("width_vs_depth")
+    log_width_sweep(s, 3, lambda k, seed: 0.0005 if seed == 0 else 0.03, lambda k, seed: WIDTH_NEEDED[case][k][seed])
     verdict = s.analyse()
     check(verdict, case, "1. one layer fits sine: yes, width 4", "k=4: 64/64/16" if case == HELD else "k=4: 16/16/16",
           "reaches the target at every k", "k=2: 0.0005 / 0.02")
@@ -453,19 +459,7 @@ def test_width_vs_depth(sweep, case):
 def test_width_vs_depth_is_not_held_when_the_deep_net_misses(sweep):
     """Shallow width grows as 2^k, but gradient descent never finds the deep net's fit at k=4."""
     s = sweep("width_vs_depth")
-    for target in ("sawtooth_k2", "sawtooth_k3", "sawtooth_k4", "sine"):
-        k = int(target[-1]) if target != "sine" else None
-        for widths in [[w] for w in SHALLOW_WIDTHS] + [[8, 8, 8, 8]]:
-            for seed in range(2):
-                cfg = job_config("width_vs_depth", f"+target={target}", model__widths=OmegaConf.create(widths),
-                                 trainer__seed=seed, trainer__epochs=1)
-                if k is None:
-                    loss = 0.002
-                elif len(widths) > 1:
-                    loss = 0.06 if k == 4 else 0.0005
-                else:
-                    loss = shallow_mse(4 ** (k - 1), widths[0])
-                s.job(cfg, {"val/loss": [0.3, loss]}, final=state_of(network_of(cfg)), choices={"target": target})
+    log_width_sweep(s, 2, lambda k, seed: 0.06 if k == 4 else 0.0005, lambda k, seed: 4 ** (k - 1))
     check(s.analyse(), NOT_HELD, "slope of log2 width vs k 2.00 [2.00, 2.00] > 0.5", "k=4: 0.06 / 0.06 -> does NOT reach")
 
 

@@ -75,7 +75,7 @@ def naive_cross_entropy_cost(Z: Array, A: Array, Y: Array) -> Array:
     true class's a_y itself underflowed to 0 (-log 0 = inf), while the gradient A - Y stays finite.
     """
     xp = namespace(A)
-    return _mean_over_batch(-(Y * xp.log(xp.where(Y > 0, A, xp.ones_like(A)))))
+    return _mean_over_batch(-(Y * xp.log(xp.where(Y > 0, A, 1.0))))
 
 
 def mse_cost(Z: Array, A: Array, Y: Array) -> Array:

@@ -118,12 +118,12 @@ class Network:
         xp = namespace(next(iter(current.values())))
         converted = {}
         for name, old in current.items():
-            new = np.array(backend.to_numpy(state[name]))  # a copy: the caller's arrays stay the caller's
+            new = np.asarray(backend.to_numpy(state[name]))
             if tuple(new.shape) != tuple(old.shape):
                 raise ValueError(f"{name} has shape {tuple(new.shape)}, the network expects {tuple(old.shape)}")
             if not np.all(np.isfinite(new)):
                 raise ValueError(f"{name} contains NaN or inf")
-            converted[name] = xp.asarray(new, dtype=old.dtype)
+            converted[name] = xp.asarray(new, dtype=old.dtype, copy=True)  # the caller's arrays stay the caller's
         for name, unit, local in self._named("params"):
             unit.params[local] = converted[name]
         for name, unit, local in self._named("buffers"):
