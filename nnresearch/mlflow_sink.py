@@ -177,6 +177,8 @@ class MLflowSink:
         self._known_names: set[str] = set()
         self._uploader: ThreadPoolExecutor | None = None
         self._uploads: list[Future[None]] = []
+        self.stored_through_step: int | None = None  # the step of the last metric written to the store
+        self.lost = False  # the store stopped answering: nothing more is sent (`tracking.TrackingServerLost`)
 
     @cached_property
     def _artifacts(self) -> ArtifactRepository:
@@ -229,12 +231,14 @@ class MLflowSink:
         """Write `metrics` to the store, one `log_batch` per MLflow batch limit. If a write fails,
         the metrics not yet written go back to the front of the buffer (the final flush retries them)."""
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            chunk = metrics[start : start + MAX_METRICS_PER_BATCH]
             try:
                 with signals_held():
-                    metric_rows.write_metrics(self._client, self.run_id, metrics[start : start + MAX_METRICS_PER_BATCH])
+                    metric_rows.write_metrics(self._client, self.run_id, chunk)
             except BaseException:
                 self._buffer = list(metrics[start:]) + self._buffer
                 raise
+            self.stored_through_step = chunk[-1].step
 
     def flush(self) -> None:
         """Send every buffered metric, in chunks of MLflow's batch limit; raise the error of a
@@ -256,6 +260,18 @@ class MLflowSink:
         for error in errors:
             if error is not None:
                 raise error
+
+    @property
+    def unsent(self) -> int:
+        """How many metric values are buffered, not yet written to the store."""
+        return len(self._buffer)
+
+    def abandon_uploads(self) -> None:
+        """Cancel the background uploads not yet started (the store is gone; they would only wait on it)."""
+        if self._uploader is not None:
+            self._uploader.shutdown(wait=False, cancel_futures=True)
+            self._uploader = None
+        self._uploads = []
 
     def end(self, status: str) -> None:
         """Send what is buffered and wait for the background uploads, then set the final `status`

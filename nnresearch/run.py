@@ -160,6 +160,11 @@ def main(dict_cfg: DictConfig) -> float:
         with _refused_plainly(in_sweep, (RefusedBeforeRun,)):  # data, head or checkpoint unfit: still no run
             outcome = execute(cfg, overrides=overrides, sweep=swept_values(overrides), choices=config_choices(hydra_cfg),
                               parent_run_id=parent, output_dir=hydra_cfg.runtime.output_dir, sweep_id=sweep_id(hydra_cfg))
+    except tracking.TrackingServerLost as lost:
+        if in_sweep:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception:
         if parent is not None:  # a job that failed before its run existed fails the sweep, as a failed child does
             with contextlib.suppress(Exception):  # the job's own error (perhaps the store's) is the one to see

@@ -10,6 +10,8 @@ Ground floor: this module knows MLflow's stores and nothing of runs, the network
   before every job of a sweep.
 - A fresh SQLite store is created under a file lock (`ensure_store`): MLflow's schema migrations
   race when several processes create the same database at once.
+- A server that stops answering mid-run is given up on after about a minute of MLflow's retries
+  (`HTTP_RETRY_DEFAULTS`) and recognised as such (`server_lost`), so the run can stop asking it.
 
 Lock files sit next to the database as `<db>-lock`, like SQLite's own `-journal` and `-wal`
 sidecars.
@@ -39,6 +41,11 @@ PROBE_PATH = "api/2.0/mlflow/experiments/get?experiment_id=0"
 # What MLflow's client sends a server's proxy as credentials.
 CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME")
 LOCK_TIMEOUT_S = 300.0
+# MLflow retries a failed call to a server with exponential back-off (urllib3 sleeps factor * 2**(n-1)
+# seconds after the n-th failure, none after the first): 5 retries of factor 2 wait 4 + 8 + 16 + 32 = 60 s,
+# time for a server to restart, where MLflow's own 7 wait about 4 minutes per call. Set either
+# variable to override.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
 _READY_STORES: set[str] = set()
 _CHECKED_STORES: set[str] = set()
@@ -160,7 +167,8 @@ def ensure_store(uri: str | None = None) -> str:
     The checks of `check_store`, then for SQLite the creation of a fresh database (MLflow's
     migrations) while holding `<db>-lock`, so parallel jobs never race in the migrations. `file:`:
     MLflow 3 refuses its file store unless `MLFLOW_ALLOW_FILE_STORE=true`; asking for a `file:` URI
-    sets it in this process unless it is already set. Other stores are used as they are.
+    sets it in this process unless it is already set. A server's: MLflow's retries are bounded to about
+    a minute (`HTTP_RETRY_DEFAULTS`, unless set). Other stores are used as they are.
     """
     uri = check_store(uri)
     if uri in _READY_STORES:
@@ -175,6 +183,9 @@ def ensure_store(uri: str | None = None) -> str:
             _open_sqlite(uri, db)
     elif uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    elif uri.startswith(("http://", "https://")):
+        for name, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     _READY_STORES.add(uri)
     return uri
 
@@ -231,3 +242,36 @@ def _check_server(uri: str) -> None:
             f"no MLflow tracking server answers at {uri} ({err}); start one with "
             f"`mlflow server --port {urlparse(uri).port or 5000}` or use a sqlite:/// store"
         ) from err
+
+
+def forget_store(uri: str) -> None:
+    """Check the store at `uri` afresh where it is next used: its server stopped answering. A sweep's
+    next job in this process then fails at the quick probe of `check_store` (or finds it back), instead
+    of waiting through MLflow's retries again."""
+    _CHECKED_STORES.discard(uri)
+    _READY_STORES.discard(uri)
+
+
+def server_lost(error: BaseException) -> bool:
+    """Whether `error`, raised by an MLflow client call, means its server stopped answering: a refused
+    or broken connection, a timeout, or an error status every time MLflow tried (requests' ConnectionError,
+    Timeout or RetryError in the exception's chain, which MLflow wraps in an MlflowException)."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import RetryError, Timeout
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, (RequestsConnectionError, RetryError, Timeout)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def lost_reason(error: BaseException) -> str:
+    """The innermost message of `error`'s chain, without urllib3's connection-pool preamble:
+    "Failed to establish a new connection: [Errno 111] Connection refused"."""
+    innermost = error
+    while (innermost.__cause__ or innermost.__context__) is not None:
+        innermost = innermost.__cause__ or innermost.__context__
+    reason = getattr(innermost.args[0], "reason", None) if innermost.args else None
+    return str(reason or innermost).split("): ", 1)[-1]

@@ -12,7 +12,8 @@ Choices that matter for multirun sweeps:
 - A process looks up an experiment's id, a sweep's parent run and a parent's experiment once, not
   once per job: a sweep's jobs in one process (Hydra's basic launcher) skip those queries.
 - The run always ends FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt, SystemExit),
-  with every metric logged before the end flushed first.
+  with every metric logged before the end flushed first; except where its tracking server stops
+  answering: then it stays RUNNING there and the error says so (`TrackingServerLost`).
 
 Artifacts of experiments created here go to `<db dir>/mlruns/<experiment>/`.
 """
@@ -26,11 +27,12 @@ from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 
 from nnresearch.mlflow_sink import MLflowSink, check_flush_every, signals_held
-from nnresearch.stores import ensure_store, sqlite_path, store_lock
+from nnresearch.stores import ensure_store, forget_store, lost_reason, server_lost, sqlite_path, store_lock
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 DESCRIPTION_TAG = "mlflow.note.content"
@@ -136,7 +138,8 @@ def open_run(
     description: str | None = None,
     flush_every_s: float = 2.0,
 ) -> Iterator[MLflowSink]:
-    """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING.
+    """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING unless
+    its tracking server stops answering (TrackingServerLost: nothing more is sent to it).
 
     The experiment is created if absent. `parent_run_id` nests the run under that run (same
     experiment) in the UI and, when this run ends, ends the parent at that time with the worst status
@@ -167,19 +170,57 @@ def open_run(
     status = "FINISHED"
     try:
         yield sink
-    except Exception:
+    except Exception as error:
+        if server_lost(error):  # asking it to end the run would only wait through the retries again
+            raise _lost(uri, sink, error) from None
         status = "FAILED"
         raise
     except BaseException:
         status = "KILLED"
         raise
     finally:
-        try:
-            sink.end(status)
-        finally:  # also when the run's last writes failed (it is FAILED then): the parent shows it
-            if parent_run_id is not None:
-                with signals_held():
-                    end_parent_run(uri, parent_run_id)
+        if not sink.lost:
+            _end(uri, sink, status, parent_run_id)
+
+
+def _end(uri: str, sink: MLflowSink, status: str, parent_run_id: str | None) -> None:
+    """End the run with `status`, then its parent (`end_parent_run`), also when the run's last writes
+    failed (the run is FAILED then: the parent shows it); TrackingServerLost, and no more asking, if
+    the server stopped answering meanwhile."""
+    try:
+        sink.end(status)
+    except Exception as error:
+        if server_lost(error):
+            raise _lost(uri, sink, error) from None
+        _end_parent(uri, parent_run_id)
+        raise
+    _end_parent(uri, parent_run_id)
+
+
+def _end_parent(uri: str, parent_run_id: str | None) -> None:
+    if parent_run_id is not None:
+        with signals_held():
+            end_parent_run(uri, parent_run_id)
+
+
+class TrackingServerLost(ConnectionError):
+    """The tracking server stopped answering during a run, after MLflow's retries (`stores.HTTP_RETRY_DEFAULTS`)."""
+
+
+def _lost(uri: str, sink: MLflowSink, error: BaseException) -> TrackingServerLost:
+    """Give up on the server: nothing more is sent for the run (`sink.lost`), its uploads not yet started
+    are cancelled, and the store is checked afresh before its next use in this process (`forget_store`);
+    the error names what was stored and how to go on."""
+    sink.lost = True
+    sink.abandon_uploads()
+    forget_store(uri)
+    stored = "no metrics" if sink.stored_through_step is None else f"its metrics up to step {sink.stored_through_step}"
+    return TrackingServerLost(
+        f"lost the tracking server {uri} during run {sink.run_name} ({sink.run_id}), after "
+        f"{MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()} retries "
+        f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES and MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR set how long they wait): "
+        f"{lost_reason(error)}. The run stays RUNNING there with {stored} ({sink.unsent} later values not "
+        "stored); run the same command again once the server is back")
 
 
 def open_parent_run(

@@ -1,11 +1,12 @@
 """Faults injected into runs and sweeps: each fails with an error that names what is wrong, before
-training where it can, and loses nothing that was logged: no run is left RUNNING, no metric logged
-before the fault goes missing, no half-written file is left behind.
+training where it can, and loses nothing that was logged: no run is left RUNNING (but where the
+tracking server itself is gone, and the error says so), no metric logged before the fault goes
+missing, no half-written file is left behind.
 
 Faults: an unreachable tracking server, an unusable store location, a damaged or foreign checkpoint
 given to `trainer.resume`, an artifact upload that breaks mid-run, a checkpoint write that breaks
-mid-file, a metrics write that fails mid-run. (No data set reads a user-given file, so there is no
-missing-data-file fault; `test_no_data_option_is_a_file_path` keeps it that way or asks for one.)
+mid-file, a metrics write that fails mid-run, a tracking server lost mid-run. (No data set reads a
+user-given file, so there is no missing-data-file fault; `test_no_data_option_is_a_file_path` keeps it that way or asks for one.)
 Each fault's test fails if a run is lost; the module also writes one line at its end (faults injected,
 runs checked, runs lost), shown with `pytest -s` or in a failure's captured output.
 """
@@ -338,6 +339,42 @@ def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_pa
     assert logged[: failed[0] + 1] == list(range(failed[0] + 1)), (
         f"the write failed with train/loss logged up to step {failed[0]}, but the store has steps {logged}: "
         "the batch that failed was dropped instead of kept for the final flush")
+
+
+def test_a_server_lost_mid_run_is_asked_nothing_more_and_named_in_one_line(mlflow_uri, tmp_path, monkeypatch, capsys,
+                                                                         main_in_process):
+    """Every write from a point on fails as MLflow reports a server gone after its retries (an MlflowException
+    raised while handling requests' ConnectionError): the run stops at once and asks the store nothing more
+    (no final flush, no status: each would wait through the retries again), and says in one line which run
+    it was and the last step stored, which is what the store has. tests/test_server.py kills a real server."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    real_write = metric_rows.write_metrics
+    writes, ended = [], []
+
+    def write_until_the_server_goes(client, run_id, metrics):
+        writes.append(len(metrics))
+        if len(writes) == 1:
+            return real_write(client, run_id, metrics)
+        try:
+            raise requests.exceptions.ConnectionError("Max retries exceeded ([Errno 111] Connection refused)")
+        except requests.exceptions.ConnectionError as error:
+            raise MlflowException(f"API request to .../runs/log-batch failed with exception {error}")  # as MLflow does
+
+    monkeypatch.setattr(metric_rows, "write_metrics", write_until_the_server_goes)
+    monkeypatch.setattr(MlflowClient, "set_terminated", lambda self, *args, **kwargs: ended.append(args))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(*SMALL, "trainer.epochs=100", f"tracking.uri={mlflow_uri}",
+                                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert (code, len(writes), ended) == (1, 2, []), (code, writes, ended, err)
+    line = err.splitlines()[-1]
+    assert line.startswith(f"error: lost the tracking server {mlflow_uri} during run ") and "Traceback" not in err, err
+    (run,) = all_runs(mlflow_uri)
+    step = int(re.search(r"with its metrics up to step (\d+) ", line).group(1))
+    assert max(m.step for m in MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "train/loss")) == step
+    assert run.info.status == "RUNNING" and run.info.run_id in line
+    record("server lost mid-run (left RUNNING, said so)", None)
 
 
 def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):

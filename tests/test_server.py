@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -144,28 +148,10 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     artifacts = folder / "artifacts"
     postgres = Postgres(bin_dir)
-    process = None
     try:
-        backend = postgres.start()
-        port = free_port()
-        log = folder / "mlflow-server.log"
-        mlflow = Path(sys.executable).with_name("mlflow")
-        with open(log, "w") as out:
-            process = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
-                                        "--port", str(port), "--artifacts-destination", str(artifacts), "--workers", "1"],
-                                       cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
-                                       start_new_session=True)
-        uri = f"http://127.0.0.1:{port}"
-        wait_for_health(uri, process, log)
-        yield uri, artifacts, postgres
+        with mlflow_server(folder, postgres.start(), "--artifacts-destination", str(artifacts)) as (uri, _):
+            yield uri, artifacts, postgres
     finally:
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the server and its workers: the group this fixture started
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
         postgres.stop()
 
 
@@ -212,6 +198,38 @@ def test_histories_and_artifacts_come_back_through_the_server(server, sweep, tmp
     assert len(stored) == 4, "the server keeps every run's artifacts in --artifacts-destination"
 
 
+@contextmanager
+def mlflow_server(folder: Path, backend: str, *options: str, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, process) of an `mlflow server` of the store `backend` on `port` (a free one if None) of
+    127.0.0.1, logging to `folder`/mlflow-server.log; stopped on exit, if still running."""
+    port = port or free_port()
+    log = folder / "mlflow-server.log"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    with open(log, "w") as out:
+        process = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
+                                    "--port", str(port), "--workers", "1", *options],
+                                   cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
+                                   start_new_session=True)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", process, log)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group `process` leads (a server and its workers: the group it started), SIGKILL
+    after 10 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def test_a_server_s_allowed_hosts_and_a_mistyped_path_are_refused_before_any_run(tmp_path):
     """docs/scaling.md's `--allowed-hosts`, listing 127.0.0.1 but not `localhost`: MLflow answers /health to any
     host name, so the store check probes its API, where the refusal shows (403); a path that is not MLflow's
@@ -219,25 +237,39 @@ def test_a_server_s_allowed_hosts_and_a_mistyped_path_are_refused_before_any_run
     from nnresearch import stores
 
     port = free_port()
-    log = tmp_path / "mlflow-server.log"
-    mlflow = Path(sys.executable).with_name("mlflow")
-    with open(log, "w") as out:
-        process = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                                    "--allowed-hosts", f"mlflow.example.org,127.0.0.1:{port}"],
-                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
-                                   start_new_session=True)
-    try:
-        wait_for_health(f"http://127.0.0.1:{port}", process, log)
-        assert stores.check_store(f"http://127.0.0.1:{port}") == f"http://127.0.0.1:{port}"
+    with mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "--allowed-hosts",
+                       f"mlflow.example.org,127.0.0.1:{port}", port=port) as (url, _):
+        assert stores.check_store(url) == url
         with pytest.raises(ConnectionError, match="answers 403 .*refuses this host name"):
             stores.check_store(f"http://localhost:{port}")
         with pytest.raises(ConnectionError, match="answers 404 .*no MLflow server at that path"):
-            stores.check_store(f"http://127.0.0.1:{port}/typo")
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            stores.check_store(f"{url}/typo")
+
+
+def test_a_server_lost_mid_sweep_is_given_up_after_one_call_s_retries(tmp_path):
+    """The server is killed while a sweep's first job logs to it. MLflow retries the failing call (here twice,
+    quickly), and then the job stops asking: not for its final flush, its status or the sweep's parent, and
+    the next job fails at the store's quick probe (each would wait through the retries again: minutes by
+    MLflow's defaults, per call, per job). The error names the run and the last step stored, which is what
+    the store holds; the run stays RUNNING there, as nobody can end it. (tests/test_faults.py checks a
+    single run's one-line error.)"""
+    with mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}") as (url, server):
+        env = cli_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
+        sweep = subprocess.Popen([sys.executable, "-m", "nnresearch.run", "-m", "trainer.seed=0,1", f"tracking.uri={url}",
+                                  f"hydra.sweep.dir={tmp_path / 'sweep'}", "trainer.epochs=100000", "data.n_samples=200",
+                                  "model.width=8", "trainer.progress=false"],
+                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        store = sqlite3.connect(tmp_path / "mlflow.db")
+        while not store.execute("SELECT count(*) FROM metrics").fetchone()[0]:
+            assert sweep.poll() is None, sweep.communicate()
+            time.sleep(0.2)
+        stop_group(server)
+        out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode != 0
+    assert (out + err).count("Retrying (Retry(") == 2, out + err
+    lost = [line for line in err.splitlines() if "lost the tracking server" in line]
+    assert len(lost) == 1 and f"lost the tracking server {url} during run " in lost[0], err
+    run_id, step = re.search(r"during run \S+ \((\w+)\), .* with its metrics up to step (\d+) ", lost[0]).groups()
+    status, = store.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+    stored, = store.execute("SELECT max(step) FROM metrics WHERE run_uuid = ?", (run_id,)).fetchone()
+    assert (status, stored) == ("RUNNING", int(step))

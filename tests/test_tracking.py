@@ -144,6 +144,45 @@ def test_a_server_that_answers_as_mlflow_or_asks_for_credentials_passes(status, 
         assert stores.check_store(uri) == uri
 
 
+@pytest.mark.parametrize("set_by_user", [False, True])
+def test_a_server_s_retries_are_bounded_to_about_a_minute_unless_set(set_by_user, monkeypatch):
+    """MLflow's own 7 retries of factor 2 wait about 4 minutes per call to a server that is gone; a server's
+    store gets 5 of factor 2 (4 + 8 + 16 + 32 s), unless the user set them. MLflow reads them per call."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
+    for name in (*stores.HTTP_RETRY_DEFAULTS, *stores.CREDENTIAL_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    if set_by_user:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    with serving(200, "application/json") as uri:
+        assert stores.ensure_store(uri) == uri
+    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+    assert (retries, factor) == (9 if set_by_user else 5, 2)
+    if not set_by_user:  # urllib3 waits none after the first failure, factor * 2**(n-1) s after the n-th
+        assert sum(factor * 2 ** (n - 1) for n in range(2, retries + 1)) == 60
+
+
+def test_a_lost_server_is_told_from_other_failures_by_its_cause():
+    """MLflow wraps requests' errors in an MlflowException raised while handling them (no `from`)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    def wrapped(error: Exception) -> MlflowException:
+        try:
+            raise error
+        except Exception as cause:
+            try:
+                raise MlflowException(f"API request failed with exception {cause}")  # as MLflow does
+            except MlflowException as raised:
+                return raised
+
+    gone = requests.exceptions.ConnectionError("Max retries exceeded")
+    assert stores.server_lost(wrapped(gone)) and stores.lost_reason(wrapped(gone)) == "Max retries exceeded"
+    assert stores.server_lost(wrapped(requests.exceptions.ReadTimeout("read timed out")))
+    assert not stores.server_lost(wrapped(ValueError("bad param")))
+    assert not stores.server_lost(ConnectionError("not requests': our own store check"))
+
+
 def test_checking_a_store_creates_nothing_and_ensuring_it_creates_its_folders(tmp_path):
     """`check_store` runs for every job of a sweep before the first starts, also when a later job is refused."""
     uri = f"sqlite:///{tmp_path / 'new' / 'sub' / 'mlflow.db'}"
