@@ -20,7 +20,10 @@ Artifacts of experiments created here go to `<db dir>/mlruns/<experiment>/`.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -41,6 +44,8 @@ ROLE_TAG = "nnresearch.role"
 CONFIG_HASH_TAG = "nnresearch.config_hash"
 CODE_VERSION_TAG = "nnresearch.code_version"
 JOB_FAILED_TAG = "nnresearch.job_failed"  # on a parent: one of its jobs failed, perhaps before its run existed
+HOST_TAG = "nnresearch.host"  # the machine and process that run a job: `end_orphaned_runs` reads them
+PID_TAG = "nnresearch.pid"
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
 T = TypeVar("T")
@@ -48,10 +53,12 @@ T = TypeVar("T")
 # What this process has looked up in a store, so that the jobs of a sweep run by one process (Hydra's
 # basic launcher) ask once instead of once per job: (uri, experiment name) -> the id of the active
 # experiment, forgotten when a run cannot be created in it (`_in_experiment`); (uri, run id) -> its
-# experiment id, which MLflow never changes; (uri, experiment name, sweep id) -> the sweep's parent run.
+# experiment id, which MLflow never changes; (uri, experiment name, sweep id) -> the sweep's parent run;
+# (uri, experiment id) whose orphaned runs were ended (`end_orphaned_runs`), once per process.
 _EXPERIMENT_IDS: dict[tuple[str, str], str] = {}
 _RUN_EXPERIMENTS: dict[tuple[str, str], str] = {}
 _SWEEP_PARENTS: dict[tuple[str, str, str], str] = {}
+_ORPHANS_ENDED: set[tuple[str, str]] = set()
 
 
 def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
@@ -141,7 +148,9 @@ def open_run(
     """Create a run and yield its sink; the run ends FINISHED, FAILED or KILLED, never RUNNING unless
     its tracking server stops answering (TrackingServerLost: nothing more is sent to it).
 
-    The experiment is created if absent. `parent_run_id` nests the run under that run (same
+    The experiment is created if absent, and at the first run of it in this process, its runs left
+    RUNNING by a process of this machine that is gone are ended KILLED (`end_orphaned_runs`).
+    `parent_run_id` nests the run under that run (same
     experiment) in the UI and, when this run ends, ends the parent at that time with the worst status
     of its children (`end_parent_run`), so a sweep's parent ends with its last child and shows
     whether any job failed. `description` is the run's note.
@@ -153,7 +162,8 @@ def open_run(
     check_flush_every(flush_every_s)
     uri = ensure_store(uri)
     client = MlflowClient(uri)
-    run_tags = {key: str(value) for key, value in (tags or {}).items()}
+    run_tags = {key: str(value) for key, value in (tags or {}).items()} | {HOST_TAG: socket.gethostname(),
+                                                                           PID_TAG: str(os.getpid())}
     if parent_run_id is not None:
         run_tags[PARENT_RUN_TAG] = parent_run_id
     if description is not None:
@@ -169,6 +179,9 @@ def open_run(
     sink = MLflowSink(client, run, flush_every_s=flush_every_s)
     status = "FINISHED"
     try:
+        if (uri, run.info.experiment_id) not in _ORPHANS_ENDED:
+            end_orphaned_runs(uri, run.info.experiment_id)
+            _ORPHANS_ENDED.add((uri, run.info.experiment_id))
         yield sink
     except Exception as error:
         if server_lost(error):  # asking it to end the run would only wait through the retries again
@@ -310,6 +323,38 @@ def end_running_runs(uri: str | None, parent_run_id: str, status: str = "KILLED"
     for run_id in ended:
         client.set_terminated(run_id, status)
     return ended
+
+
+def end_orphaned_runs(uri: str | None, experiment_id: str) -> list[str]:
+    """End KILLED the runs of `experiment_id` that a process of this machine left RUNNING and that no
+    longer exists (SIGKILL, the OOM killer, a power cut: nothing of it could end its run), and end their
+    sweeps' parents again (`end_parent_run`: KILLED unless a job failed). Runs of other machines, of
+    processes still alive, and parents (ended by their jobs) are left alone; so is a run whose process
+    id was taken by another process since. Returns the ids of the runs ended, and logs a warning naming them."""
+    client = MlflowClient(ensure_store(uri))
+    running = client.search_runs([experiment_id], filter_string=(
+        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"))
+    orphans = [run for run in running if not _alive(int(run.data.tags[PID_TAG]))]
+    for run in orphans:
+        client.set_terminated(run.info.run_id, "KILLED")
+    for parent in {run.data.tags.get(PARENT_RUN_TAG) for run in orphans} - {None}:
+        end_parent_run(uri, parent)
+    ended = [run.info.run_id for run in orphans]
+    if ended:
+        logging.getLogger(__name__).warning(
+            "ended KILLED %d run(s) of this experiment left RUNNING by processes of this machine that are gone: %s",
+            len(ended), ", ".join(ended))
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # The status a sweep's parent takes from its children, worst first: one failed job fails the sweep.

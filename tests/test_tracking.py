@@ -10,8 +10,10 @@ import contextlib
 import http.server
 import json
 import multiprocessing
+import os
 import re
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -526,6 +528,40 @@ def test_a_job_whose_last_writes_fail_still_ends_its_parent(uri, monkeypatch):
         sink.log_metrics({"loss": 1.0}, step=0)
     assert get_run(uri, sink.run_id).info.status == "FAILED"
     assert get_run(uri, parent).info.status == "FAILED"
+
+
+def _job_killed_mid_run(uri: str, parent: str) -> None:
+    """Child process: a sweep's job SIGKILLed while its run is open (the OOM killer, `kill -9`)."""
+    with tracking.open_run(uri, "orphans", "killed-job", parent_run_id=parent) as sink:
+        sink.log_metrics({"loss": 1.0}, step=0)
+        sink.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_runs_left_running_by_a_killed_process_of_this_machine_are_ended_by_the_next_run(uri):
+    """A SIGKILLed job cannot end its run; the next run of the experiment on this machine ends it KILLED
+    (with what it logged), and its sweep's parent too. A run whose process is alive, one of another
+    machine, and a parent (ended by its jobs, whichever process made it) stay RUNNING."""
+    parent = tracking.open_parent_run(uri, "orphans", "sweep-k")
+    killed = multiprocessing.get_context("spawn").Process(target=_job_killed_mid_run, args=(uri, parent))
+    killed.start()
+    killed.join(timeout=120)
+    assert killed.exitcode == -9
+    client = MlflowClient(stores.resolve_uri(uri))
+    experiment = get_run(uri, parent).info.experiment_id
+    orphan, = client.search_runs([experiment], filter_string="attributes.run_name = 'killed-job'")
+    alive = client.create_run(experiment, tags={tracking.HOST_TAG: socket.gethostname(), tracking.PID_TAG: str(os.getpid())})
+    elsewhere = client.create_run(experiment, tags={tracking.HOST_TAG: "another-machine", tracking.PID_TAG: "1"})
+    assert orphan.info.status == "RUNNING" and get_run(uri, parent).info.status == "RUNNING"
+
+    with tracking.open_run(uri, "orphans", "next") as sink:
+        pass
+    assert get_run(uri, orphan.info.run_id).info.status == "KILLED"
+    assert history(uri, orphan.info.run_id, "loss") == [(0, 1.0)]
+    assert get_run(uri, parent).info.status == "KILLED"
+    assert [get_run(uri, run.info.run_id).info.status for run in (alive, elsewhere)] == ["RUNNING", "RUNNING"]
+    assert get_run(uri, sink.run_id).info.status == "FINISHED"
+    assert tracking.end_orphaned_runs(uri, experiment) == []
 
 
 def test_parent_must_be_in_the_same_experiment(uri):
