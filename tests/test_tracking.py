@@ -460,6 +460,30 @@ def test_old_buffer_is_sent_on_the_next_call(uri, metric_writes):
         assert metric_writes == [2] * 5
 
 
+def test_what_a_kill_can_lose_is_under_1000_values_logged_in_the_last_flush_interval(uri, metric_writes, monkeypatch):
+    """A process killed outright (joblib's workers at Ctrl-C) loses its unsent buffer and nothing else. After
+    every `log_metrics` call, whatever the pace, the buffer holds fewer than 1000 values (MLflow's batch) and
+    only values logged less than `flush_every_s` (2 s) before: the README's "at most their last 2 s or 1000
+    metric values"."""
+    clock = [0.0]
+    monkeypatch.setattr(mlflow_sink.time, "monotonic", lambda: clock[0])
+    rng = np.random.default_rng(0)
+    logged: list[tuple[float, int]] = []  # (clock, values) of each call
+    with tracking.open_run(uri, "demo", "paced") as sink:
+        for step in range(400):
+            clock[0] += float(rng.exponential(0.3))
+            values = int(rng.integers(1, 80))
+            sink.log_metrics({f"m{i}": 1.0 for i in range(values)}, step)
+            logged.append((clock[0], values))
+            unsent, calls = sink.unsent, 0
+            while unsent > 0:  # the calls whose values are still buffered: the newest ones
+                calls += 1
+                unsent -= logged[-calls][1]
+            assert sink.unsent < 1000
+            assert calls == 0 or clock[0] - logged[-calls][0] < 2.0, (step, sink.unsent)
+    assert sum(metric_writes) == sum(values for _, values in logged)
+
+
 # --- nesting ------------------------------------------------------------------------------------
 
 
