@@ -12,9 +12,12 @@ control. Every net trains with the same budget; what gradient descent finds is w
 Decision, with MSE target `TARGET_MSE` (0.01: 12% of Var T^k = 1/12, 2% of Var sin = 1/2):
   1. universal approximation: some one-hidden-layer width reaches the target on sine (seed mean);
   2. width grows exponentially: for each seed, the smallest shallow width reaching the target at k
-     (log2 w_k(seed); never reached counts as twice the widest, a lower bound) is fitted against k;
-     the slope's 95% band over seeds must lie above `MIN_SLOPE` (representation alone gives
-     log2(2^k - 1): slope ~1.1 over k = 2..4);
+     (log2 w_k(seed)) is fitted against k; the slope's 95% band over seeds must lie above
+     `MIN_SLOPE` (representation alone gives log2(2^k - 1): slope ~1.1 over k = 2..4). A width
+     never reached is censored: it counts as twice the widest, a lower bound. The least-squares
+     slope weighs w_k by k - mean(k), so it is a lower bound too when every censored k is at or
+     above the mean k (then only "beyond" decides), an upper bound when every one is at or below
+     it (then only "not beyond" decides), and no bound when they lie on both sides (undecided);
   3. depth stays cheap: the one fixed deep net (4 x 8, 241 parameters, which represents T^1..T^4
      exactly) reaches the target at every k in its best seed (its seed mean is reported beside).
 Held iff all three hold: an optimizer that misses the deep solution, or shallow nets needing no
@@ -53,12 +56,26 @@ def learned_function(study: Study, run) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(y, dtype=np.float64)
 
 
-def width_needed(shallow: pd.DataFrame, target: float) -> pd.Series:
-    """Per (k, seed): the smallest one-layer width whose val MSE <= target; 2 x the widest where none does."""
+def width_needed(shallow: pd.DataFrame, target: float) -> tuple[pd.Series, pd.Series]:
+    """Per (k, seed): the smallest one-layer width whose val MSE <= target, 2 x the widest where none
+    does; and whether none does (censored: that width is a lower bound)."""
     reached = shallow[shallow["metrics.val/loss"] <= target]
     needed = reached.groupby(["k", "params.trainer.seed"])["width"].min()
     index = pd.MultiIndex.from_frame(shallow[["k", "params.trainer.seed"]].drop_duplicates())
-    return needed.reindex(index).fillna(2 * shallow["width"].max()).sort_index()
+    needed = needed.reindex(index).sort_index()
+    return needed.fillna(2 * shallow["width"].max()), needed.isna()
+
+
+def slope_bound(censored: pd.Series) -> str | None:
+    """What the least-squares slope of log2 width against k is to the true one, given which widths are
+    censored (true width larger): it weighs w_k by k - mean(k), so "exact" when every censored k has
+    weight 0 (or none is censored), "lower" when every weight is >= 0 (raising them raises the slope),
+    "upper" when every one is <= 0, and None when they lie on both sides."""
+    ks = censored.index.get_level_values("k")
+    weights = ks[censored.to_numpy()] - ks.unique().to_numpy().mean()
+    if (weights == 0).all():
+        return "exact"
+    return "lower" if (weights >= 0).all() else "upper" if (weights <= 0).all() else None
 
 
 def slope_band(needed: pd.Series) -> tuple[float, float, float]:
@@ -87,9 +104,11 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     fits_sine = sine[sine["mean"] <= TARGET_MSE]
     ua = not fits_sine.empty
     # 2. width needed on the sawtooth
-    needed = width_needed(shallow, TARGET_MSE)
+    needed, censored = width_needed(shallow, TARGET_MSE)
     slope, slope_lo, slope_hi = slope_band(needed)
-    grows = slope_lo > MIN_SLOPE
+    bound = slope_bound(censored)
+    beyond = slope_lo > MIN_SLOPE
+    grows = {"exact": beyond, "lower": True if beyond else None, "upper": None if beyond else False, None: None}[bound]
     # 3. the fixed deep net
     deep_best = deep.groupby("k")["metrics.val/loss"].min()
     deep_mean = deep.groupby("k")["metrics.val/loss"].mean()
@@ -125,15 +144,19 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         ax.legend(fontsize=7)
     figure.tight_layout()
 
-    held = bool(ua and grows and deep_ok)
+    parts = (ua, grows, deep_ok)
+    held = False if False in parts else None if None in parts else True
     sine_best = f"width {int(fits_sine['width'].min())} (MSE {fits_sine.sort_values('width')['mean'].iloc[0]:.2g})" \
         if ua else f"none of widths {sorted(sine['width'].astype(int))} (best MSE {sine['mean'].min():.2g})"
     needed_text = ", ".join(f"k={int(k)}: {'/'.join(str(int(w)) for w in rows)}"
                             for k, rows in needed.groupby(level="k"))
     evidence = (f"target val MSE {TARGET_MSE}; 1. one layer fits sine: {'yes' if ua else 'NO'}, {sine_best}; "
                 f"2. shallow width needed per seed ({needed_text}; {int(2 * shallow['width'].max()) if len(shallow) else 0} = "
-                f"never reached), slope of log2 width vs k {slope:.2f} [{slope_lo:.2f}, {slope_hi:.2f}] "
-                f"{'>' if grows else 'NOT >'} {MIN_SLOPE}; 3. deep {deep_params}-param net best seed / mean MSE: "
+                f"never reached, a lower bound), slope of log2 width vs k {slope:.2f} [{slope_lo:.2f}, {slope_hi:.2f}] "
+                + f"{'>' if beyond else 'NOT >'} {MIN_SLOPE}" + ("" if bound == "exact" else
+                  f" (the widths never reached make it {dict(lower='a lower', upper='an upper').get(bound, 'no')} bound: "
+                  f"{'held' if grows else 'NOT held' if grows is False else 'UNDECIDED'})")
+                + f"; 3. deep {deep_params}-param net best seed / mean MSE: "
                 + ", ".join(f"k={int(k)}: {deep_best[k]:.2g} / {deep_mean[k]:.2g}" for k in deep_best.index)
                 + f" -> {'reaches' if deep_ok else 'does NOT reach'} the target at every k")
     claim = ("one wide layer fits a smooth target, but on T^k the shallow width needed grows ~2^k while one fixed "

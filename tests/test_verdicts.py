@@ -463,6 +463,25 @@ def test_width_vs_depth_is_not_held_when_the_deep_net_misses(sweep):
     check(s.analyse(), NOT_HELD, "slope of log2 width vs k 2.00 [2.00, 2.00] > 0.5", "k=4: 0.06 / 0.06 -> does NOT reach")
 
 
+NEVER = 128  # a shallow width beyond the sweep's widest (64): never reaches the target
+
+
+@pytest.mark.parametrize(("needed", "outcome", "words"), [
+    # never reached at k=4 only: 128 is a lower bound there, so is the slope, and it is beyond 0.5
+    ({2: (4, 4), 3: (16, 16), 4: (NEVER, NEVER)}, HELD, "a lower bound: held"),
+    # never reached at k=4 only, but the slope is not beyond: the true one may be
+    ({2: (64, 64), 3: (64, 64), 4: (NEVER, 64)}, "inconclusive", "a lower bound: UNDECIDED"),
+    # never reached at k=2 only: the slope is an upper bound, and not beyond
+    ({2: (NEVER, NEVER), 3: (16, 16), 4: (64, 64)}, NOT_HELD, "an upper bound: NOT held"),
+    # never reached at k=2 and at k=4: no bound
+    ({2: (NEVER, 4), 3: (4, 4), 4: (NEVER, 64)}, "inconclusive", "make it no bound: UNDECIDED"),
+])
+def test_width_vs_depth_decides_on_never_reached_widths_only_where_they_bound_the_slope(sweep, needed, outcome, words):
+    s = sweep("width_vs_depth")
+    log_width_sweep(s, 2, lambda k, seed: 0.0005, lambda k, seed: needed[k][seed])
+    check(s.analyse(), outcome, words, "128 = never reached, a lower bound")
+
+
 # --------------------------------------------------------------------------------------------
 # mitigations: every mitigation's final val accuracy beats its case's baseline beyond both seed bands,
 # with no more diverged runs (a diverged run counts at chance).
