@@ -77,7 +77,8 @@ ACTIVATION_FIELDS = {"leaky_relu": ("alpha",)}
 @dataclass
 class DataConfig:
     """A data set of `nnresearch.data` and how it is split and scaled; `seed` fixes data and split
-    (separate from `trainer.seed`, so a study's seeds vary the initialization on the same data)."""
+    (separate from `trainer.seed`, so a study's seeds vary the initialization on the same data).
+    `train_size` (null: all) trains on that many examples of the train split, val and test unchanged."""
 
     name: str = "moons"
     seed: int = 0
@@ -89,6 +90,7 @@ class DataConfig:
     standardize: bool = True
     permute_features: bool = False
     compositions: int | None = None
+    train_size: int | None = None
 
 
 @dataclass
@@ -385,6 +387,22 @@ def _check_data(d: DataConfig) -> None:
         raise ValueError(f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}")
     _check_unread_fields(d, "data", "name", _data_arguments())
     _check_splits(d)
+    _check_train_size(d)
+
+
+def _check_train_size(d: DataConfig) -> None:
+    """`data.train_size` keeps one example per class and two (`least_per_split`), and no more than the
+    train split has, where its size is known before loading (`nnresearch.data.splits.train_subset`
+    checks digits and breast_cancer at their whole set once loaded)."""
+    from nnresearch.data.splits import least_per_split
+
+    if d.train_size is None:
+        return
+    _at_least("data.train_size", d.train_size, least_per_split(_classes(d))["train"])
+    split = _split_train_size(d)
+    if split is not None:
+        _at_most("data.train_size", d.train_size, split,
+                 bound=f"{split}, the train split of data.n_samples={_n_samples(d)} (raise data.n_samples for more)")
 
 
 def _check_optim(o: OptimConfig, t: TrainerConfig) -> None:
@@ -509,13 +527,19 @@ def has_batchnorm(m: ModelConfig) -> bool:
     return m.batchnorm and (len(m.widths) if m.widths is not None else m.depth) >= 1
 
 
-def known_train_size(d: DataConfig) -> int | None:
-    """The training split's size, where it is known before loading (from `data.n_samples` or the
+def _split_train_size(d: DataConfig) -> int | None:
+    """The whole train split's size, where it is known before loading (from `data.n_samples` or the
     generator's count); None for digits and breast_cancer at their whole set."""
     from nnresearch.data.splits import split_counts
 
     n = _n_samples(d)
     return split_counts(n, d.val_fraction, d.test_fraction)["train"] if n is not None else None
+
+
+def known_train_size(d: DataConfig) -> int | None:
+    """How many examples a run trains on, where it is known before loading: `data.train_size`, else
+    the whole train split's size (`_split_train_size`)."""
+    return d.train_size if d.train_size is not None else _split_train_size(d)
 
 
 def _check_batchnorm(c: Config) -> None:
@@ -526,14 +550,16 @@ def _check_batchnorm(c: Config) -> None:
 
 def data_may_refuse(cfg: Config) -> bool:
     """Whether `experiment.check_fits_data` may refuse the validated `cfg`: a head with an accuracy
-    (its targets must lie in [0, 1]) on regression data, or BatchNorm on a data set whose size
-    `validate` does not know (digits, breast_cancer). The grid sweeper makes the data of just these
-    jobs before the first starts (`callbacks.refuse_bad_jobs`)."""
+    (its targets must lie in [0, 1]) on regression data, or BatchNorm or `data.train_size` on a data set
+    whose size `validate` does not know (digits, breast_cancer). The grid sweeper makes the data of just
+    these jobs before the first starts (`callbacks.refuse_bad_jobs`)."""
     from nnresearch.data import DATA_TASKS
 
     task = DATA_TASKS[cfg.data.name]
     head = HEADS[cfg.model.head or DEFAULT_HEADS[task]]
-    return (task == "regression" and head.accuracy is not None) or (has_batchnorm(cfg.model) and known_train_size(cfg.data) is None)
+    size_unknown = _split_train_size(cfg.data) is None
+    return ((task == "regression" and head.accuracy is not None) or (has_batchnorm(cfg.model) and known_train_size(cfg.data) is None)
+            or (cfg.data.train_size is not None and size_unknown))
 
 
 def validate(cfg: DictConfig | Config) -> Config:
@@ -563,6 +589,9 @@ def check_machine(c: Config) -> None:
 
 # What does not change a run's numbers: where it is logged, how it reports, its checkpoint cadence.
 HASH_EXCLUDED = ("tracking", "trainer.progress", "trainer.checkpoint_every", "trainer.resume")
+# Schema fields added since stores began tagging runs with `config_hash`, and their defaults: hashed only
+# when set away from them, so a run logged before a field existed keeps its hash (a sweep still skips it).
+HASH_ADDED = {"data.train_size": None}
 # Keys a checkpoint's numbers do not depend on: where and how a run reports, and how far it goes
 # (trainer.epochs only moves the lr of the cosine schedule, whose T is the run's total steps).
 RESUME_FREE = (*HASH_EXCLUDED, "trainer.epochs", "trainer.eval_every", "trainer.probe_every", "trainer.gradient_noise",
@@ -583,16 +612,22 @@ def within(key: str, dotted_keys: Sequence[str]) -> bool:
 
 def config_hash(cfg: Config) -> str:
     """sha256 (16 hex digits) of everything in the config that decides the run's numbers: the
-    nested settings without `HASH_EXCLUDED`, as sorted JSON."""
+    nested settings without `HASH_EXCLUDED` and without the `HASH_ADDED` fields at their defaults,
+    as sorted JSON."""
     import hashlib
     import json
     from dataclasses import asdict
 
     settings = asdict(cfg)
-    for dotted in HASH_EXCLUDED:
-        *groups, key = dotted.split(".")
-        group = settings
-        for name in groups:
-            group = group[name]
-        del group[key]
+    dropped = [*HASH_EXCLUDED, *(dotted for dotted, default in HASH_ADDED.items() if _at(settings, dotted) == default)]
+    for dotted in dropped:
+        parent, _, key = dotted.rpartition(".")
+        del (_at(settings, parent) if parent else settings)[key]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _at(settings: dict[str, Any], dotted: str) -> Any:
+    """The value at the dotted path `dotted` of the nested dict `settings`."""
+    for name in dotted.split("."):
+        settings = settings[name]
+    return settings

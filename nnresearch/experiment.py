@@ -164,11 +164,13 @@ class RefusedBeforeRun(ValueError):
 
 
 def load_data(cfg: Config) -> Dataset:
-    """The data set `cfg.data` describes, split, scaled and (for the inductive-bias study) permuted."""
+    """The data set `cfg.data` describes, split, scaled, cut to `data.train_size` and (for the inductive-bias
+    study) permuted."""
     d = cfg.data
     try:
         data = load_dataset(d.name, seed=d.seed, n_samples=d.n_samples, noise=d.noise, n_classes=d.n_classes,
                             val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize,
+                            train_size=d.train_size,
                             **({"compositions": d.compositions} if d.compositions is not None else {}))
     except ValueError as error:  # a count or option the data set cannot honour (more samples than it has, ...)
         raise RefusedBeforeRun(str(error)) from error

@@ -38,7 +38,7 @@ NAMED_KEYS = {"model.name", "model.activation", "model.depth", "model.width", "m
 NAMED_PREFIXES = ("tracking.", "hydra.")
 SHORT_KEYS = {"optim.lr": "lr", "trainer.batch_size": "bs", "optim.name": "", "data.name": "", "model.bias_value": "bias",
               "optim.weight_decay": "wd", "optim.clip_norm": "clip", "model.batchnorm": "bn", "model.alpha": "alpha",
-              "data.permute_features": "perm", "model.head": ""}
+              "data.permute_features": "perm", "data.train_size": "n", "model.head": ""}
 
 
 def swept_values(task_overrides: list[str]) -> list[str]:

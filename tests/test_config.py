@@ -229,6 +229,10 @@ def test_every_float_of_the_schema_must_be_finite(key, value):
     (["data.noise=-0.1"], "data.noise=-0.1 is out of range"),
     (["data.n_classes=1"], "data.n_classes=1 is out of range"),
     (["data=sawtooth", "data.compositions=0"], "data.compositions=0 is out of range"),
+    (["data.train_size=1"], "data.train_size=1 is out of range; expected data.train_size >= 2"),
+    (["data=spirals", "data.train_size=2"], "data.train_size=2 is out of range; expected data.train_size >= 3"),
+    (["data=mnist1d", "data.train_size=2401"], "data.train_size=2401 is out of range; expected data.train_size <= 2400, "
+                                              "the train split of data.n_samples=4000 (raise data.n_samples for more)"),
     (["optim=adam", "optim.beta1=1.0"], "optim.beta1=1.0 is out of range; expected 0 <= optim.beta1 < 1"),
     (["optim=adam", "optim.beta2=-0.1"], "optim.beta2=-0.1 is out of range"),
     (["optim=adam", "optim.eps=0"], "optim.eps=0.0 is out of range; expected optim.eps > 0"),
@@ -260,7 +264,7 @@ def test_settings_that_do_not_change_the_numbers_keep_the_hash(compose, override
 
 
 @pytest.mark.parametrize("override", ["trainer.seed=3", "data.seed=1", "optim.lr=0.2", "model.depth=3",
-                                      "trainer.batch_size=16", "model.activation=tanh"])
+                                      "trainer.batch_size=16", "model.activation=tanh", "data.train_size=100"])
 def test_settings_that_change_the_numbers_change_the_hash(compose, override):
     assert config_hash(validate(compose([override]))) != config_hash(validate(compose([])))
 

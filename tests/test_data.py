@@ -250,3 +250,34 @@ def test_bad_fractions_raise(val, test, arg):
 def test_bad_arguments_name_themselves(name, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         load_dataset(name, **kwargs)
+
+
+def test_train_size_keeps_nested_stratified_subsets_with_the_same_val_and_test():
+    """`train_size` changes only how many examples are trained on: the smaller set is part of the larger,
+    every class keeps its share (within one), val and test are the whole set's arrays."""
+    whole = load_dataset("spirals")  # 3 classes, 540 examples to train
+    subsets = {n: load_dataset("spirals", train_size=n) for n in (31, 90, 540)}
+    for n, ds in subsets.items():
+        assert ds.sizes == {"train": n, "val": 180, "test": 180}
+        counts = ds.Y_train.sum(axis=1)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == n
+        for split in ("val", "test"):
+            np.testing.assert_array_equal(getattr(ds, f"X_{split}"), getattr(whole, f"X_{split}"))
+            np.testing.assert_array_equal(getattr(ds, f"Y_{split}"), getattr(whole, f"Y_{split}"))
+    examples = {n: {tuple(column) for column in ds.X_train.T} for n, ds in subsets.items()}
+    assert examples[31] < examples[90] < examples[540]
+    assert subsets[540].content_hash == whole.content_hash  # the whole split, in its own order
+    assert load_dataset("spirals", train_size=90).content_hash == subsets[90].content_hash  # same seed, same subset
+    assert load_dataset("spirals", seed=1, train_size=90).sizes["train"] == 90
+    assert load_dataset("sine", train_size=2).sizes["train"] == 2  # regression: not stratified, two to train
+
+
+@pytest.mark.parametrize(("size", "error", "message"), [
+    (541, ValueError, r"^train_size=541 for 'spirals' is out of range; expected 3 <= train_size <= 540"),
+    (2, ValueError, r"^train_size=2 for 'spirals' is out of range; expected 3 <= train_size"),  # one per class
+    (1, ValueError, r"^train_size=1; expected an int >= 2"),
+    (10.0, TypeError, r"^train_size must be an int"),
+])
+def test_a_train_size_the_train_split_cannot_give_is_refused(size, error, message):
+    with pytest.raises(error, match=message):
+        load_dataset("spirals", train_size=size)

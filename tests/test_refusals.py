@@ -296,6 +296,9 @@ SWEEPS = {
     "gpu_without_one_in_parallel": (["trainer.device=cpu,gpu", "hydra/launcher=joblib"], "job 1 of 2 (trainer.device=gpu)"),
     "head_unfit_for_regression_targets": (["data=moons,sine", "model.head=sigmoid_bce"],
                                           "job 1 of 2 (data=sine): model.head=sigmoid_bce cannot fit data.name=sine"),
+    "train_size_beyond_digits": (["data=digits", "data.train_size=1000,1080"],  # digits' size is known once loaded
+                                 "job 1 of 2 (data.train_size=1080): train_size=1080 for 'digits' is out of range; "
+                                 "expected 10 <= train_size <= 1079"),
     "batchnorm_batch_of_one_in_digits": (["data=digits", "model.batchnorm=true", "trainer.batch_size=77,64"],
                                          "job 0 of 2 (trainer.batch_size=77): trainer.batch_size=77 with "
                                          "model.batchnorm=true leaves the 1079 training examples a last batch of one"),

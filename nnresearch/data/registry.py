@@ -15,7 +15,7 @@ import numpy as np
 
 from . import images, real, regression, synthetic
 from .dataset import Dataset, Samples
-from .splits import build_dataset, check_fractions
+from .splits import build_dataset, check_fractions, train_subset
 
 DATASETS: dict[str, Callable[..., Samples]] = {
     "xor": synthetic.xor,
@@ -84,14 +84,17 @@ def _generator_kwargs(
 def load_dataset(
     name: str, *, seed: int = 0, n_samples: int | None = None, val_fraction: float = 0.2,
     test_fraction: float = 0.2, standardize: bool = True, noise: float | None = None,
-    n_classes: int | None = None, **options,
+    n_classes: int | None = None, train_size: int | None = None, **options,
 ) -> Dataset:
     """Generate (or load) data set `name` and split it into train / val / test.
 
     `seed` fixes everything (generation and split): the same arguments give bit-identical arrays
     and `content_hash`. `n_samples`, `noise`, `n_classes` and `options` (e.g. `compositions` for
     "sawtooth") left as None take the data set's own defaults; setting one the data set does not
-    use is an error. Returns X_* `(n_features, m)` and Y_* `(n_outputs, m)`, float64.
+    use is an error. `train_size` keeps that many examples of the train split (`splits.train_subset`:
+    stratified, nested in `train_size` for one seed); val, test and the standardisation stay those of
+    the whole split, so only the number of examples trained on changes. Returns X_* `(n_features, m)`
+    and Y_* `(n_outputs, m)`, float64.
 
     The process keeps the last `KEPT` data sets it made (their arrays are read-only), so the jobs
     of a sweep that one process runs generate each data set once.
@@ -101,10 +104,16 @@ def load_dataset(
     _check_int("seed", seed, 0)
     check_fractions(val_fraction, test_fraction)
     kwargs = _generator_kwargs(name, n_samples, noise, n_classes, options)
-    return _made(name, seed, val_fraction, test_fraction, standardize, tuple(sorted(kwargs.items())))
+    if train_size is not None:
+        _check_int("train_size", train_size, 2)
+    data = _made(name, seed, val_fraction, test_fraction, standardize, tuple(sorted(kwargs.items())))
+    if train_size is None:
+        return data
+    return train_subset(data, train_size, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SUBSET_STREAM,))))
 
 
 KEPT = 8
+SUBSET_STREAM = 2  # spawn key of train_subset's generator, after `_made`'s data (0) and split (1) streams
 
 
 @functools.lru_cache(maxsize=KEPT)

@@ -1,7 +1,8 @@
 """From `Samples` (rows) to a `Dataset` (columns): split, standardise, encode targets, hash.
 
 Splits are seeded and stratified for binary / multiclass targets; standardisation statistics come
-from the train split only and are applied to all three.
+from the train split only and are applied to all three. `train_subset` then keeps fewer training
+examples (nested, stratified subsets), val and test unchanged.
 """
 
 from __future__ import annotations
@@ -68,6 +69,58 @@ def _split_sizes(samples: Samples, val_fraction: float, test_fraction: float) ->
             f"{np.bincount(samples.y).tolist()}); expected {MIN_PER_CLASS}+ to stratify 3 splits"
         )
     return sizes
+
+
+def check_train_size(name: str, size: int, available: int, classes: int) -> None:
+    """Raise unless `size` training examples can be kept of the `available` ones: at least
+    `least_per_split(classes)["train"]` (one per class, two to standardise), at most all of them."""
+    least = least_per_split(classes)["train"]
+    if not least <= size <= available:
+        raise ValueError(
+            f"train_size={size} for {name!r} is out of range; expected {least} <= train_size <= {available} (at least one "
+            f"example per class and two, at most the whole train split): raise n_samples for a larger one"
+        )
+
+
+def nested_order(m: int, labels: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """A random order of `m` examples whose every prefix is stratified by `labels` `(m,)` (None: not).
+
+    Example i, the r-th (0-based) of its class's n_c in a random permutation, gets the key
+    (r + 1/2) / n_c, and the order sorts by key: the first k hold k n_c / m of class c, within
+    one. Taking its first k for every k gives nested subsets: a larger one holds every smaller one.
+    """
+    order = rng.permutation(m)
+    if labels is None:
+        return order
+    shuffled = labels[order]
+    key = np.empty(len(order))
+    for c in np.unique(shuffled):
+        members = np.flatnonzero(shuffled == c)
+        key[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return order[np.argsort(key, kind="stable")]
+
+
+def _labels(task: str, Y: np.ndarray) -> np.ndarray | None:
+    """The class of each column of encoded targets `Y` (one-hot `(C, m)` or a 0/1 row `(1, m)`);
+    None for the tasks whose splits are not stratified."""
+    if task == "multiclass":
+        return Y.argmax(axis=0)
+    return Y[0] if task == "binary" else None
+
+
+def train_subset(data: Dataset, size: int, rng: np.random.Generator) -> Dataset:
+    """`data` with its first `size` examples of `nested_order` as the train split; val and test, and
+    the standardisation already applied (the whole train split's statistics), are unchanged.
+
+    X_train: `(n_features, size)`, Y_train: `(n_outputs, size)`; nested in `size` for one `rng` seed.
+    """
+    y = _labels(data.task, data.Y_train)
+    m = data.sizes["train"]
+    check_train_size(data.name, size, m, len(np.unique(y)) if y is not None else 1)
+    kept = np.sort(nested_order(m, y, rng)[:size])
+    X_train, Y_train = (_columns(a[:, kept]) for a in (data.X_train, data.Y_train))
+    arrays = (X_train, Y_train, data.X_val, data.Y_val, data.X_test, data.Y_test)
+    return Dataset(data.name, data.task, *arrays, content_hash=content_hash(*arrays))
 
 
 def _encode(y: np.ndarray, task: str, n_classes: int) -> np.ndarray:
