@@ -172,7 +172,7 @@ class TrackingClock:
     """
 
     SINK_METHODS = ("log_metrics", "flush", "wait_for_uploads", "end", "set_tags", "log_params", "log_dict", "log_text",
-                    "log_arrays", "log_table", "log_artifact")
+                    "log_arrays", "log_table", "log_artifact", "abandon_uploads")
 
     def __init__(self) -> None:
         self.seconds = 0.0
