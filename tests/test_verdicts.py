@@ -764,32 +764,97 @@ def test_softmax_stability(sweep, case):
 
 
 # --------------------------------------------------------------------------------------------
-# representation: trained first-layer weights (no weight decay) have a neighbouring-pixel
-# correlation whose seed band lies above that of the initial (i.i.d.) weights.
+# representation: per net (MLP, CNN), trained, the deepest hidden layer's linear-probe accuracy band lies
+# above the first hidden layer's and above its own band at init, and the rise first -> deepest is larger
+# trained than at init (per seed, band above 0); the MLP's trained W1 rows are smoother along the signal
+# (neighbour correlation) than at init. The probes are the analysis's own scikit-learn fits on real
+# activations; here `probe_profile` is replaced by a table keyed by the network's W1, so that each case
+# sets the profiles it needs (tests/test_studies.py runs the real probes on a real sweep).
 
-def ramp_rows(units: int) -> np.ndarray:
-    """W1 rows that are the 8x8 image r + c, of alternating sign: every neighbouring pair differs by the same
-    step, so the neighbour correlation is exactly 1."""
-    ramp = np.add.outer(np.arange(8.0), np.arange(8.0)).ravel()
+def ramp_rows(units: int, positions: int = 40) -> np.ndarray:
+    """W1 rows that are the ramp 0, 1, ..., positions - 1, of alternating sign: every neighbouring pair differs by
+    the same step, so the neighbour correlation is exactly 1."""
+    ramp = np.arange(float(positions))
     return np.array([ramp * (1 if u % 2 else -1) for u in range(units)], dtype=np.float32)
 
 
-TRAINED_W1 = {HELD: "ramp", NOT_HELD: "unchanged"}  # trained first-layer weights: spatially structured, or as at init
+PROBES_HELD = {  # (net, which) -> probe val accuracy at hidden layers 1..4 (seed 1 adds 0.004 to each)
+    ("mlp", "final"): (0.46, 0.50, 0.51, 0.53), ("mlp", "init"): (0.39, 0.36, 0.34, 0.32),
+    ("cnn1d", "final"): (0.65, 0.74, 0.84, 0.92), ("cnn1d", "init"): (0.60, 0.58, 0.57, 0.53),
+}
+REPRESENTATION_CASES = {  # case -> (probe table, how the MLP's trained W1 is made)
+    HELD: (PROBES_HELD, "ramp"),
+    # the CNN's trained layers are all equally readable: no rise with depth
+    "flat": (PROBES_HELD | {("cnn1d", "final"): (0.80, 0.80, 0.80, 0.81)}, "ramp"),
+    # the untrained CNN rises with depth as much as the trained one: the rise is the architecture's, not learned
+    "architecture": (PROBES_HELD | {("cnn1d", "init"): (0.45, 0.55, 0.67, 0.79)}, "ramp"),
+    # the trained CNN rises more than the untrained one, but stays below it: training did not make the class readable
+    "below init": (PROBES_HELD | {("cnn1d", "final"): (0.40, 0.45, 0.50, 0.55)}, "ramp"),
+    # the MLP's trained W1 is its initial W1, scaled: no smoother than at init
+    "rough": (PROBES_HELD, "scaled"),
+}
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_representation(sweep, case):
+def representation_sweep(s: Sweep, monkeypatch: pytest.MonkeyPatch, probes: Mapping[tuple[str, str], Sequence[float]],
+                         trained_w1: str = "ramp", seeds: Sequence[int] = (0, 1)) -> None:
+    """Log the study's grid (both nets, `seeds`) with final parameters that differ from the initial ones, and
+    make the analysis read the probe accuracies of `probes` (net, which) for each network, by its W1."""
+    from analysis import representation
+
+    table = {}
+    for net in ("mlp4", "cnn4"):
+        for seed in seeds:
+            cfg = job_config("representation", f"+deep_net={net}", trainer__seed=seed, trainer__epochs=1)
+            init = state_of(network_of(cfg))
+            final = init | {"W1": init["W1"] * 2}
+            if net == "mlp4" and trained_w1 == "ramp":
+                final["W1"] = ramp_rows(len(init["W1"]), init["W1"].shape[1]) * (1 + seed)  # a W1 of its own per seed
+            for which, state in (("init", init), ("final", final)):
+                table[np.asarray(state["W1"], dtype=np.float32).tobytes()] = [
+                    acc + 0.004 * seed for acc in probes[(cfg.model.name, which)]]
+            s.job(cfg, {"val/acc": [0.1, 0.5 + 0.3 * (net == "cnn4")]}, init=init, final=final, choices={"deep_net": net})
+    monkeypatch.setattr(representation, "probe_profile",
+                        lambda network, data: table[np.asarray(network.params()["W1"], dtype=np.float32).tobytes()])
+    monkeypatch.setattr(Study, "dataset", lambda self, run_id: _cached_data(self.config(run_id)))
+
+
+@pytest.mark.parametrize("case", list(REPRESENTATION_CASES))
+def test_representation(sweep, monkeypatch, case):
     s = sweep("representation")
-    for decay in (0.0, 0.01):
-        for seed in (0, 1):
-            cfg = job_config("representation", optim__weight_decay=decay, trainer__seed=seed, trainer__epochs=1)
-            final = state_of(network_of(cfg))
-            if TRAINED_W1[case] == "ramp":
-                final["W1"] = ramp_rows(len(final["W1"]))
-            s.job(cfg, {"val/acc": [0.1, 0.95]}, final=final)
+    probes, trained_w1 = REPRESENTATION_CASES[case]
+    representation_sweep(s, monkeypatch, probes, trained_w1)
     verdict = s.analyse()
-    check(verdict, case, "weight decay 0: init ",
-          "-> trained 1.000 [1.000, 1.000]" if case == HELD else "-> trained -0.0", "(n=2 seeds)")
+    numbers = {HELD: ["mlp: trained layer 1 0.462 [0.437, 0.487] -> layer 4 0.532 [0.507, 0.557] (deeper: yes)",
+                      "learned rise (trained - init) +0.140 [+0.140, +0.140] (learned: yes)",
+                      "cnn1d: trained layer 1 0.652 [0.627, 0.677] -> layer 4 0.922 [0.897, 0.947] (deeper: yes); at init "
+                      "layer 4 0.532 [0.507, 0.557] (above init: yes); learned rise (trained - init) +0.340",
+                      "per layer trained 0.65/0.74/0.84/0.92, at init 0.60/0.58/0.57/0.53",
+                      "-> trained 1.000 [1.000, 1.000] (smooth: yes", "(n=2 seeds;"],
+               "flat": ["cnn1d: trained layer 1 0.802 [0.777, 0.827] -> layer 4 0.812 [0.787, 0.837] (deeper: no)"],
+               "architecture": ["cnn1d: trained layer 1 0.652 [", "(deeper: yes)", "(above init: yes); learned rise "
+                                "(trained - init) -0.070 [-0.070, -0.070] (learned: no)", "at init 0.45/0.55/0.67/0.79"],
+               "below init": ["layer 4 0.552 [0.527, 0.577] (deeper: yes); at init layer 4 0.532 [0.507, 0.557] "
+                              "(above init: no); learned rise (trained - init) +0.220"],
+               "rough": ["(smooth: no;", "cnn1d: trained layer 1 0.652 ["]}[case]
+    check(verdict, HELD if case == HELD else NOT_HELD, *numbers)
+
+
+def test_representation_probes_read_every_hidden_layer():
+    """The probes themselves (replaced above): one feature matrix per hidden layer, a conv layer's channels times
+    positions; a probe reads a layer that holds the class perfectly, and one of noise at chance."""
+    from analysis.representation import hidden_activations, probe_accuracy, probe_profile
+
+    data = _cached_data(job_config("representation", "+deep_net=mlp4"))
+    for net, width in (("mlp4", 64), ("cnn4", 16 * 40)):
+        network = network_of(job_config("representation", f"+deep_net={net}"))
+        features = hidden_activations(network, data.X_val)
+        assert [f.shape for f in features] == [(data.X_val.shape[1], width)] * 4, net
+    rng = np.random.default_rng(0)
+    y_train, y_val = rng.integers(0, 10, 500), rng.integers(0, 10, 300)
+    assert probe_accuracy(np.eye(10)[y_train], y_train, np.eye(10)[y_val], y_val) == 1.0
+    assert probe_accuracy(rng.normal(size=(500, 20)), y_train, rng.normal(size=(300, 20)), y_val) < 0.25
+    profile = probe_profile(network_of(job_config("representation", "+deep_net=mlp4")), data)
+    assert len(profile) == 4 and all(0.1 < acc < 0.6 for acc in profile), profile  # at init: above chance, below trained
 
 
 # --------------------------------------------------------------------------------------------
