@@ -18,10 +18,11 @@ Rule, fixed before the full profile ran; bands are 95% t-intervals over seeds. H
 and (d) the MLP's first-layer neighbour correlation band trained lies above its band at init.
 
 Top: probe accuracy against layer, trained and at init (mean and band over seeds), per net; the
-dotted line is the probe on the raw signal (layer 0), the thin one chance (0.1). Bottom: the MLP's W1 rows (seed 0) as an image, units
-down, positions across (each row scaled to its own largest |weight|, red > 0 > blue), at init and
-trained (trained rows sorted by where their largest |weight| lies), and the neighbour correlation
-at init and trained (mean and band), with the signals' own as a dotted line.
+dotted line is the probe on the raw signal (layer 0), the thin one chance (0.1). Bottom: the MLP's
+W1 rows (seed 0) as an image, units down, positions across (each row scaled to its own largest
+|weight|, red > 0 > blue), at init and trained (trained rows sorted by where their largest |weight|
+lies), and the neighbour correlation at init and trained (mean and band), with the signals' own as
+a dotted line.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ def probe_accuracy(train: np.ndarray, y_train: np.ndarray, val: np.ndarray, y_va
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
-
     from threadpoolctl import threadpool_limits
 
     scaler = StandardScaler().fit(train)

@@ -842,7 +842,11 @@ def test_representation(sweep, monkeypatch, case):
 def test_representation_probes_read_every_hidden_layer():
     """The probes themselves (replaced above): one feature matrix per hidden layer, a conv layer's channels times
     positions; a probe reads a layer that holds the class perfectly, and one of noise at chance."""
-    from analysis.representation import hidden_activations, probe_accuracy, probe_profile
+    from analysis.representation import (
+        hidden_activations,
+        probe_accuracy,
+        probe_profile,
+    )
 
     data = _cached_data(job_config("representation", "+deep_net=mlp4"))
     for net, width in (("mlp4", 64), ("cnn4", 16 * 40)):
