@@ -51,13 +51,12 @@ def neighbour_correlation(rows: np.ndarray) -> float:
 
 
 def hidden_activations(network, X: np.ndarray) -> list[np.ndarray]:
-    """A[l] of every hidden layer (each layer with weights but the output layer) for the columns of X,
-    as (m, features) float64 arrays: a conv layer's (channels, positions) flattened."""
+    """A[l] of every hidden layer (the numbered layers `Network.units` but the output layer) for the
+    columns of X, as (m, features) float64 arrays: a conv layer's (channels, positions) flattened."""
     dtype = network.params()["W1"].dtype
     network.forward(np.ascontiguousarray(X, dtype=dtype), train=False)
     m = X.shape[-1]
-    hidden = [layer for layer in network.layers[:-1] if layer.units]
-    return [np.asarray(layer.A, dtype=np.float64).reshape(-1, m).T for layer in hidden]
+    return [np.asarray(unit.A, dtype=np.float64).reshape(-1, m).T for unit in network.units[:-1]]
 
 
 def probe_accuracy(train: np.ndarray, y_train: np.ndarray, val: np.ndarray, y_val: np.ndarray) -> float:
