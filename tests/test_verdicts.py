@@ -796,14 +796,14 @@ REPRESENTATION_CASES = {  # case -> (probe table, how the MLP's trained W1 is ma
 
 
 def representation_sweep(s: Sweep, monkeypatch: pytest.MonkeyPatch, probes: Mapping[tuple[str, str], Sequence[float]],
-                         trained_w1: str = "ramp", seeds: Sequence[int] = (0, 1)) -> None:
-    """Log the study's grid (both nets, `seeds`) with final parameters that differ from the initial ones, and
+                         trained_w1: str = "ramp") -> None:
+    """Log the study's grid (both nets, seeds 0 and 1) with final parameters that differ from the initial ones, and
     make the analysis read the probe accuracies of `probes` (net, which) for each network, by its W1."""
     from analysis import representation
 
     table = {}
     for net in ("mlp4", "cnn4"):
-        for seed in seeds:
+        for seed in (0, 1):
             cfg = job_config("representation", f"+deep_net={net}", trainer__seed=seed, trainer__epochs=1)
             init = state_of(network_of(cfg))
             final = init | {"W1": init["W1"] * 2}
