@@ -294,9 +294,7 @@ def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | No
     """`verdict`, or the same numbers as an inconclusive verdict if a configuration of `runs` has fewer than
     `MIN_SEEDS` seeds (without a seed band no difference can be told from seed noise), or if the runs
     lack values of the study's `grid` (a sweep of part of the study, say one activation, decides
-    nothing about the claim on all of them)."""
-    if verdict.held is None:
-        return verdict
+    nothing about the claim on all of them). A verdict the study itself left inconclusive gets these reasons too."""
     reasons = []
     seeds, example = fewest_seeds(runs)
     if seeds < MIN_SEEDS:
