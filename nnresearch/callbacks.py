@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -349,25 +349,35 @@ class SweepGuard(Callback):
             experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(config, "study")
             reap = functools.partial(_end_interrupted_sweep, preload, OmegaConf.select(config, "tracking.uri"),
                                      experiment, sweep_id(config.hydra))
-        stopping = threading.Event()
-
-        def interrupted(signum: int, frame: object) -> None:
-            if stopping.is_set():  # a second signal would cut short the launcher stopping its workers
-                print("already stopping the sweep", file=sys.stderr)
-                return
-            stopping.set()
-            if reap is not None:
-                atexit.register(reap)  # runs after the launcher has stopped its workers
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
-
+        interrupted = SweepInterrupt(reap)
         self._previous = {signum: signal.signal(signum, interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class SweepInterrupt:
+    """`SweepGuard`'s SIGINT / SIGTERM handler: the first signal registers `reap` to run at exit and
+    stops the sweep (KeyboardInterrupt, or SystemExit(128 + signum)); later ones are ignored, so they
+    cannot cut short the launcher stopping its workers, nor a job of the basic launcher ending its run
+    and the parent (`nnresearch.run.main` leaves this handler in place of its own)."""
+
+    def __init__(self, reap: Callable[[], None] | None) -> None:
+        self.reap = reap
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            print("already stopping the sweep", file=sys.stderr)
+            return
+        self.stopping = True
+        if self.reap is not None:
+            atexit.register(self.reap)  # runs after the launcher has stopped its workers
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
 
 def _end_interrupted_sweep(preload: threading.Thread, uri: str | None, experiment: str, sweep: str) -> None:

@@ -103,6 +103,14 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _sweep_guarded() -> bool:
+    """Whether this process launches a local sweep whose guard handles SIGTERM (`callbacks.SweepInterrupt`):
+    a job of the basic launcher keeps it, which ignores a second signal while the run and its parent end."""
+    from nnresearch.callbacks import SweepInterrupt  # already imported: Hydra made the callbacks
+
+    return isinstance(signal.getsignal(signal.SIGTERM), SweepInterrupt)
+
+
 @contextlib.contextmanager
 def _refused_plainly(in_sweep: bool, errors: tuple[type[Exception], ...] = (ValueError, OSError)) -> Iterator[None]:
     """A bad config value or an unusable store (`errors`), found before any run exists: one line on
@@ -152,7 +160,7 @@ def main(dict_cfg: DictConfig) -> float:
     if earlier is not None:
         print(f"running again: this config finished as run {earlier[1]} ({earlier[0]}) under other code "
               "(nnresearch's source or numpy, scikit-learn, mnist1d changed since)")
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and not _sweep_guarded():
         signal.signal(signal.SIGTERM, _terminate)
     overrides = list(hydra_cfg.overrides.task)
     parent = sweep_parent(cfg, hydra_cfg)

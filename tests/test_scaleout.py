@@ -459,27 +459,36 @@ SIGNALS = {
 }
 
 
+LAUNCHERS = {
+    # launcher: (its overrides, how many jobs run at once)
+    "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], 2),
+    "basic": ([], 1),  # jobs in the launching process: a second signal arrives while its run and the parent end
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
 @pytest.mark.parametrize("how", SIGNALS)
-def test_interrupted_parallel_sweep_leaves_nothing_running(mlflow_uri, tmp_path, how):
-    """Ctrl-C / SIGTERM on a joblib sweep: every started run ends KILLED (with what it logged) and
-    the parent is not left RUNNING; no worker process outlives the sweep."""
+def test_interrupted_sweep_leaves_nothing_running(mlflow_uri, tmp_path, how, launcher):
+    """Ctrl-C / SIGTERM on a joblib or a sequential sweep: every started run ends KILLED (with what it
+    logged) and the parent is not left RUNNING; no worker process outlives the sweep."""
     signum, to_group, times = SIGNALS[how]
+    overrides, at_once = LAUNCHERS[launcher]
     db, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
     process = popen("-m", "trainer.seed=0,1,2,3", "trainer.epochs=100000", "data.n_samples=120", *QUIET, "study=interrupted",
-                    f"tracking.uri={mlflow_uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                    f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, log=log, new_session=True)
+                    f"tracking.uri={mlflow_uri}", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                    cwd=tmp_path, log=log, new_session=True)
     leaked: list[str] = []
     try:
-        rows = wait_for(db, process, log, lambda rows: sum(r[4] and r[3] >= 2 for r in rows) >= 2,
-                        "two running jobs with logged steps")
+        rows = wait_for(db, process, log, lambda rows: sum(r[4] and r[3] >= 2 for r in rows) >= at_once,
+                        f"{at_once} running job(s) with logged steps")
         seen = {r[0]: r[3] for r in rows if r[4]}
         for _ in range(times):
             if to_group:
                 os.killpg(process.pid, signum)
             else:
                 process.send_signal(signum)
-            time.sleep(0.3)
+            time.sleep(0.05 if launcher == "basic" else 0.3)  # basic: within the ~0.1 s its run and parent take to end
         process.wait(timeout=60)
         deadline = time.monotonic() + 15
         while (leaked := live_processes_in_group(process.pid)) and time.monotonic() < deadline:
