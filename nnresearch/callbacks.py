@@ -159,9 +159,10 @@ def refuse_run(error: Exception) -> NoReturn:
 
 
 class RunCheck(Callback):
-    """Refuse a single run's bad config or unusable machine before Hydra creates its output folder
-    (`hydra.callbacks.run_check`): `on_run_start` comes before Hydra's `outputs/<date>/<time>/`.
-    The run validates again where it starts (`nnresearch.run.main`), which a sweep's jobs rely on."""
+    """Refuse a single run's bad config, unusable machine or data that refuse it (`_check_data_of`) before
+    Hydra creates its output folder (`hydra.callbacks.run_check`): `on_run_start` comes before Hydra's
+    `outputs/<date>/<time>/`, and the store is checked last, so a refused run creates none. The run
+    validates again where it starts (`nnresearch.run.main`), which a sweep's jobs rely on."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nnresearch.config import check_machine, validate
@@ -170,6 +171,7 @@ class RunCheck(Callback):
         try:
             checked = validate(_without_hydra(config.copy()))  # Hydra goes on with `config`
             check_machine(checked)
+            _check_data_of(checked)
             if checked.tracking.enabled:
                 check_store(checked.tracking.uri)
         except (ValueError, OSError) as error:

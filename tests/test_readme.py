@@ -70,3 +70,41 @@ def test_readme_lists_every_config_group_and_option():
     assert sorted(listed) == sorted(groups)
     for group in set(groups) - {"trainer", "experiment"}:  # those two are described in words
         assert sorted(listed[group]) == groups[group], group
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, anywhere in it (also inside functions), as written: `a.b` for
+    `import a.b` and `from a.b import c`."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module} | ({f"{node.module}.{alias.name}" for alias in node.names} if node.module == "nnresearch" else set())
+    return names
+
+
+PACKAGE = README.parent / "nnresearch"
+# The README's layout table, as imports: what the core and the loop may know about beyond the standard library.
+FLOORS = {
+    "core": (sorted((PACKAGE / "nn").glob("*.py")),
+             ("numpy", "array_api_compat", "nnresearch.nn", "nnresearch.backend", "nnresearch.files")),
+    "loop": ([PACKAGE / "train.py", PACKAGE / "probes.py", PACKAGE / "sinks.py"],
+             ("numpy", "tqdm", "nnresearch.nn", "nnresearch.backend", "nnresearch.probes", "nnresearch.sinks")),
+}
+
+
+@pytest.mark.parametrize("floor", FLOORS)
+def test_each_floor_imports_only_what_the_readme_layout_says_it_knows(floor):
+    """The core knows the array namespace (NumPy/CuPy through `backend`) and writes files whole (`files`);
+    the loop knows the core and a sink interface, never MLflow, Hydra, OmegaConf or pandas."""
+    import sys
+
+    files, allowed = FLOORS[floor]
+    assert files
+    strays = {f"{path.name}: {name}" for path in files for name in imported_modules(path)
+              if name.split(".")[0] not in sys.stdlib_module_names and name not in ("__future__", "nnresearch")
+              and not any(name == known or name.startswith(known + ".") for known in allowed)}
+    assert not strays, f"the {floor} imports what the README's layout says it does not know: {sorted(strays)}"

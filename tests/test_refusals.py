@@ -124,6 +124,7 @@ def test_a_batchnorm_batch_of_one_known_only_once_the_data_load_is_refused_befor
     assert err.startswith("refused, no run created: trainer.batch_size=77 with model.batchnorm=true leaves the 1079 "
                           "training examples a last batch of one"), err
     assert count_runs(Path(mlflow_uri.removeprefix("sqlite:///"))) == 0
+    assert not (tmp_path / "run").exists(), "refused before Hydra creates the run's folder (callbacks.RunCheck)"
 
 
 def test_a_data_option_the_data_set_does_not_take_is_refused():
