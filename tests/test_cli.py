@@ -475,3 +475,19 @@ def test_a_run_name_describes_the_architecture(compose, overrides, name):
     from nnresearch.experiment import run_name
 
     assert run_name(validate(compose(overrides))) == name
+
+
+def test_help_lists_every_config_group_and_cfg_job_prints_the_composed_config(tmp_path):
+    """`--help` names each group of conf/ with its options; `--cfg job` prints the config the overrides
+    compose and runs nothing (no store, no outputs/ folder)."""
+    from nnresearch.paths import CONFIG_DIR
+
+    shown = cli("--help", cwd=tmp_path)
+    assert shown.returncode == 0, failure_report(shown)
+    for group in sorted(folder for folder in CONFIG_DIR.iterdir() if folder.is_dir() and folder.name != "hydra"):
+        options = ", ".join(sorted(path.stem for path in group.glob("*.yaml")))
+        assert f"\n{group.name}: {options}\n" in shown.stdout, (group.name, shown.stdout)
+    printed = cli("--cfg", "job", "model.depth=3", "optim=adam", cwd=tmp_path)
+    assert printed.returncode == 0, failure_report(printed)
+    assert "  depth: 3\n" in printed.stdout and "  name: adam\n" in printed.stdout, printed.stdout
+    assert list(tmp_path.iterdir()) == [], "--cfg job ran something"

@@ -10,7 +10,7 @@ from nnresearch.nn.architectures import Builder, mlp
 from nnresearch.nn.network import NonFiniteError
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.sinks import MemorySink
-from nnresearch.train import LoopOptions, Splits, batches, train
+from nnresearch.train import LoopOptions, Splits, batches, evaluate, train
 
 SIZES = [2, 8, 8, 3]
 M_TRAIN, M_VAL = 50, 20
@@ -55,6 +55,20 @@ def test_logs_the_initial_state_then_every_epoch(xp):
     assert times == sorted(times) and times[0] > 0
     assert metrics["val/loss"] == h["val/loss"][-1][1]
     assert h["val/loss"][-1][1] < h["val/loss"][0][1]  # it learns
+
+
+def test_train_metrics_are_the_whole_split_at_step_0_then_each_batch_before_its_update(xp):
+    """Step 0: the train split at init (eval mode). Epoch e: the size-weighted mean over its batches, each
+    taken before its update. Full batch and no BatchNorm make both exact: epoch 1's train/loss is the loss
+    at init, epoch 2's the loss after the one update, which `val` of a twin net on the train split shows."""
+    _, sink, _ = fit(xp, LoopOptions(epochs=2, batch_size=None, progress=False))
+    twin, twin_sink, _ = fit(xp, LoopOptions(epochs=1, batch_size=None, progress=False))
+    loss = {step: value for step, value in sink.history["train/loss"]}
+    assert loss[1] == pytest.approx(loss[0], rel=1e-6)  # before the first update: the state at init
+    data = splits(xp)
+    after_one = float(evaluate(twin, data.X_train, data.Y_train)["loss"])
+    assert loss[2] == pytest.approx(after_one, rel=1e-5) and loss[2] != pytest.approx(loss[0], rel=1e-3)
+    assert twin_sink.history["train/loss"][0][1] == pytest.approx(loss[0], rel=1e-6)  # the same seed, the same init
 
 
 def test_eval_every_and_probe_every_thin_the_log_but_keep_the_last_epoch():
