@@ -61,6 +61,20 @@ def test_missing_store_is_named(tmp_path, capsys):
     assert not db.parent.exists(), "looking for a store must not create one"
 
 
+def test_without_options_the_ui_serves_this_folder_s_store_or_mlflow_s_on_port_5000(tmp_path, monkeypatch, capsys):
+    """The README's `python -m nnresearch.ui`: ./mlflow.db, or $MLFLOW_TRACKING_URI, on 127.0.0.1:5000."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert ui.main(["--no-browser"]) == 2  # no store here yet: named, not made
+    assert str(tmp_path / "mlflow.db") in capsys.readouterr().err
+    elsewhere = tmp_path / "team" / "runs.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    assert ui.main(["--no-browser"]) == 2
+    assert str(elsewhere) in capsys.readouterr().err and not (tmp_path / "mlflow.db").exists()
+    defaults = ui.parse_args([])
+    assert (defaults.uri, defaults.host, defaults.port) == (None, "127.0.0.1", 5000)
+
+
 def test_busy_port_is_named():
     with socket_listening() as port, pytest.raises(ui.UIError, match=f"port {port} on 127.0.0.1 is busy"):
         ui.choose_port("127.0.0.1", port)
