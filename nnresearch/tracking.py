@@ -156,8 +156,8 @@ def open_run(
     whether any job failed. `description` is the run's note.
 
     On an exception the run is FAILED; on KeyboardInterrupt or SystemExit (e.g. raised by a
-    SIGTERM handler) KILLED; the exception propagates either way, after the buffered metrics are
-    sent. Tags also get MLflow's usual context (user, source, git commit).
+    SIGTERM handler), or a scheduler stopping the job (`stopped_by_scheduler`), KILLED; the exception
+    propagates either way, after the buffered metrics are sent. Tags also get MLflow's usual context (user, source, git commit).
     """
     check_flush_every(flush_every_s)
     uri = ensure_store(uri)
@@ -186,7 +186,7 @@ def open_run(
     except Exception as error:
         if server_lost(error):  # asking it to end the run would only wait through the retries again
             raise _lost(uri, sink, error) from None
-        status = "FAILED"
+        status = "KILLED" if stopped_by_scheduler(error) else "FAILED"
         raise
     except BaseException:
         status = "KILLED"
@@ -194,6 +194,17 @@ def open_run(
     finally:
         if not sink.lost:
             _end(uri, sink, status, parent_run_id)
+
+
+# What a cluster scheduler's launcher raises in a job it stops: submitit's, at Slurm's time limit once no
+# requeue is left (conf/hydra/launcher/slurm.yaml: max_num_timeout 0), from its SIGUSR2 handler.
+SCHEDULER_STOPS = (("submitit.core.utils", "UncompletedJobError"),)
+
+
+def stopped_by_scheduler(error: BaseException) -> bool:
+    """Whether `error` is a scheduler stopping the job (`SCHEDULER_STOPS`): the run ends KILLED, as on
+    SIGTERM, not FAILED. Matched by name: the launchers are optional and never imported here."""
+    return (type(error).__module__, type(error).__name__) in SCHEDULER_STOPS
 
 
 def _end(uri: str, sink: MLflowSink, status: str, parent_run_id: str | None) -> None:

@@ -426,6 +426,19 @@ def test_a_failed_upload_fails_a_run_that_ends_first(uri, monkeypatch):
     assert get_run(uri, sink.run_id).info.status == "FAILED"
 
 
+def test_a_job_stopped_at_slurm_s_time_limit_ends_killed_with_its_metrics(uri):
+    """submitit's SIGUSR2 handler raises UncompletedJobError in the job once no requeue is left
+    (conf/hydra/launcher/slurm.yaml: max_num_timeout 0): the scheduler stopped it, it did not fail."""
+    utils = pytest.importorskip("submitit.core.utils")
+    with pytest.raises(utils.UncompletedJobError):
+        with tracking.open_run(uri, "demo", "time limit") as sink:
+            sink.log_metrics({"loss": 1.0}, 0)
+            raise utils.UncompletedJobError("Job not requeued because: timed-out too many times.")
+    assert get_run(uri, sink.run_id).info.status == "KILLED"
+    assert history(uri, sink.run_id, "loss") == [(0, 1.0)]
+    assert not tracking.stopped_by_scheduler(RuntimeError("Job not requeued"))  # by its type, not its words
+
+
 # --- batching -----------------------------------------------------------------------------------
 
 
