@@ -687,3 +687,24 @@ def test_a_search_told_to_find_the_worst_objective_is_refused(mlflow_uri, tmp_pa
     assert code == 2, out + err
     assert f"objective={objective} with hydra.sweeper.direction={direction} would search for the worst config" in err
     assert all_runs(mlflow_uri) == []
+
+
+@pytest.mark.parametrize(("policy", "skips_single_run"), [("sweeps", False), ("always", True), ("never", False)])
+def test_skip_finished_decides_whether_a_single_run_stands_in_for_itself(policy, skips_single_run, mlflow_uri, tmp_path,
+                                                                        monkeypatch, main_in_process):
+    """`sweeps` (the default) skips finished configs in -m runs only, `always` outside sweeps too; a
+    FAILED attempt never stands in (only FINISHED runs do)."""
+    monkeypatch.chdir(tmp_path)
+    single = ["trainer.epochs=1", "data.n_samples=60", "model.width=8", *QUIET, "study=skipping",
+              f"tracking.uri={mlflow_uri}", f"tracking.skip_finished={policy}"]
+    for attempt in range(2):
+        code, out, err = main_in_process(*single, f"hydra.run.dir={tmp_path / f'run{attempt}'}")
+        assert code == 0, out + err
+    assert ("skipped mlp-" in out) == skips_single_run, out
+    assert len(all_runs(mlflow_uri)) == (1 if skips_single_run else 2)
+    client = MlflowClient(mlflow_uri)
+    for run in all_runs(mlflow_uri):
+        client.set_terminated(run.info.run_id, "FAILED")
+    code, out, err = main_in_process(*single, f"hydra.run.dir={tmp_path / 'again'}")
+    assert code == 0 and "skipped" not in out, out + err
+    assert [r.info.status for r in all_runs(mlflow_uri)].count("FINISHED") == 1
