@@ -708,3 +708,12 @@ def test_skip_finished_decides_whether_a_single_run_stands_in_for_itself(policy,
     code, out, err = main_in_process(*single, f"hydra.run.dir={tmp_path / 'again'}")
     assert code == 0 and "skipped" not in out, out + err
     assert [r.info.status for r in all_runs(mlflow_uri)].count("FINISHED") == 1
+
+
+@pytest.mark.parametrize(("objective", "worst"), [("val/loss", math.inf), ("val/acc", -math.inf)])
+def test_a_diverged_run_tells_the_sweeper_the_worst_value_of_its_objective_s_direction(objective, worst, compose):
+    from nnresearch.run import sweeper_value
+
+    cfg = validate(compose([f"objective={objective}"]))
+    assert sweeper_value(cfg, math.nan) == worst
+    assert sweeper_value(cfg, 0.75) == 0.75
