@@ -41,6 +41,7 @@ from analysis.common import (
     Verdict,
     from_shell,
     mean_band,
+    part_word,
     plot_band,
     study_main,
 )
@@ -180,14 +181,14 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
                        for a, b in zip(sizes, sizes[1:]))
     lowest = steps.loc[steps["lo"].idxmin()]
     noise_text = (f"noise at shared weights (n={int(init['count'].min())} seeds): "
-                  f"{'held' if noise_held else 'NOT held'}: at init " + ", ".join(
+                  f"{part_word(noise_held)}: at init " + ", ".join(
                       f"batch {b} {init.loc[b, 'mean']:.3g} [{init.loc[b, 'lo']:.3g}, {init.loc[b, 'hi']:.3g}]" for b in sizes)
                   + f"; noise(B) / noise(next B) at init {ratios}; above 1 beyond the seed band at all {len(by_point)} weight "
                   f"points: {'yes' if falling else 'no'} (lowest band {lowest['pair']} {lowest['point']}: "
                   f"[{lowest['lo']:.3g}, {lowest['hi']:.3g}]); exponent k of noise ~ f(B)^k: " + ", ".join(
                       f"{group} {row['mean']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]" for group, row in k.iterrows())
                   + f" (held within {EXPONENT_TOL} of 1: {'yes' if scaling else 'no'})")
-    reg_text = (f"regularization at equal updates: {'held' if regularized else 'NOT held'}: " + ", ".join(
+    reg_text = (f"regularization at equal updates: {part_word(regularized)}: " + ", ".join(
         f"{name[b]} gap {gap.loc[b, 'mean']:+.3f} [{gap.loc[b, 'lo']:+.3f}, {gap.loc[b, 'hi']:+.3f}] val loss "
         f"{val.loc[b, 'mean']:.3f} train loss {per_batch['train_loss'].loc[b, 'mean']:.3f}" for b in sorted(gap.index)))
     evidence = f"{noise_text}. {reg_text}; {int(diverged.sum())} diverged run(s) left out"

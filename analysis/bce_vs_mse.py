@@ -37,6 +37,7 @@ from analysis.common import (
     Verdict,
     from_shell,
     mean_band,
+    part_word,
     plot_band,
     study_main,
 )
@@ -44,7 +45,6 @@ from analysis.common import (
 TARGET = 0.9
 HEADS = {"sigmoid_bce": ("BCE", "-"), "sigmoid_mse": ("MSE", "--")}
 STD, HEAD, LR = "params.model.init_std", "params.model.head", "params.optim.lr"
-VERDICT_WORDS = {True: "held", False: "NOT held", None: "UNDECIDED"}
 
 
 def best_lr(runs: pd.DataFrame) -> pd.Series:
@@ -114,8 +114,8 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
                          f"{speed.loc[(std, h), 'hi']:.1f}] (lr {best[(std, h)]:g})" for h in HEADS)
              for std in stds]
     never = at_best[at_best["epochs_to_target"] > epochs].groupby(HEAD).size()
-    evidence = (f"gradient ratio rising with saturation: {'held' if rising else 'NOT held'}; BCE faster when saturated "
-                f"(std {stds[-1]:g}, each at its best lr): {VERDICT_WORDS[faster]}{floor_text}. " + "; ".join(parts)
+    evidence = (f"gradient ratio rising with saturation: {part_word(rising)}; BCE faster when saturated "
+                f"(std {stds[-1]:g}, each at its best lr): {part_word(faster)}{floor_text}. " + "; ".join(parts)
                 + f" (n={int(bce['count'])} seeds; best-lr runs never reaching {TARGET} in {epochs} epochs, counted as "
                 f"{epochs + 1}: " + (", ".join(f"{HEADS[h][0]} {n}" for h, n in never.items()) or "none") + ")")
     claim = (f"MSE's gradient falls further below BCE's the more saturated the sigmoid (ratio rising with init std), "

@@ -53,6 +53,11 @@ class LatestSweepEmpty(StudyNotRun):
     while earlier sweeps have some (`--all-sweeps` reads them)."""
 
 
+def part_word(held: bool | None) -> str:
+    """How a verdict's evidence names the outcome of one of its parts: held, NOT held, or UNDECIDED (None)."""
+    return "UNDECIDED" if held is None else "held" if held else "NOT held"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether the chapter's claim held in these runs (None: the runs cannot decide), and the numbers that decided it."""

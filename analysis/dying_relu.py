@@ -33,7 +33,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
+from analysis.common import (
+    Study,
+    Verdict,
+    from_shell,
+    mean_band,
+    part_word,
+    plot_band,
+    study_main,
+)
 
 ACT, INIT, BIAS, LR, SEED = ("params.model.activation", "params.model.init", "params.model.bias_value",
                              "params.optim.lr", "params.trainer.seed")
@@ -106,24 +114,21 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     he_cells = [(neg, low), (0.0, high)]
     he_fixes = all(dead.loc[(HE, *cell), "hi"] < dead.loc[(XAVIER, *cell), "lo"] for cell in he_cells)
 
-    def part(ok: bool) -> str:
-        return "held" if ok else "NOT held"
-
     evidence = (
         "ReLU dead fraction, mean [95% band] over seeds: "
         + "; ".join(f"{i} bias {b:g}: " + ", ".join(f"lr {lr:g} {show(dead.loc[(i, b, lr)])}" for lr in lrs)
                     for i in inits for b in (0.0, neg))
-        + f". (1) bias {neg:g} kills more at lr {low:g}: {part(bias_kills)}"
-        + f". (2) lr {high:g} kills more than lr {low:g} at bias 0: {part(lr_kills)} (rising through every lr: "
+        + f". (1) bias {neg:g} kills more at lr {low:g}: {part_word(bias_kills)}"
+        + f". (2) lr {high:g} kills more than lr {low:g} at bias 0: {part_word(lr_kills)} (rising through every lr: "
         + ", ".join(f"{i} {'yes' if m else 'no'}" for i, m in monotone.items())
         + f"). (3) Leaky ReLU (alpha {float(runs['params.model.alpha'].iloc[0]):g}) fixes it, leaky - relu val acc, same seed, "
         + f"at bias {neg:g} where relu lost accuracy to bias 0: "
         + (", ".join(f"{i} lr {lr:g}: relu {show(acc.loc[('relu', i, neg, lr)], 3)}, leaky {show(acc.loc[('leaky_relu', i, neg, lr)], 3)}, "
                      f"gain {show(gain.loc[(i, neg, lr)], 3)}" for i, lr in hurt) or "no such cell")
-        + f": {part(leaky_fixes)} ({sum(fixed.values())} of {len(fixed)} cells; elsewhere at bias {neg:g}: "
+        + f": {part_word(leaky_fixes)} ({sum(fixed.values())} of {len(fixed)} cells; elsewhere at bias {neg:g}: "
         + (", ".join(f"{i} lr {lr:g} gain {show(gain.loc[(i, neg, lr)], 3)}" for i in inits for lr in lrs if (i, lr) not in hurt)
            or "none")
-        + f"). (4) He init has fewer dead ReLU units than Xavier at both causes: {part(he_fixes)} ("
+        + f"). (4) He init has fewer dead ReLU units than Xavier at both causes: {part_word(he_fixes)} ("
         + ", ".join(f"bias {b:g} lr {lr:g}: He {show(dead.loc[(HE, b, lr)])}, Xavier {show(dead.loc[(XAVIER, b, lr)])}"
                     for b, lr in he_cells) + ")"
         + f". {int(diverged.sum())} of {len(runs)} runs diverged")

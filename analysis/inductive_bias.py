@@ -41,6 +41,7 @@ from analysis.common import (
     Verdict,
     from_shell,
     mean_band,
+    part_word,
     plot_band,
     study_main,
 )
@@ -86,7 +87,7 @@ def data_efficiency(diff: pd.DataFrame, largest: int) -> tuple[bool, str]:
         drop=lambda rows: rows["ordered"] - rows["seed"].map(at_largest))
     drops = band(small, "drop", ["size"])
     held = bool((drops["lo"] > 0).any())
-    text = (f"1. data efficiency: {'held' if held else 'NOT held'}: CNN - MLP ordered at a small n (<= {SMALL_FRACTION:g} "
+    text = (f"1. data efficiency: {part_word(held)}: CNN - MLP ordered at a small n (<= {SMALL_FRACTION:g} "
             f"x {largest}) minus at n={largest}: " + ", ".join(f"n={n} {interval(row)}" for n, row in drops.iterrows())
             + " (held if one band is above 0)")
     return held, text
@@ -99,7 +100,7 @@ def permutation(diff: pd.DataFrame) -> tuple[bool, str]:
     has_advantage = bool((ordered["lo"] > 0).any())
     removed = bool((permuted["lo"] <= 0).all())
     indifferent = bool(shift["lo"] <= 0 <= shift["hi"])
-    text = (f"2. permutation: {'held' if has_advantage and removed and indifferent else 'NOT held'}: CNN - MLP ordered "
+    text = (f"2. permutation: {part_word(has_advantage and removed and indifferent)}: CNN - MLP ordered "
             + ", ".join(f"n={n} {interval(row)}" for n, row in ordered.iterrows())
             + f" (beyond the band somewhere: {'yes' if has_advantage else 'no'}); permuted "
             + ", ".join(f"n={n} {interval(row)}" for n, row in permuted.iterrows())

@@ -37,7 +37,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
+from analysis.common import (
+    Study,
+    Verdict,
+    from_shell,
+    mean_band,
+    part_word,
+    plot_band,
+    study_main,
+)
 from nnresearch.data import tent_power
 from nnresearch.experiment import load_data
 
@@ -155,7 +163,7 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
                 f"never reached, a lower bound), slope of log2 width vs k {slope:.2f} [{slope_lo:.2f}, {slope_hi:.2f}] "
                 + f"{'>' if beyond else 'NOT >'} {MIN_SLOPE}" + ("" if bound == "exact" else
                   f" (the widths never reached make it {dict(lower='a lower', upper='an upper').get(bound, 'no')} bound: "
-                  f"{'held' if grows else 'NOT held' if grows is False else 'UNDECIDED'})")
+                  f"{part_word(grows)})")
                 + f"; 3. deep {deep_params}-param net best seed / mean MSE: "
                 + ", ".join(f"k={int(k)}: {deep_best[k]:.2g} / {deep_mean[k]:.2g}" for k in deep_best.index)
                 + f" -> {'reaches' if deep_ok else 'does NOT reach'} the target at every k")

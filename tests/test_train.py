@@ -60,7 +60,7 @@ def test_logs_the_initial_state_then_every_epoch(xp):
 def test_train_metrics_are_the_whole_split_at_step_0_then_each_batch_before_its_update(xp):
     """Step 0: the train split at init (eval mode). Epoch e: the size-weighted mean over its batches, each
     taken before its update. Full batch and no BatchNorm make both exact: epoch 1's train/loss is the loss
-    at init, epoch 2's the loss after the one update, which `val` of a twin net on the train split shows."""
+    at init, epoch 2's the loss after the one update: a twin net trained one epoch, evaluated on the train split."""
     _, sink, _ = fit(xp, LoopOptions(epochs=2, batch_size=None, progress=False))
     twin, twin_sink, _ = fit(xp, LoopOptions(epochs=1, batch_size=None, progress=False))
     loss = {step: value for step, value in sink.history["train/loss"]}
