@@ -157,7 +157,8 @@ def open_run(
 
     On an exception the run is FAILED; on KeyboardInterrupt or SystemExit (e.g. raised by a
     SIGTERM handler), or a scheduler stopping the job (`stopped_by_scheduler`), KILLED; the exception
-    propagates either way, after the buffered metrics are sent. Tags also get MLflow's usual context (user, source, git commit).
+    propagates either way, after the buffered metrics are sent. Tags also get MLflow's usual context
+    (user, source, git commit).
     """
     check_flush_every(flush_every_s)
     uri = ensure_store(uri)

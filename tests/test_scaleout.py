@@ -460,9 +460,11 @@ SIGNALS = {
 
 
 LAUNCHERS = {
-    # launcher: (its overrides, how many jobs run at once)
-    "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], 2),
-    "basic": ([], 1),  # jobs in the launching process: a second signal arrives while its run and the parent end
+    # launcher: (its overrides, how many jobs run at once, seconds between two signals)
+    "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], 2, 0.3),
+    # jobs in the launching process: the second signal lands while the run and its parent end (a gap of
+    # 0.05-0.3 s left the parent RUNNING before aa56607)
+    "basic": ([], 1, 0.05),
 }
 
 
@@ -473,7 +475,7 @@ def test_interrupted_sweep_leaves_nothing_running(mlflow_uri, tmp_path, how, lau
     """Ctrl-C / SIGTERM on a joblib or a sequential sweep: every started run ends KILLED (with what it
     logged) and the parent is not left RUNNING; no worker process outlives the sweep."""
     signum, to_group, times = SIGNALS[how]
-    overrides, at_once = LAUNCHERS[launcher]
+    overrides, at_once, gap_s = LAUNCHERS[launcher]
     db, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
     process = popen("-m", "trainer.seed=0,1,2,3", "trainer.epochs=100000", "data.n_samples=120", *QUIET, "study=interrupted",
                     f"tracking.uri={mlflow_uri}", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}",
@@ -488,7 +490,7 @@ def test_interrupted_sweep_leaves_nothing_running(mlflow_uri, tmp_path, how, lau
                 os.killpg(process.pid, signum)
             else:
                 process.send_signal(signum)
-            time.sleep(0.05 if launcher == "basic" else 0.3)  # basic: within the ~0.1 s its run and parent take to end
+            time.sleep(gap_s)
         process.wait(timeout=60)
         deadline = time.monotonic() + 15
         while (leaked := live_processes_in_group(process.pid)) and time.monotonic() < deadline:
