@@ -98,9 +98,13 @@ def sweeper_value(cfg: Config, objective: float) -> float:
     return math.inf if OBJECTIVE_DIRECTIONS[cfg.objective] == "minimize" else -math.inf
 
 
+class Terminated(SystemExit):
+    """SIGTERM in a single run: a SystemExit with the shell's status for it (143), so the MLflow run is
+    flushed and marked KILLED instead of left RUNNING; `__main__` says so in one line."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM -> SystemExit, so the MLflow run is flushed and marked KILLED instead of left RUNNING."""
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 def _sweep_guarded() -> bool:
@@ -199,3 +203,6 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:
         interrupted_exit()
+    except Terminated:
+        print("terminated: a tracked run in progress ends KILLED, with what it had logged", file=sys.stderr)
+        raise
