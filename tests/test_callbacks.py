@@ -171,3 +171,34 @@ def test_the_sweep_guard_pickles_while_it_guards(tmp_path):
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("first", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_while_the_sweep_stops_is_ignored_saying_so(tmp_path, capsys, first):
+    """The guard's handler: the first Ctrl-C (KeyboardInterrupt) or SIGTERM (exit 128 + 15) stops the
+    sweep; a later Ctrl-C or SIGTERM is ignored with "already stopping the sweep" (docs/scaling.md),
+    so it cannot cut the clean-up short. Real signals, raised in this process."""
+    import signal
+
+    from nnresearch.callbacks import SweepGuard
+
+    signum = getattr(signal, first)
+    config = sweep_config(tmp_path, "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")  # tracking off
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    guard = SweepGuard()
+    try:
+        guard.on_multirun_start(config)
+        with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else SystemExit) as stopped:
+            signal.raise_signal(signum)
+        if signum == signal.SIGTERM:
+            assert stopped.value.code == 128 + signal.SIGTERM
+        capsys.readouterr()
+        for again in (signal.SIGINT, signal.SIGTERM):  # neither raises: the sweep goes on stopping
+            try:
+                signal.raise_signal(again)
+            except (KeyboardInterrupt, SystemExit) as error:  # a failure, not pytest's own Ctrl-C
+                pytest.fail(f"a second signal ({again.name}) cut the stopping sweep short: {error!r}")
+        assert capsys.readouterr().err == "already stopping the sweep\n" * 2
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)

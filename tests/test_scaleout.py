@@ -4,12 +4,15 @@
    every metric step, one parent, and no state carried from one job to the next in a reused worker.
 2. Resume: a sweep interrupted mid-way and started again skips what FINISHED (adopting it under the
    new parent) and re-runs the rest; `tracking.skip_finished=never` runs finished configs again.
-3. Crash safety at the sweep level: a failing job ends FAILED without stopping the others; Ctrl-C
-   or SIGTERM on a parallel sweep leaves no run RUNNING and no worker process behind.
+3. Crash safety at the sweep level: a failing job ends FAILED without stopping the others (and fails
+   the parent, in joblib's workers too); Ctrl-C or SIGTERM on a parallel sweep leaves no run RUNNING
+   and no worker process behind.
 4. Checkpoints from the command line: `trainer.checkpoint_every` / `trainer.resume` continue a run
    bit for bit.
-6. Launchers: submitit (Slurm config composes and renders; `submitit_local` runs), Ray (if installed).
-7. Optuna search over learning rate and width, with the validation metric as its objective.
+6. Launchers: submitit (Slurm config composes, renders and asks for what docs/scaling.md says;
+   `submitit_local` runs), Ray (its config; a sweep if installed).
+7. Optuna search over learning rate and width, with the validation metric as its objective: 20
+   trials by default, its TPE sampler seeded (the same search twice tries the same trials).
 
 (5, the tracking server, is tests/test_server.py; 8, injected faults, is tests/test_faults.py.)
 Every job is tiny (a few epochs on 120 samples); subprocesses only where a real process matters
@@ -42,6 +45,7 @@ from nnresearch import experiment, tracking
 from nnresearch.config import config_hash, validate
 
 TESTS = Path(__file__).resolve().parent
+SCALING_MD = TESTS.parent / "docs" / "scaling.md"
 QUIET = ["trainer.progress=false"]
 TINY = ["trainer.epochs=3", "data.n_samples=120", *QUIET]
 # Metrics that must agree to the last bit between two runs of one config (time_s is wall-clock).
@@ -93,6 +97,26 @@ class RecordJobs(Callback):
                 "overrides": list(job_return.overrides or [])}
         with open(self.path, "a") as file:
             file.write(json.dumps(line) + "\n")
+
+
+class FailJob(Callback):
+    """A Hydra callback for these tests: job `num` raises once its run exists (`experiment.train` replaced
+    for that job, in whichever process runs it), a bug in the middle of a run."""
+
+    def __init__(self, num: int) -> None:
+        self.num = num
+        self.real_train = None
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if int(config.hydra.job.num) == self.num:
+            def train(*args, **kwargs):
+                raise RuntimeError(f"a bug in job {self.num}")
+
+            self.real_train, experiment.train = experiment.train, train
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if self.real_train is not None:  # a reused worker runs its next job with the real one
+            experiment.train, self.real_train = self.real_train, None
 
 
 def record_jobs(path: Path) -> list[str]:
@@ -164,6 +188,18 @@ def live_processes_in_group(pgid: int) -> list[str]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def scaling_doc() -> str:
+    """docs/scaling.md as one line (its sentences wrap anywhere), for the tests that read its numbers."""
+    return " ".join(SCALING_MD.read_text().split())
+
+
+def composed_hydra(main_in_process, *overrides: str) -> dict:
+    """The `hydra` node that `python -m nnresearch.run --cfg hydra --resolve *overrides` prints."""
+    code, out, err = main_in_process("--cfg", "hydra", "--resolve", *overrides)
+    assert code == 0, out + err
+    return yaml.safe_load(out)["hydra"]
 
 
 def final_params(uri: str, run_id: str, dst: Path) -> dict[str, np.ndarray]:
@@ -350,6 +386,22 @@ def test_failing_job_ends_failed_and_the_sweep_goes_on(mlflow_uri, tmp_path, mon
     assert {s: c.info.status for s, c in status.items()} == {"0": "FINISHED", "1": "FAILED", "2": "FINISHED"}
     assert steps(MlflowClient(mlflow_uri), status["1"].info.run_id, "train/loss") == [0, 1, 2]
     assert all(p.info.status != "RUNNING" for p in parents)
+
+
+@pytest.mark.slow
+def test_a_failed_job_in_a_joblib_worker_fails_the_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
+    """The parent takes the worst status of its jobs with every launcher: here jobs in joblib's worker
+    processes, one of them failing mid-run, the other finishing (in either order)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))  # FailJob
+    code, out, err = main_in_process("-m", "trainer.seed=0,1", *TINY, "study=failing_parallel_sweep",
+                                     f"tracking.uri={mlflow_uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                     f"hydra.sweep.dir={tmp_path / 'sweep'}", f"+hydra.callbacks.fail._target_={__name__}.FailJob",
+                                     "+hydra.callbacks.fail.num=0")
+    assert code != 0 and "a bug in job 0" in out + err, out + err
+    parents, children = parents_and_children(mlflow_uri)
+    assert sorted((c.data.params["trainer.seed"], c.info.status) for c in children) == [("0", "FAILED"), ("1", "FINISHED")]
+    assert [p.info.status for p in parents] == ["FAILED"]
 
 
 def test_a_resumed_sweep_that_skips_every_job_ends_its_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
@@ -584,6 +636,33 @@ def test_slurm_launcher_config_composes_and_renders_an_sbatch_script(monkeypatch
         assert line in script, f"{line!r} not in the sbatch script:\n{script}"
 
 
+def test_the_slurm_launcher_asks_for_what_docs_scaling_md_says(monkeypatch, tmp_path, main_in_process):
+    """conf/hydra/launcher/slurm.yaml against the numbers docs/scaling.md gives (read from its text):
+    CPUs, memory, time limit and array parallelism per job, OMP_NUM_THREADS following cpus_per_task
+    (also when overridden), SIGUSR2 that long before the limit, and no automatic requeue."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    doc = scaling_doc()
+    asked = re.search(r"asks for one Slurm array task per job \((\d+) CPUs, (\d+) GB, (\d+) min, at most (\d+) at a time; "
+                      r"`OMP_NUM_THREADS` follows `cpus_per_task`\)", doc)
+    stopped = re.search(r"submitit's SIGUSR2 handler \((\d+) s before it\).*?\(`max_num_timeout: (\d+)`", doc)
+    assert asked and stopped, "docs/scaling.md no longer words the Slurm defaults as this test reads them"
+    cpus, mem_gb, minutes, at_once = map(int, asked.groups())
+    signal_s, requeues = map(int, stopped.groups())
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    launcher = composed_hydra(main_in_process, "hydra/launcher=slurm", sweep_dir)["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert {key: launcher[key] for key in ("cpus_per_task", "mem_gb", "timeout_min", "array_parallelism", "signal_delay_s",
+                                           "max_num_timeout", "nodes", "tasks_per_node")} == {
+        "cpus_per_task": cpus, "mem_gb": mem_gb, "timeout_min": minutes, "array_parallelism": at_once,
+        "signal_delay_s": signal_s, "max_num_timeout": requeues, "nodes": 1, "tasks_per_node": 1}  # one array task per job
+    assert f"export OMP_NUM_THREADS={cpus}" in launcher["setup"], launcher["setup"]
+    assert launcher["submitit_folder"] == f"{tmp_path / 'sweep'}/.submitit/%j", "job logs land in <sweep dir>/.submitit/"
+    wider = composed_hydra(main_in_process, "hydra/launcher=slurm", f"hydra.launcher.cpus_per_task={3 * cpus}",
+                           sweep_dir)["launcher"]
+    assert f"export OMP_NUM_THREADS={3 * cpus}" in wider["setup"], "OMP_NUM_THREADS must follow cpus_per_task"
+
+
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
@@ -596,6 +675,14 @@ def test_submitit_local_launcher_runs_a_sweep(mlflow_uri, tmp_path, monkeypatch,
     assert len(parents) == 1 and len(children) == 2
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+
+def test_the_ray_launcher_runs_each_job_on_one_cpu_in_a_fresh_worker():
+    """docs/scaling.md: conf/hydra/launcher/ray_local.yaml runs each job as a Ray task on one CPU in a fresh
+    worker (`max_calls: 1`) and starts Ray on this machine unless told an address. Read from the file: it
+    composes only where hydra-ray-launcher is installed (not in the test extra)."""
+    ray = yaml.safe_load((TESTS.parent / "conf" / "hydra" / "launcher" / "ray_local.yaml").read_text())["ray"]
+    assert (ray["remote"]["num_cpus"], ray["remote"]["max_calls"], ray["init"]["address"]) == (1, 1, None), ray
 
 
 @pytest.mark.slow
@@ -641,6 +728,45 @@ def test_optuna_search_over_lr_and_width_gets_the_validation_objective(mlflow_ur
     assert set(best["best_params"]) == {"optim.lr", "model.width"}
     broken = [str(w.message) for w in recwarn if "Callback" in str(w.message)]
     assert not broken, f"a Hydra callback failed under the Optuna sweeper: {broken}"
+
+
+def test_the_optuna_search_runs_the_trials_docs_scaling_md_says_with_a_seeded_tpe_sampler(monkeypatch, tmp_path,
+                                                                                           main_in_process):
+    """hydra/sweeper=optuna_lr_width as composed: as many trials as docs/scaling.md's example says (20),
+    minimising, TPE with a fixed seed, over optim.lr (log-uniform in [0.001, 1]) and model.width (8 ... 128)."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
+    doc = scaling_doc()
+    trials = re.search(r"python -m nnresearch\.run -m hydra/sweeper=optuna_lr_width # (\d+) trials, minimise val/loss", doc)
+    assert trials and "with a seeded TPE sampler" in doc, "docs/scaling.md no longer words the search as this test reads it"
+    monkeypatch.chdir(tmp_path)
+    sweeper = composed_hydra(main_in_process, "hydra/sweeper=optuna_lr_width")["sweeper"]
+    assert sweeper["_target_"].endswith("optuna_sweeper.OptunaSweeper")
+    assert (sweeper["n_trials"], sweeper["direction"]) == (int(trials[1]), "minimize")
+    assert sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
+    assert isinstance(sweeper["sampler"]["seed"], int), f"the TPE sampler is not seeded: {sweeper['sampler']}"
+    assert sweeper["params"] == {"optim.lr": "tag(log, interval(0.001, 1.0))", "model.width": "choice(8, 16, 32, 64, 128)"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")
+def test_the_same_search_twice_tries_the_same_trials(mlflow_uri, tmp_path, monkeypatch, main_in_process):
+    """The seeded sampler: the same command run twice (3 trials, every trial trained again) logs runs
+    with the same optim.lr and model.width."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper")
+    monkeypatch.chdir(tmp_path)
+    for attempt in ("first", "again"):
+        code, out, err = main_in_process("-m", "hydra/sweeper=optuna_lr_width", "hydra.sweeper.n_trials=3",
+                                         "trainer.epochs=1", "data.n_samples=60", *QUIET, "study=seeded_search",
+                                         "tracking.skip_finished=never", f"tracking.uri={mlflow_uri}",
+                                         f"hydra.sweep.dir={tmp_path / attempt}")
+        assert code == 0, out + err
+    parents, children = parents_and_children(mlflow_uri)
+    assert len(parents) == 2 and len(children) == 6
+    trials: dict[str, list[tuple[str, str]]] = {parent.info.run_id: [] for parent in parents}
+    for child in children:
+        trials[child.data.tags["mlflow.parentRunId"]].append((child.data.params["optim.lr"], child.data.params["model.width"]))
+    first, again = (sorted(points) for points in trials.values())
+    assert first == again, "the same search drew other trials"
+    assert len(set(first)) == 3, f"three trials, three points: {first}"
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -575,10 +576,11 @@ def _job_killed_mid_run(uri: str, parent: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_runs_left_running_by_a_killed_process_of_this_machine_are_ended_by_the_next_run(uri):
+def test_runs_left_running_by_a_killed_process_of_this_machine_are_ended_by_the_next_run(uri, caplog):
     """A SIGKILLed job cannot end its run; the next run of the experiment on this machine ends it KILLED
-    (with what it logged), and its sweep's parent too. A run whose process is alive, one of another
-    machine, and a parent (ended by its jobs, whichever process made it) stay RUNNING."""
+    (with what it logged), and its sweep's parent too, logging a warning that names it. A run whose
+    process is alive, one of another machine, and a parent (ended by its jobs, whichever process made
+    it) stay RUNNING, and the warning does not name them."""
     parent = tracking.open_parent_run(uri, "orphans", "sweep-k")
     killed = multiprocessing.get_context("spawn").Process(target=_job_killed_mid_run, args=(uri, parent))
     killed.start()
@@ -591,9 +593,12 @@ def test_runs_left_running_by_a_killed_process_of_this_machine_are_ended_by_the_
     elsewhere = client.create_run(experiment, tags={tracking.HOST_TAG: "another-machine", tracking.PID_TAG: "1"})
     assert orphan.info.status == "RUNNING" and get_run(uri, parent).info.status == "RUNNING"
 
-    with tracking.open_run(uri, "orphans", "next") as sink:
+    with caplog.at_level(logging.WARNING, logger=tracking.__name__), tracking.open_run(uri, "orphans", "next") as sink:
         pass
     assert get_run(uri, orphan.info.run_id).info.status == "KILLED"
+    warned = [r.getMessage() for r in caplog.records if r.name == tracking.__name__ and r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "ended KILLED" in warned[0] and "gone" in warned[0] and orphan.info.run_id in warned[0], warned
+    assert not [run_id for run_id in (alive.info.run_id, elsewhere.info.run_id, parent) if run_id in warned[0]], warned
     assert history(uri, orphan.info.run_id, "loss") == [(0, 1.0)]
     assert get_run(uri, parent).info.status == "KILLED"
     assert [get_run(uri, run.info.run_id).info.status for run in (alive, elsewhere)] == ["RUNNING", "RUNNING"]
