@@ -13,6 +13,7 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -44,8 +45,27 @@ SEED_PARAM = "params.trainer.seed"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded artifact otherwise
 
 
+# In the report's order: the chapter's, roughly.
+STUDIES = (
+    "vanishing_gradients", "initialization", "batch_size", "width_vs_depth", "dying_relu", "dead_at_birth",
+    "linear_collapse", "bce_vs_mse", "softmax_stability", "mitigations", "multilabel_vs_multiclass",
+    "one_neuron_images", "inductive_bias", "representation",
+)
+
+
+def available_studies() -> list[str]:
+    """The studies that have both an experiment config and an analysis script."""
+    root = Path(__file__).resolve().parent
+    return [s for s in STUDIES if (root / f"{s}.py").is_file() and (root.parent / "experiments" / f"{s}.yaml").is_file()]
+
+
 class StudyNotRun(ValueError):
-    """The study has no experiment or no finished runs in the store: there is nothing to analyse yet."""
+    """The study has no experiment or no finished runs in the store: there is nothing to analyse yet.
+    `command` runs it into that store and experiment."""
+
+    def __init__(self, message: str, command: str) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 class LatestSweepEmpty(StudyNotRun):
@@ -104,9 +124,31 @@ class Study:
             self._downloads = None
             self._downloaded.clear()
 
+    @property
+    def run_command(self) -> str:
+        """The command that runs this study into this store and experiment (the defaults left out)."""
+        overrides = [f"experiment={self.name}"]
+        if self.uri != resolve_uri(None):
+            overrides.append(f"tracking.uri={self.uri}")
+        if self.experiment != self.name:
+            overrides.append(f"tracking.experiment={self.experiment}")
+        return shlex.join(["python", "-m", "nnresearch.run", "-m", *overrides])
+
     def _not_run(self, what: str) -> StudyNotRun:
-        return StudyNotRun(f"study {self.name!r} has {what} in {self.uri}; run it first: "
-                           f"python -m nnresearch.run -m experiment={self.name}")
+        return StudyNotRun(f"study {self.name!r} has {what} in {self.uri}; run it first: {self.run_command}",
+                           self.run_command)
+
+    def _check_runs_are_this_study(self, frame: pd.DataFrame) -> None:
+        """Refuse an experiment (`--experiment`) whose runs are another study's, or no study's: its
+        verdict would be nonsense, logged over that study's own."""
+        logged = frame["params.study"].dropna().unique() if "params.study" in frame else []
+        others = sorted(set(map(str, logged)) - {self.name})
+        if others or len(logged) == 0:
+            held = f"runs of study {', '.join(map(repr, others))}" if others else "runs of no study"
+            hint = "".join(f"; python -m analysis.{other} --experiment {shlex.quote(self.experiment)} analyses them"
+                           for other in others if other in available_studies())
+            raise StudyNotRun(f"experiment {self.experiment!r} in {self.uri} holds {held}, not of {self.name!r}{hint}",
+                              self.run_command)
 
     @cached_property
     def _all(self) -> pd.DataFrame:
@@ -123,6 +165,11 @@ class Study:
         if parents.empty:
             return None
         return str(parents.sort_values("start_time").iloc[-1]["run_id"])
+
+    @property
+    def has_earlier_sweeps(self) -> bool:
+        """Whether sweeps before the latest exist that `runs` leaves out (without `all_sweeps`)."""
+        return not self.all_sweeps and int(results.is_parent(self._all).sum()) > 1
 
     @cached_property
     def runs(self) -> pd.DataFrame:
@@ -145,7 +192,8 @@ class Study:
             raise LatestSweepEmpty(
                 f"the latest sweep of study {self.name!r} in {self.uri} (parent run {self.parent_run_id}, {state}) has "
                 f"no finished run, earlier sweeps have {len(in_sweeps)}: run it again (its finished jobs are skipped): "
-                f"python -m nnresearch.run -m experiment={self.name}, or analyse every sweep with --all-sweeps")
+                f"{self.run_command}, or analyse every sweep with --all-sweeps", self.run_command)
+        self._check_runs_are_this_study(frame)
         return frame.reset_index(drop=True)
 
     def histories(self, metrics: Sequence[str], params: Sequence[str]) -> pd.DataFrame:
@@ -295,11 +343,13 @@ def missing_from_grid(runs: pd.DataFrame, grid: dict[str, list[Any]]) -> list[st
     return missing
 
 
-def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | None = None) -> Verdict:
+def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | None = None,
+           earlier_sweeps: bool = True) -> Verdict:
     """`verdict`, or the same numbers as an inconclusive verdict if a configuration of `runs` has fewer than
     `MIN_SEEDS` seeds (without a seed band no difference can be told from seed noise), or if the runs
     lack values of the study's `grid` (a sweep of part of the study, say one activation, decides
-    nothing about the claim on all of them). A verdict the study itself left inconclusive gets these reasons too."""
+    nothing about the claim on all of them). A verdict the study itself left inconclusive gets these reasons too.
+    `earlier_sweeps`: whether the study has sweeps the runs leave out, which `--all-sweeps` would add."""
     reasons = []
     seeds, example = fewest_seeds(runs)
     if seeds < MIN_SEEDS:
@@ -307,22 +357,29 @@ def settle(verdict: Verdict, runs: pd.DataFrame, grid: dict[str, list[Any]] | No
                        f"{MIN_SEEDS} seeds per configuration (the quick profile runs one)")
     missing = missing_from_grid(runs, grid or {})
     if missing:
-        reasons.append(f"the runs lack part of the study's grid: {'; '.join(missing)}; run the whole study, or add "
-                       "the runs of earlier sweeps with --all-sweeps")
+        remedy = ", or add the runs of earlier sweeps with --all-sweeps" if earlier_sweeps else ""
+        reasons.append(f"the runs lack part of the study's grid: {'; '.join(missing)}; run the whole study{remedy}")
     if not reasons:
         return verdict
     return replace(verdict, held=None, evidence=f"inconclusive: {'; '.join(reasons)}; {verdict.evidence}")
 
 
 def from_shell(main: Callable[[], Any]) -> None:
-    """`python -m analysis.<script>`: run `main`; a study not run yet, a tracking URI no store can have
-    or a store that cannot be read is one line on stderr and exit status 2, not a traceback (callers
-    of `main` get the exception)."""
+    """`python -m analysis.<script>`: run `main`. A study not run yet, a tracking URI no store can have,
+    a store that cannot be read (or an artifact missing from it) is one line on stderr and exit status
+    2, Ctrl-C one line and 130, not a traceback (callers of `main` get the exception). No file is left
+    half-written either way: every output is replaced atomically."""
     try:
         main()
     except (StudyNotRun, TrackingURIError, OSError) as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
+    except (MlflowException, SQLAlchemyError) as error:
+        print(f"error: cannot read the store: {str(error).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written is left", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db)"
@@ -369,7 +426,7 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
         check_folder(parser, args.out)
         with Study(name, args.uri, args.experiment, args.all_sweeps) as study:
             figure, verdict = analyse(study)
-            verdict = settle(verdict, study.runs, study_grid(name))
+            verdict = settle(verdict, study.runs, study_grid(name), study.has_earlier_sweeps)
         path = args.out / f"{name}.png"
         with replaced_atomically(path) as tmp:
             figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")

@@ -21,23 +21,12 @@ from analysis.common import (
     LatestSweepEmpty,
     StudyNotRun,
     Verdict,
+    available_studies,
     check_folder,
     from_shell,
 )
 from nnresearch import results, tracking
 from nnresearch.files import replaced_atomically
-
-STUDIES = (
-    "vanishing_gradients", "initialization", "batch_size", "width_vs_depth", "dying_relu", "dead_at_birth",
-    "linear_collapse", "bce_vs_mse", "softmax_stability", "mitigations", "multilabel_vs_multiclass",
-    "one_neuron_images", "inductive_bias", "representation",
-)
-
-
-def available_studies() -> list[str]:
-    """The studies that have both an experiment config and an analysis script."""
-    root = Path(__file__).resolve().parent
-    return [s for s in STUDIES if (root / f"{s}.py").is_file() and (root.parent / "experiments" / f"{s}.yaml").is_file()]
 
 
 def run_all(uri: str | None, out: Path, all_sweeps: bool = False) -> list[tuple[str, Verdict | StudyNotRun]]:
@@ -69,10 +58,10 @@ def markdown(outcomes: list[tuple[str, Verdict | StudyNotRun]]) -> str:
         if isinstance(verdict, Verdict):
             lines.append(f"| [{name}](#{name}) | {'**not held**' if verdict.held is False else verdict.outcome} | {verdict.claim} |")
         elif isinstance(verdict, LatestSweepEmpty):
-            lines.append(f"| {name} | latest sweep: no finished run | run it again: `python -m nnresearch.run -m "
-                         f"experiment={name}`, or report every sweep: `--all-sweeps` |")
+            lines.append(f"| {name} | latest sweep: no finished run | run it again: `{verdict.command}`, or report "
+                         "every sweep: `--all-sweeps` |")
         else:
-            lines.append(f"| {name} | not run | `python -m nnresearch.run -m experiment={name}` |")
+            lines.append(f"| {name} | not run | `{verdict.command}` |")
     for name, verdict in outcomes:
         if isinstance(verdict, Verdict):
             lines += ["", f"## {name}", "", f"**Claim:** {verdict.claim}", "",

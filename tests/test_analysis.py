@@ -7,6 +7,8 @@ logic is tested there.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import DatabaseError
 from test_verdicts import (
     HELD,
     MITIGATION_ACC,
@@ -26,8 +30,9 @@ from test_verdicts import (
     state_of,
 )
 
-from analysis import mitigations, representation
+from analysis import dead_at_birth, mitigations, representation
 from analysis.common import (
+    STUDIES,
     LatestSweepEmpty,
     Study,
     StudyNotRun,
@@ -84,6 +89,8 @@ def test_settle_makes_a_verdict_on_part_of_the_study_s_grid_inconclusive():
     whole = runs_of(*[(a, lr, seed) for a in ("sigmoid", "tanh", "relu") for lr in (0.1, 1.0) for seed in (0, 1)])
     assert settle(verdict, whole, grid) is verdict  # the logged "1.0" is the grid's 1
     assert missing_from_grid(whole, {"mitigation": ["residual"]}) == []  # runs that do not log the key at all
+    alone = settle(verdict, runs, grid, earlier_sweeps=False)  # no earlier sweep, or --all-sweeps already given
+    assert alone.evidence.endswith("model.activation=sigmoid,tanh; run the whole study; relu 0.900"), alone.evidence
     # every value, not every combination: two partial sweeps read together (--all-sweeps)
     halves = runs_of(*[(a, lr, seed) for a, lr in (("sigmoid", 0.1), ("tanh", 0.1), ("relu", 1.0)) for seed in (0, 1)])
     assert missing_from_grid(halves, grid) == ["3 of its 6 combinations, such as model.activation=sigmoid optim.lr=1"]
@@ -300,3 +307,53 @@ def test_a_figure_that_fails_mid_write_leaves_the_previous_one(sweep, tmp_path, 
         mitigations.main(["--uri", s.uri, "--out", str(figures)])
     assert [p.name for p in figures.iterdir()] == ["mitigations.png"]
     assert (figures / "mitigations.png").read_bytes() == b"the previous figure"
+
+
+def test_an_experiment_of_another_study_is_refused_and_left_as_it_was(sweep, tmp_path):
+    """`--experiment` naming another study's experiment: its runs would make a nonsense verdict, logged over
+    that study's own. Refused, naming the study its runs are of, and nothing is logged to its parent."""
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.set_terminated(s.parent, "FINISHED")
+    with pytest.raises(StudyNotRun, match="experiment 'mitigations' in .* holds runs of study 'mitigations', not of "
+                                          "'dead_at_birth'; python -m analysis.mitigations --experiment mitigations analyses them"):
+        dead_at_birth.main(["--uri", s.uri, "--experiment", "mitigations", "--out", str(tmp_path / "figures")])
+    parent = s.client.get_run(s.parent)
+    assert "verdict" not in parent.data.tags and s.client.list_artifacts(s.parent) == []
+    assert not (tmp_path / "figures").exists()
+    other = s.client.create_experiment("report")  # runs no study made
+    s.client.set_terminated(s.client.create_run(other).info.run_id, "FINISHED")
+    with pytest.raises(StudyNotRun, match="experiment 'report' in .* holds runs of no study, not of 'mitigations'$"):
+        Study("mitigations", s.uri, "report").runs
+
+
+def test_the_run_command_a_study_suggests_names_the_store_and_experiment_unless_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert Study("mitigations").run_command == "python -m nnresearch.run -m experiment=mitigations"
+    other = f"sqlite:///{tmp_path / 'my store.db'}"
+    assert Study("mitigations", other, "mine").run_command == (
+        f"python -m nnresearch.run -m experiment=mitigations 'tracking.uri={other}' tracking.experiment=mine")
+
+
+@pytest.mark.parametrize(("raised", "status", "line"), [
+    (MlflowException("Failed to download artifacts from path 'config.yaml'\nmore"), 2,
+     "error: cannot read the store: Failed to download artifacts from path 'config.yaml'"),
+    (DatabaseError("SELECT", {}, Exception("file is not a database")), 2, "error: cannot read the store: "),
+    (KeyboardInterrupt(), 130, "interrupted: nothing half-written is left"),
+], ids=["artifact missing", "not a database", "ctrl-c"])
+def test_from_the_shell_a_store_error_or_ctrl_c_is_one_line(capsys, raised, status, line):
+    def main():
+        raise raised
+
+    with pytest.raises(SystemExit) as exit:
+        from_shell(main)
+    err = capsys.readouterr().err
+    assert exit.value.code == status and err.count("\n") == 1 and err.startswith(line), err
+
+
+def test_python_m_analysis_lists_the_studies():
+    """`python -m analysis.<typo>` can only say that no such module exists; `python -m analysis` lists them."""
+    listed = subprocess.run([sys.executable, "-m", "analysis"], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1]).stdout
+    assert listed.splitlines()[-1] == f"studies: {', '.join(STUDIES)}"

@@ -77,5 +77,8 @@ def test_report_tells_a_latest_sweep_without_finished_runs_from_a_study_not_run(
     text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports")]).read_text()
     assert "| mitigations | latest sweep: no finished run |" in text and "| vanishing_gradients | not run |" in text
     assert "13 studies not run; 1 with no finished run in their latest sweep." in text
+    # the commands name this store: pasted, they run into it, not into ./mlflow.db
+    assert f"| vanishing_gradients | not run | `python -m nnresearch.run -m experiment=vanishing_gradients tracking.uri={mlflow_uri}` |" in text
+    assert f"run it again: `python -m nnresearch.run -m experiment=mitigations tracking.uri={mlflow_uri}`" in text
     text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports"), "--all-sweeps"]).read_text()
     assert "| [mitigations](#mitigations) | held |" in text and "13 studies not run." in text

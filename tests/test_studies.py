@@ -14,8 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from analysis.common import Verdict
-from analysis.report import STUDIES, available_studies
+from analysis.common import STUDIES, Verdict, available_studies
 from nnresearch.callbacks import sweep_size
 from nnresearch.config import register
 from nnresearch.paths import CONFIG_DIR
