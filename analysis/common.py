@@ -386,12 +386,18 @@ URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else sqli
 
 
 def check_folder(parser: argparse.ArgumentParser, folder: Path) -> None:
-    """Refuse (exit 2, before any analysis) an output folder that exists as something else, or that has
-    a suffix a file would have (`--out fig.png`: the figure goes to `<folder>/<study>.png`)."""
+    """Refuse (exit 2, before any analysis) an output folder that exists as something else, that has a
+    suffix a file would have (`--out fig.png`: the figure goes to `<folder>/<study>.png`), or that could
+    not be made: a file on its path, or its nearest existing folder not writable."""
     if folder.exists() and not folder.is_dir():
         parser.error(f"--out {folder} is a file; --out names a folder")
     if folder.suffix.lower() in (".png", ".pdf", ".svg", ".md"):
         parser.error(f"--out {folder} looks like a file name; --out names a folder (the files get their own names in it)")
+    existing = next(path for path in (folder.absolute(), *folder.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        parser.error(f"--out {folder} cannot be made: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {folder} cannot be written: {existing} is not writable")
 
 
 def log_verdict(study: Study, verdict: Verdict, figure: Path) -> None:
