@@ -171,6 +171,15 @@ class Study:
         """Whether sweeps before the latest exist that `runs` leaves out (without `all_sweeps`)."""
         return not self.all_sweeps and int(results.is_parent(self._all).sum()) > 1
 
+    @property
+    def unfinished(self) -> int:
+        """How many jobs of the sweeps read (the latest, or all with `all_sweeps`) are still RUNNING: `runs` leaves them out."""
+        column = f"tags.{PARENT_RUN_TAG}"
+        if not self.parent_run_id or column not in self._all:
+            return 0
+        jobs = self._all[column].notna() if self.all_sweeps else self._all[column] == self.parent_run_id
+        return int((jobs & (self._all["status"] == "RUNNING")).sum())
+
     @cached_property
     def runs(self) -> pd.DataFrame:
         """One row per finished job: params.*, metrics.* (last values), tags.*; of every sweep with
@@ -433,12 +442,15 @@ def study_main(name: str, analyse: Callable[[Study], tuple[Any, Verdict]]) -> Ca
         with Study(name, args.uri, args.experiment, args.all_sweeps) as study:
             figure, verdict = analyse(study)
             verdict = settle(verdict, study.runs, study_grid(name), study.has_earlier_sweeps)
+            unfinished = study.unfinished
         path = args.out / f"{name}.png"
         with replaced_atomically(path) as tmp:
             figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
         print(verdict.line())
         print(f"figure: {path}")
+        if unfinished:
+            print(f"note: {unfinished} job(s) still running, left out of this verdict", file=sys.stderr)
         if study.parent_run_id is not None:
             log_verdict(study, verdict, path)
         return verdict

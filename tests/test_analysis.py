@@ -358,3 +358,18 @@ def test_python_m_analysis_lists_the_studies():
     listed = subprocess.run([sys.executable, "-m", "analysis"], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1]).stdout
     assert listed.splitlines()[-1] == f"studies: {', '.join(STUDIES)}"
+
+
+def test_jobs_still_running_are_left_out_and_said_to_be(sweep, tmp_path, capsys):
+    """Analysing a sweep in progress: the verdict is of its finished jobs, and a note says how many are not."""
+    from nnresearch import tracking
+
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD])
+    s.client.create_run(s.experiment_id, tags={tracking.PARENT_RUN_TAG: s.parent})  # a job in progress
+    assert mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures")]).outcome == "held"
+    assert capsys.readouterr().err.splitlines()[-1] == "note: 1 job(s) still running, left out of this verdict"
+    s.client.set_terminated(s.parent, "FINISHED")
+    interrupted_rerun(s.client, s.experiment_id)  # a later sweep, its one job running too
+    mitigations.main(["--uri", s.uri, "--out", str(tmp_path / "figures"), "--all-sweeps"])
+    assert capsys.readouterr().err.splitlines()[-1] == "note: 2 job(s) still running, left out of this verdict"
