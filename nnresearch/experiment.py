@@ -26,7 +26,7 @@ from nnresearch.data import Dataset, load_dataset, permute_features
 from nnresearch.mlflow_sink import flatten
 from nnresearch.nn import architectures
 from nnresearch.nn.architectures import Builder, Init
-from nnresearch.nn.losses import ONE_HOT_HEADS, argmax_accuracy, threshold_accuracy
+from nnresearch.nn.losses import ONE_HOT_HEADS, argmax_accuracy, on_label_sets, threshold_accuracy
 from nnresearch.nn.network import Network, NonFiniteError
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.nn.schedules import make_schedule
@@ -59,6 +59,8 @@ def build_network(cfg: Config, data: Dataset, xp: Any, rng: np.random.Generator)
     network = _architecture(cfg, data, builder, head)
     if network.head.accuracy is not None:  # accuracy follows the task, whichever output the study puts on it
         network.head = replace(network.head, accuracy=TASK_ACCURACY.get(data.task, network.head.accuracy))
+    if data.task == "multilabel" and network.head.name in ONE_HOT_HEADS:
+        network.head = on_label_sets(network.head)
     return network
 
 
@@ -142,19 +144,13 @@ def _installed_version(name: str) -> str:
         return "not installed"
 
 
-def device_splits(data: Dataset, xp: Any, dtype: Any, head: str) -> tuple[Splits, Any, Any]:
-    """Train/val splits and the test split on the device; multi-hot targets become distributions for a softmax head."""
+def device_splits(data: Dataset, xp: Any, dtype: Any) -> tuple[Splits, Any, Any]:
+    """Train/val splits and the test split on the device, in `dtype`."""
     def cast(a: np.ndarray) -> Any:
         return xp.asarray(np.ascontiguousarray(a), dtype=dtype)
 
-    def targets(Y: np.ndarray) -> Any:
-        if data.task == "multilabel" and head in ONE_HOT_HEADS:
-            counts = Y.sum(axis=0, keepdims=True)
-            Y = np.where(counts > 0, Y / np.maximum(counts, 1), 1.0 / Y.shape[0])
-        return cast(Y)
-
-    splits = Splits(cast(data.X_train), targets(data.Y_train), cast(data.X_val), targets(data.Y_val))
-    return splits, cast(data.X_test), targets(data.Y_test)
+    splits = Splits(cast(data.X_train), cast(data.Y_train), cast(data.X_val), cast(data.Y_val))
+    return splits, cast(data.X_test), cast(data.Y_test)
 
 
 class RefusedBeforeRun(ValueError):
@@ -195,7 +191,7 @@ def prepare(cfg: Config) -> Prepared:
     xp = backend.select(cfg.trainer.device)
     rng = backend.make_rng(cfg.trainer.seed)
     network = build_network(cfg, data, xp, rng)
-    splits, X_test, Y_test = device_splits(data, xp, backend.dtype_of(xp, cfg.trainer.dtype), network.head.name)
+    splits, X_test, Y_test = device_splits(data, xp, backend.dtype_of(xp, cfg.trainer.dtype))
     return Prepared(data, network, splits, X_test, Y_test, rng)
 
 

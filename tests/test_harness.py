@@ -348,3 +348,18 @@ def test_tracking_off_creates_no_store(compose, tmp_path, monkeypatch):
     assert outcome.run_id is None
     assert math.isfinite(outcome.metrics["train/loss"])
     assert list(tmp_path.iterdir()) == [], "tracking=off wrote files into the working directory"
+
+
+def test_a_softmax_head_on_multi_label_data_trains_on_distributions_and_scores_the_label_sets(compose):
+    """The run's data keep their label sets; the head trains toward each set's distribution (no label:
+    uniform), and its accuracy scores the sets, so an example with no label counts as none, not as all."""
+    from nnresearch.nn.losses import label_distribution, threshold_accuracy
+    from nnresearch.train import evaluate
+
+    prepared = experiment.prepare(validate(compose(["data=multilabel", "model.head=softmax_ce", "tracking=off"])))
+    network, Y = prepared.network, prepared.splits.Y_val
+    assert network.head.multi_hot and set(np.unique(Y)) == {0.0, 1.0} and (Y.sum(axis=0) == 0).any()
+    network.check_batch(prepared.splits.X_val, Y)  # label sets, not one-hot columns: accepted for this head
+    metrics = evaluate(network, prepared.splits.X_val, Y)
+    assert metrics["loss"] == float(network.head.cost(network.Z_L, network.A_L, label_distribution(Y)))
+    assert metrics["acc"] == float(threshold_accuracy(network.A_L, Y))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnresearch.backend import to_numpy
-from nnresearch.nn.losses import HEADS, get_head, log_softmax, naive_softmax, softmax
+from nnresearch.nn.losses import HEADS, get_head, label_distribution, log_softmax, naive_softmax, on_label_sets, softmax, threshold_accuracy
 
 HEAD_NAMES = sorted(HEADS)
 
@@ -211,3 +211,42 @@ def test_unknown_head_lists_valid_names():
         get_head("hinge")
     for name in HEADS:
         assert name in str(info.value)
+
+
+# --- a softmax head on multi-label data -------------------------------------------------------------
+
+
+MULTI_HOT = np.array([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 1.0]])  # {0, 2}, none, {1}, all
+
+
+def test_label_sets_train_toward_their_distribution_and_no_label_is_uniform(xp):
+    assert to_numpy(label_distribution(xp.asarray(MULTI_HOT))) == pytest.approx(
+        np.array([[0.5, 1 / 3, 0.0, 1 / 3], [0.0, 1 / 3, 1.0, 1 / 3], [0.5, 1 / 3, 0.0, 1 / 3]]))
+    assert label_distribution(xp.asarray(MULTI_HOT, dtype=xp.float32)).dtype == xp.float32
+
+
+@pytest.mark.parametrize("name", ["softmax_ce", "naive_softmax_ce"])
+def test_a_softmax_head_on_label_sets_is_its_loss_on_their_distribution(xp, name):
+    """Cost and delta[L] of `on_label_sets(head)` are the head's on `label_distribution(Y)`; delta is
+    still the gradient of the cost (central differences)."""
+    head, multi = get_head(name), on_label_sets(get_head(name))
+    z = np.random.default_rng(6).normal(size=MULTI_HOT.shape)
+    Z, Y = xp.asarray(z), xp.asarray(MULTI_HOT)
+    A = head.activate(Z)
+    assert float(multi.cost(Z, A, Y)) == float(head.cost(Z, A, label_distribution(Y)))
+    h, m = 1e-6, z.shape[1]
+    numeric = np.zeros_like(z)
+    for i, j in np.ndindex(*z.shape):
+        plus, minus = z.copy(), z.copy()
+        plus[i, j] += h
+        minus[i, j] -= h
+        numeric[i, j] = (float(cost(multi, xp.asarray(plus))(Y)) - float(cost(multi, xp.asarray(minus))(Y))) / (2 * h)
+    np.testing.assert_allclose(to_numpy(multi.delta(Z, A, Y)) / m, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_accuracy_on_label_sets_tells_no_label_from_every_label(xp):
+    """The distribution of "no label" and of "every label" is the same uniform column; the accuracy must
+    read the label sets: a net that predicts no label is right on the empty example, wrong on the full one."""
+    nothing = xp.zeros((3, 1))
+    assert float(threshold_accuracy(nothing, xp.asarray(MULTI_HOT[:, 1:2]))) == 1.0
+    assert float(threshold_accuracy(nothing, xp.asarray(MULTI_HOT[:, 3:4]))) == 0.0

@@ -12,7 +12,7 @@ import pytest
 
 from nnresearch.backend import to_numpy
 from nnresearch.nn.activations import get_activation
-from nnresearch.nn.architectures import Builder, logistic_regression, mlp, residual_mlp
+from nnresearch.nn.architectures import Builder, Init, logistic_regression, mlp, residual_mlp
 from nnresearch.nn.layers import Dense, Residual
 from nnresearch.nn.losses import HEADS
 from nnresearch.nn.network import NonFiniteError, load_npz, save_npz
@@ -423,3 +423,17 @@ def test_non_finite_error_names_step_and_layer():
     assert isinstance(error, ArithmeticError)
     assert "step 17" in str(error) and "layer3" in str(error) and "gradient dW3" in str(error)
     assert (error.step, error.layer, error.quantity) == (17, "layer3", "gradient dW3")
+
+
+@pytest.mark.parametrize("labels", [np.array([[0, 2, 1, 2, 0]]), np.array([0, 2, 1, 2, 0]), np.array([[0.0, 2.0, 1.0, 2.0, 0.0]])],
+                         ids=["int (1, m)", "int (m,)", "float (1, m)"])
+def test_targets_not_shaped_like_the_output_are_refused_not_broadcast(labels):
+    """Class labels given where one-hot columns are expected used to broadcast against A[L]: a wrong
+    loss and wrong gradients, without a word. cost and backward (so loss_and_gradients) refuse them."""
+    net = mlp(Builder(np, np.float64, np.random.default_rng(0), Init("he_normal"), "relu"), [4, 8, 3], "softmax_ce")
+    X = np.random.default_rng(1).normal(size=(4, 5))
+    with pytest.raises(ValueError, match=r"Y has shape .*; expected \(3, 5\) like A\[L\]"):
+        net.loss_and_gradients(X, labels)
+    net.forward(X)
+    with pytest.raises(ValueError, match="like A"):
+        net.backward(labels)

@@ -61,6 +61,18 @@ def test_momentum_matches_hand_reference_over_three_steps(xp, nesterov):
     np.testing.assert_allclose(host(params["W1"]), [expected], rtol=1e-14)
 
 
+def test_momentum_keeps_each_step_s_learning_rate_in_the_velocity():
+    """Under a schedule the velocity holds lr * g of the step it came from (README: PyTorch's SGD scales
+    the whole velocity by the current lr instead, so the two agree only at a constant lr).
+    lr 0.1 then 0.01, mu 0.9, g = 1, 1: v1 = -0.1, W = 0.9; v2 = -0.09 - 0.01 = -0.1, W = 0.8
+    (PyTorch: buf 1 then 1.9, W = 1 - 0.1 - 0.019 = 0.881)."""
+    params = {"W1": np.array([1.0])}
+    opt = GradientDescent(momentum=0.9)
+    for lr in (0.1, 0.01):
+        opt.step(params, {"W1": np.array([1.0])}, lr=lr)
+    np.testing.assert_allclose(params["W1"], [0.8], rtol=1e-15)
+
+
 def test_momentum_numbers_by_hand():
     # classical, lr 0.1, mu 0.9, g = 1, 1: v1 = -0.1, W = 0.9; v2 = -0.09 - 0.1 = -0.19, W = 0.71
     params = {"W1": np.array([1.0])}

@@ -20,7 +20,8 @@ when every column of Y sums to 1 (one-hot or a probability vector).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from nnresearch.backend import namespace
@@ -99,8 +100,7 @@ def mse_sigmoid_delta(Z: Array, A: Array, Y: Array) -> Array:
 
 
 def threshold_accuracy(A: Array, Y: Array) -> Array:
-    """Fraction of outputs where (a >= 0.5) == (y > 0): binary accuracy, per-label for multi-label
-    (y > 0 marks a true label also when multi-hot targets were normalized for a softmax head)."""
+    """Fraction of outputs where (a >= 0.5) == (y > 0): binary accuracy, per-label for multi-label."""
     xp = namespace(A)
     return xp.mean(xp.astype((A >= 0.5) == (Y > 0), A.dtype))
 
@@ -124,6 +124,7 @@ class Head:
     cost: Callable[[Array, Array, Array], Array]
     delta: Callable[[Array, Array, Array], Array]
     accuracy: Callable[[Array, Array], Array] | None
+    multi_hot: bool = False  # a one-hot head given multi-hot label sets (`on_label_sets`)
 
 
 HEADS: dict[str, Head] = {
@@ -140,6 +141,25 @@ HEADS: dict[str, Head] = {
 
 # Heads whose targets are one-hot over several classes (`Network.check_batch` checks each column sums to 1).
 ONE_HOT_HEADS = ("softmax_ce", "naive_softmax_ce")
+
+
+def label_distribution(Y: Array) -> Array:
+    """Multi-hot labels Y `(C, m)` as the distribution a softmax head is trained toward: an example's
+    labels share its probability equally, y_k / sum_j y_j; an example with no label is uniform, 1/C."""
+    xp = namespace(Y)
+    counts = xp.sum(Y, axis=0, keepdims=True)
+    return xp.where(counts > 0, Y / xp.maximum(counts, 1), 1.0 / Y.shape[0])
+
+
+def _on_distribution(function: Callable[[Array, Array, Array], Array], Z: Array, A: Array, Y: Array) -> Array:
+    return function(Z, A, label_distribution(Y))
+
+
+def on_label_sets(head: Head) -> Head:
+    """A one-hot head for multi-label data: its cost and delta[L] see `label_distribution(Y)`, while
+    its accuracy sees the label sets themselves (the distribution cannot tell no label from every label)."""
+    return replace(head, cost=partial(_on_distribution, head.cost), delta=partial(_on_distribution, head.delta),
+                   multi_hot=True)
 
 
 def get_head(name: str) -> Head:

@@ -52,7 +52,15 @@ class Network:
 
     def cost(self, Y: Array) -> Array:
         """J = (1/m) sum_i L(A[L](i), y(i)) for the batch of the last forward."""
+        self._check_targets(Y)
         return self.head.cost(self.Z_L, self.A_L, Y)
+
+    def _check_targets(self, Y: Array) -> None:
+        """ValueError unless Y has A[L]'s shape `(n[L], m)`: integer labels `(1, m)` or `(m,)` would
+        broadcast into a wrong loss and wrong gradients without a word."""
+        if tuple(Y.shape) != tuple(self.A_L.shape):
+            raise ValueError(f"Y has shape {tuple(Y.shape)}; expected {tuple(self.A_L.shape)} like A[L] (outputs first, "
+                             "examples in columns; class labels one-hot)")
 
     def backward(self, Y: Array) -> None:
         """Fills every layer's `grads` with dJ/dparam for the batch of the last forward.
@@ -60,6 +68,7 @@ class Network:
         dJ/dA[0], the gradient for the input X, is never used: the first layer with parameters
         skips its W^T delta (`input_grad=False`), and parameter-free layers before it are not visited.
         """
+        self._check_targets(Y)
         self.delta_L = self.head.delta(self.Z_L, self.A_L, Y)
         first = next(index for index, layer in enumerate(self.layers) if layer.units)
         last = len(self.layers) - 1
@@ -154,7 +163,7 @@ class Network:
             raise ValueError("X or Y contains NaN or inf")
         if self.head.accuracy is not None and not bool(xp.all((Y >= 0) & (Y <= 1))):
             raise ValueError(f"labels out of range for head {self.head.name}: targets must be in [0, 1] (one-hot / multi-hot)")
-        if self.head.name in ONE_HOT_HEADS:
+        if self.head.name in ONE_HOT_HEADS and not self.head.multi_hot:
             column_sums = xp.sum(Y, axis=0)
             if not bool(xp.all(xp.abs(column_sums - 1.0) < 1e-3)):
                 raise ValueError("softmax targets must be one-hot: every column of Y has to sum to 1")
