@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from nnresearch import dashboards, results  # noqa: E402
 from nnresearch.config import HASH_EXCLUDED, within  # noqa: E402
 from nnresearch.files import replaced_atomically  # noqa: E402
-from nnresearch.stores import TrackingURIError, resolve_uri  # noqa: E402
+from nnresearch.stores import TrackingURIError, UnreadableStoreError, resolve_uri  # noqa: E402
 from nnresearch.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG  # noqa: E402
 
 FIGURE_DIR = Path("reports/figures")
@@ -380,7 +380,7 @@ def from_shell(main: Callable[[], Any]) -> None:
     half-written either way: every output is replaced atomically."""
     try:
         main()
-    except (StudyNotRun, TrackingURIError, OSError) as error:
+    except (StudyNotRun, TrackingURIError, UnreadableStoreError, OSError) as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
     except (MlflowException, SQLAlchemyError) as error:

@@ -25,7 +25,8 @@ with another MLflow the view may not load, and the description still does.
 
 A description or view edited in the UI is the person's: what this module writes is signed (an
 invisible markdown comment with the text's hash; a `writtenBy` field in the view), and it never
-overwrites what no longer carries its signature.
+overwrites what no longer carries its signature. A description cleared in the UI (left empty) or a
+view deleted there is written again.
 """
 
 from __future__ import annotations
@@ -352,9 +353,10 @@ def signed_description(markdown: str) -> str:
 
 def _ours(tags: Mapping[str, str], key: str) -> bool:
     """Whether tag `key` is absent or still holds what this module wrote: a description or view
-    that someone edited (or saved over) in the UI is theirs, and is left alone."""
+    that someone edited (or saved over) in the UI is theirs, and is left alone. A description
+    cleared in the UI (empty, or only blanks) is no one's: it is written again."""
     value = tags.get(key)
-    if value is None:
+    if value is None or (key == DESCRIPTION_TAG and not value.strip()):
         return True
     if key == VIEW_TAG:
         with contextlib.suppress(ValueError, AttributeError):
@@ -431,8 +433,10 @@ def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
 
 
 def refresh_dashboards(uri: str | None) -> dict[str, str]:
-    """`refresh_dashboard` for every active experiment with runs; returns name -> experiment id."""
-    client = MlflowClient(stores.resolve_uri(uri))
+    """`refresh_dashboard` for every active experiment with runs; returns name -> experiment id.
+
+    The store must exist (`stores.check_readable_store`: UnreadableStoreError, never a new store)."""
+    client = MlflowClient(stores.check_readable_store(uri))
     prepared = {}
     for experiment in client.search_experiments():
         experiment_id = refresh_dashboard(uri, experiment.name)

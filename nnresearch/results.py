@@ -2,7 +2,8 @@
 
 Ground floor: reads what `nnresearch.tracking` wrote (and uses `nnresearch.stores`' URI rules and checks),
 knows nothing of the network code or Hydra. Reading never creates a store: a missing SQLite file
-is a FileNotFoundError, an unreachable server a ConnectionError.
+is a FileNotFoundError, an empty or foreign one a `stores.UnreadableStoreError`, an unreachable server
+a ConnectionError.
 
 - `runs(...)`: one row per run. Columns `run_id`, `run_name`, `experiment_id`, `status`,
   `start_time`, `end_time` (UTC timestamps), then MLflow's own prefixed names:
@@ -32,7 +33,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from scipy import stats
 
-from nnresearch.stores import ensure_store, resolve_uri, sqlite_path
+from nnresearch.stores import check_readable_store, ensure_store, resolve_uri, sqlite_path
 from nnresearch.tracking import PARENT_RUN_TAG, ROLE_TAG, RUN_STATUSES
 
 RUN_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time"]
@@ -43,19 +44,20 @@ FETCH_THREADS = 8
 
 
 def existing_store(uri: str | None) -> str:
-    """The resolved URI of a store to read: a SQLite file must exist (it is opened as it is, even
-    read-only, and never created empty: FileNotFoundError naming it); other stores go through
-    `ensure_store` (server check, file-store opt-in)."""
+    """The resolved URI of a store to read: a SQLite file must exist (FileNotFoundError naming it) and
+    be an MLflow database (`stores.UnreadableStoreError` for an empty or foreign file, which MLflow would
+    turn into a store); it is opened as it is, even read-only, and never created. Other stores go
+    through `ensure_store` (server check, file-store opt-in)."""
     uri = resolve_uri(uri)
     db = sqlite_path(uri)
     if db is None:
         return ensure_store(uri)
-    if not db.is_file():
+    if not db.exists():
         raise FileNotFoundError(
             f"no MLflow store at {db}; run an experiment first or name your store (--uri on the command line, "
             "uri= in Python), e.g. sqlite:////path/to/mlflow.db"
         )
-    return uri
+    return check_readable_store(uri)
 
 
 def _client(uri: str | None) -> MlflowClient:

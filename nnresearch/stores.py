@@ -10,6 +10,8 @@ Ground floor: this module knows MLflow's stores and nothing of runs, the network
   before every job of a sweep.
 - A fresh SQLite store is created under a file lock (`ensure_store`): MLflow's schema migrations
   race when several processes create the same database at once.
+- A store only read (the UI, the analyses) is checked to exist and to be MLflow's first
+  (`check_readable_store`): MLflow opening a missing, empty or foreign SQLite file would make it a store.
 - A server that stops answering mid-run is given up on after about a minute of MLflow's retries
   (`HTTP_RETRY_DEFAULTS`) and recognised as such (`server_lost`), so the run can stop asking it.
 
@@ -23,7 +25,7 @@ import functools
 import os
 import urllib.error
 import urllib.request
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -47,12 +49,21 @@ LOCK_TIMEOUT_S = 300.0
 # variable to override.
 HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+MLFLOW_TABLES = ("alembic_version", "experiments", "runs")  # what every MLflow SQLite store has
+READ_FIX = "run an experiment first (python -m nnresearch.run) or pass --uri for your store"
+
 _READY_STORES: set[str] = set()
 _CHECKED_STORES: set[str] = set()
 
 
 class TrackingURIError(ValueError):
     """A tracking URI no MLflow store can have: no scheme, an unknown one, an in-memory database."""
+
+
+class UnreadableStoreError(ValueError):
+    """A local store that cannot be read as it is: no SQLite file or `file:` folder at its URI, or a
+    file that is not an MLflow SQLite database (empty, not SQLite, SQLite without MLflow's tables)."""
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -159,6 +170,63 @@ def check_store(uri: str | None = None) -> str:
         _check_server(uri)
     _CHECKED_STORES.add(uri)
     return uri
+
+
+def check_readable_store(uri: str | None = None) -> str:
+    """The resolved URI of a store to read (not to write), checked without MLflow opening it: opening
+    a missing, empty or foreign SQLite file through MLflow creates a store in it (its migrations).
+
+    - `sqlite:`: the file must exist and be an MLflow database (SQLite's header and MLflow's tables,
+      read with SQLite in read-only mode, nothing written); a database that SQLite finds locked is
+      let through (MLflow waits for it, or says so).
+    - `file:`: the folder must exist.
+    - Any other URI (a tracking server, a database server) is returned resolved, unprobed:
+      `check_store` probes a server.
+
+    TrackingURIError for a URI no store can have (`resolve_uri`), UnreadableStoreError naming the
+    path and what is wrong with it otherwise; both are ValueErrors with a one-line message.
+    """
+    uri = resolve_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        _check_sqlite_store(uri, db)
+    elif uri.startswith("file:"):
+        folder = Path(unquote(urlparse(uri).path))
+        if not folder.is_dir():
+            raise UnreadableStoreError(f"no MLflow file store at {folder} ({uri}); pass --uri for your store")
+    return uri
+
+
+def _check_sqlite_store(uri: str, db: Path) -> None:
+    """UnreadableStoreError unless `db` is an MLflow SQLite database; reads it, never writes it."""
+    import sqlite3
+
+    if not db.exists():
+        raise UnreadableStoreError(f"no MLflow store at {db} ({uri}); {READ_FIX}")
+
+    def not_a_store(what: str) -> UnreadableStoreError:
+        return UnreadableStoreError(f"{db} is not an MLflow store ({what}); pass --uri for your store")
+
+    if not db.is_file():
+        raise not_a_store("not a file")
+    try:
+        with open(db, "rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise UnreadableStoreError(f"cannot read the MLflow store {db}: {err.strerror or err}") from None
+    if not header:
+        raise not_a_store("an empty file")
+    if header != SQLITE_HEADER:
+        raise not_a_store("not a SQLite database")
+    try:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError:
+        return  # locked, or a journal to roll back: MLflow's own open waits for it or says what it is
+    except sqlite3.DatabaseError as err:
+        raise not_a_store(f"SQLite: {err}") from None
+    if not set(MLFLOW_TABLES) <= tables:
+        raise not_a_store("a SQLite database without MLflow's tables")
 
 
 def ensure_store(uri: str | None = None) -> str:

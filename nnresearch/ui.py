@@ -6,9 +6,13 @@
 
 For a local store (SQLite file, `file:` directory, or a database URI) it starts `mlflow server` on
 127.0.0.1 in its own process group, waits until it answers, prints the URL of the UI and of each
-study's dashboard, and stops it (the whole group) on Ctrl-C. The server's log goes to a file whose
-path it prints. Before starting, every study in the store gets its dashboard refreshed
-(`refresh_dashboards`; `--no-dashboards` leaves the store untouched).
+study's dashboard, and stops it (the whole group) on Ctrl-C, SIGTERM or SIGHUP (a closed terminal),
+exiting 128 + the signal's number as a shell reports it (130, 143, 129). The server's log goes to a
+private temporary file whose path it prints, removed when the server is stopped that way and kept
+when the server fails. Before starting, every study in the store gets its dashboard refreshed
+(`refresh_dashboards`; `--no-dashboards` leaves the store untouched). It never creates a store: a
+missing one, or a file that is not an MLflow store, is refused in one line before anything starts
+(`stores.check_readable_store`).
 
 Ground floor, beside `tracking.py`: knows MLflow and the store's URI rules (`stores.py`), nothing of Hydra or of
 the network code.
@@ -33,7 +37,7 @@ import urllib.request
 import webbrowser
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 from nnresearch import dashboards, stores
 
@@ -42,10 +46,20 @@ DEFAULT_PORT = 5000
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.25
+# Ctrl-C, `kill`, and the terminal closing: each stops the server, and the UI exits 128 + its number.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class UIError(RuntimeError):
     """A problem the user can fix (busy port, missing store, server that never answered)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (`STOP_SIGNALS`) raised where the UI waits, so the server is stopped on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,47 +67,76 @@ class UIError(RuntimeError):
 
 
 def check_store(uri: str | None) -> str:
-    """The resolved URI of an existing local store; UIError naming it if there is none.
+    """The resolved URI of an existing local store (`stores.check_readable_store`: never creates one);
+    UIError naming it if there is none there or the file is not an MLflow store.
 
     An HTTP(S) URI is returned as it is: that server already is the UI.
     """
     try:
-        uri = stores.resolve_uri(uri)
-    except stores.TrackingURIError as err:
+        return stores.check_readable_store(uri)
+    except (stores.TrackingURIError, stores.UnreadableStoreError) as err:
         raise UIError(str(err)) from None
-    db = stores.sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise UIError(f"no MLflow store at {db} ({uri}); run an experiment first "
-                      "(python -m nnresearch.run) or pass --uri for your store")
-    if uri.startswith("file:"):
-        folder = Path(unquote(urlparse(uri).path))
-        if not folder.is_dir():
-            raise UIError(f"no MLflow file store at {folder} ({uri}); pass --uri for your store")
-    return uri
 
 
 def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Whether a server could listen on `host:port` now (bound the way uvicorn binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:5000`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://{host_port(host, port)}"
+
+
+def _addresses(host: str, port: int) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+    """The (family, address) pairs a server on `host:port` binds: every one `getaddrinfo` gives, as
+    uvicorn's asyncio server binds them (IPv4 and IPv6 alike); UIError if `host` has none."""
+    try:
+        found = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as err:  # socket.gaierror; UnicodeError for a malformed name
+        where = host_port(host, port) if port else host
+        raise UIError(f"cannot listen on {where}: no address for {host!r} ({err})") from None
+    return list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+
+
+def _probe(family: socket.AddressFamily, address: tuple[Any, ...]) -> socket.socket:
+    """A socket bound to `address` the way asyncio's server binds (SO_REUSEADDR; IPv6 only on IPv6)."""
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(address)
+    except BaseException:
+        probe.close()
+        raise
+    return probe
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on `host:port` now, on every address of `host` (bound the way
+    uvicorn binds); UIError if it cannot listen there at all (an unknown host, another machine's address)."""
+    for family, address in _addresses(host, port):
         try:
-            probe.bind((host, port))
+            _probe(family, address).close()
         except OSError as err:
             if err.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
-            raise UIError(f"cannot listen on {host}:{port}: {err}") from err
+            raise UIError(f"cannot listen on {host_port(host, port)}: {err}") from None
     return True
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
-    """A port that nothing listens on at `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port that nothing listens on at `host` right now (on its first address); UIError as `port_is_free`."""
+    family, address = _addresses(host, 0)[0]
+    try:
+        with _probe(family, address) as probe:
+            return int(probe.getsockname()[1])
+    except OSError as err:
+        raise UIError(f"cannot listen on {host}: {err}") from None
 
 
 def choose_port(host: str, port: int) -> int:
@@ -167,6 +210,18 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path,
                   f"({log_path}) ends with:\n{_log_tail(log_path)}")
 
 
+def new_log(port: int) -> Path:
+    """A fresh private file (mode 0600, a name no one else has) for the server's log:
+    `<temp dir>/nnresearch-ui-<port>-<random>.log`."""
+    try:
+        handle, path = tempfile.mkstemp(prefix=f"nnresearch-ui-{port}-", suffix=".log")
+    except OSError as err:
+        raise UIError(f"cannot create the server's log in {tempfile.gettempdir()}: {err}; set TMPDIR "
+                      "to a writable folder") from None
+    os.close(handle)
+    return Path(path)
+
+
 def stop_server(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> int:
     """SIGTERM the server's process group (uvicorn and all), SIGKILL it if it lingers."""
     if process.poll() is None:
@@ -196,11 +251,8 @@ def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = 0, *,
         raise UIError(f"{uri} is a tracking server: it already serves the UI")
     port = choose_port(host, port)
     own_log = log_path is None
-    if own_log:
-        handle, log_path = tempfile.mkstemp(prefix="nnresearch-ui-", suffix=".log")
-        os.close(handle)
-    log = Path(log_path)
-    url = f"http://{host}:{port}"
+    log = new_log(port) if log_path is None else Path(log_path)
+    url = base_url(host, port)
     process = start_server(uri, host, port, log)
     try:
         wait_until_ready(url, process, log, timeout_s)
@@ -223,7 +275,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "sqlite:///mlflow.db in this directory)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on; 0 = any free port "
                         f"(default: {DEFAULT_PORT})")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default: {DEFAULT_HOST})")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"interface to bind, a name or an IPv4 or IPv6 address (default: {DEFAULT_HOST})")
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     parser.add_argument("--no-dashboards", action="store_true",
                         help="do not refresh the studies' dashboards (leave the store untouched)")
@@ -247,9 +300,13 @@ def _announce(url: str, prepared: Mapping[str, str]) -> None:
         print(f"  {name}: {url}{dashboards.dashboard_path(experiment_id)}", flush=True)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (and SIGINT, even where a shell ignored it) -> KeyboardInterrupt: stop the server."""
-    raise KeyboardInterrupt
+def _stop(signum: int, frame: object) -> None:
+    """A stop signal (SIGINT, even where a shell ignored it; SIGTERM; SIGHUP) -> `Stopped`: stop the
+    server. Further stop signals are ignored until the UI exits, so none cuts the server's stop short
+    (`stop_server` waits a bounded time, then kills the group)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 def _show_server(uri: str, open_browser: bool) -> int:
@@ -264,12 +321,12 @@ def _show_server(uri: str, open_browser: bool) -> int:
 
 
 def _serve_until_interrupted(uri: str, args: argparse.Namespace) -> int:
-    """Start the server for a local store, announce it, wait for Ctrl-C, stop it."""
+    """Start the server for a local store, announce it, wait for a stop signal (`Stopped`), stop it;
+    1 if the server stops by itself (its log kept)."""
     port = choose_port(args.host, args.port)
     prepared = {} if args.no_dashboards else _refresh_or_warn(uri)
-    log = Path(tempfile.gettempdir()) / f"nnresearch-ui-{port}.log"
-    log.write_bytes(b"")
-    url = f"http://{args.host}:{port}"
+    log = new_log(port)
+    url = base_url(args.host, port)
     print(f"starting MLflow's UI at {url} (store {uri}) ...", flush=True)
     process = start_server(uri, args.host, port, log)
     try:
@@ -291,7 +348,7 @@ def _serve_until_interrupted(uri: str, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}
     try:
         uri = check_store(args.uri)
         if is_http(uri):
@@ -300,9 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UIError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nstopped the MLflow UI", flush=True)
-        return 0
+    except KeyboardInterrupt as stop:  # Stopped, or a Ctrl-C before the handlers were set
+        signum = getattr(stop, "signum", signal.SIGINT)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\nstopped the MLflow UI ({signal.Signals(signum).name})", flush=True)
+        return 128 + signum
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -187,14 +187,16 @@ def test_a_study_never_run_or_without_finished_runs_is_study_not_run(mlflow_uri)
 
 def test_from_the_shell_a_study_not_run_or_a_missing_store_is_one_line(mlflow_uri, tmp_path, capsys):
     """`python -m analysis.<study>` goes through `from_shell`: exit status 2 and the reason, no traceback."""
+    (tmp_path / "empty.db").touch()
     for argv, words in ((["--uri", mlflow_uri], "run it first"), (["--uri", f"sqlite:///{tmp_path / 'none.db'}"], "no MLflow store"),
+                        (["--uri", f"sqlite:///{tmp_path / 'empty.db'}"], "is not an MLflow store (an empty file)"),
                         (["--uri", "none.db"], "has no scheme"), (["--uri", "htp://127.0.0.1:1"], "did you mean http://?")):
         with pytest.raises(SystemExit) as exit:
             from_shell(lambda: mitigations.main([*argv, "--out", str(tmp_path / "figures")]))
         assert exit.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, err
-    assert not (tmp_path / "none.db").exists()
+    assert not (tmp_path / "none.db").exists() and (tmp_path / "empty.db").stat().st_size == 0
 
 
 def test_study_analysis_leaves_no_temporary_folder(sweep, tmp_path, monkeypatch):

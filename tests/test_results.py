@@ -92,6 +92,18 @@ def test_missing_store_is_not_created(tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize(("content", "what"), [(b"", "an empty file"), (b"my notes", "not a SQLite database")])
+def test_a_file_that_is_not_a_store_is_refused_and_left_as_it_was(tmp_path, content, what):
+    """MLflow opening an empty (or foreign) file at a store's path would write its schema into it."""
+    from nnresearch.stores import UnreadableStoreError
+
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableStoreError, match=f"{path} is not an MLflow store \\({what}\\)"):
+        results.runs("study", f"sqlite:///{path}")
+    assert path.read_bytes() == content
+
+
 # --- histories ----------------------------------------------------------------------------------
 
 

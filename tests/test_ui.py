@@ -2,8 +2,8 @@
 
 The end-to-end test runs a two-job sweep into a temporary store, starts `python -m nnresearch.ui`
 on a free port, and checks in Chromium that the experiment, its runs (by name, under their sweep's
-parent), a swept param column and the metric charts render; then Ctrl-C stops the UI and frees the
-port. Screenshots go to the test's tmp_path and, when `NNRESEARCH_SCREENSHOTS=<dir>` is set, to
+parent), a swept param column and the metric charts render; then Ctrl-C stops the UI (exit status
+130) and frees the port. Without a browser, the UI is also started and stopped by SIGTERM and SIGHUP. Screenshots go to the test's tmp_path and, when `NNRESEARCH_SCREENSHOTS=<dir>` is set, to
 that directory too.
 
 It needs Debian's Chromium at /usr/bin/chromium (`.ci/browser.sh` installs it) and the Python
@@ -17,11 +17,13 @@ screenshots of every study in a store (run a study and its analysis into it firs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -93,6 +95,156 @@ def test_a_uri_no_store_has_is_one_error_line(capsys):
         assert ui.main(["--uri", uri, "--no-browser"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, err
+
+
+def not_stores(folder: Path) -> dict[str, Path]:
+    """Files a reader must refuse, and leave as they are: text, an empty file, another program's SQLite database."""
+    import sqlite3
+
+    text, empty, foreign = folder / "text.db", folder / "empty.db", folder / "notes.db"
+    text.write_text("x\n")
+    empty.touch()
+    with contextlib.closing(sqlite3.connect(foreign)) as connection, connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+    return {"not a SQLite database": text, "an empty file": empty, "a SQLite database without MLflow's tables": foreign}
+
+
+def test_a_store_to_read_is_checked_without_being_made(tmp_path, mlflow_uri):
+    """`stores.check_readable_store`: the resolved URI of a store that exists and is MLflow's, else
+    one line naming the path and what it is; nothing is created or written."""
+    assert stores.check_readable_store(mlflow_uri) == stores.resolve_uri(mlflow_uri)
+    assert stores.check_readable_store("http://127.0.0.1:9/") == "http://127.0.0.1:9"  # a server: not probed
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    with pytest.raises(stores.UnreadableStoreError, match=f"no MLflow store at {missing} "):
+        stores.check_readable_store(f"sqlite:///{missing}")
+    with pytest.raises(stores.UnreadableStoreError, match=f"no MLflow file store at {tmp_path / 'mlruns'} "):
+        stores.check_readable_store(f"file:{tmp_path / 'mlruns'}")
+    with pytest.raises(stores.UnreadableStoreError, match=r"is not an MLflow store \(not a file\)"):
+        stores.check_readable_store(f"sqlite:///{tmp_path}")
+    for what, path in not_stores(tmp_path).items():
+        before = path.read_bytes()
+        with pytest.raises(stores.UnreadableStoreError) as refused:
+            stores.check_readable_store(f"sqlite:///{path}")
+        assert str(refused.value).startswith(f"{path} is not an MLflow store ({what})")
+        assert path.read_bytes() == before
+    assert not missing.parent.exists()
+
+
+def test_a_file_that_is_not_a_store_is_refused_in_one_line_before_the_server_starts(tmp_path, monkeypatch, capsys):
+    def no_server(*args, **kwargs):
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr(ui, "start_server", no_server)
+    for what, path in not_stores(tmp_path).items():
+        before = path.read_bytes()
+        assert ui.main(["--uri", f"sqlite:///{path}", "--port", "0", "--no-browser"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{path} is not an MLflow store ({what})" in err, err
+        assert path.read_bytes() == before, "reading a store must not make one"
+
+
+def test_an_unusable_host_is_one_error_line(mlflow_uri, capsys):
+    """An unknown name, or an address of another machine (TEST-NET-1), with any port or port 0."""
+    for host in ("bad.invalid", "192.0.2.1"):
+        for port in ("0", str(ui.free_port())):
+            assert ui.main(["--uri", mlflow_uri, "--host", host, "--port", port, "--no-browser", "--no-dashboards"]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith(f"error: cannot listen on {host}"), err
+
+
+def test_an_ipv6_host_gets_a_port_and_a_url_in_brackets():
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as err:
+        pytest.skip(f"no IPv6 loopback here ({err})")
+    port = ui.choose_port("::1", 0)
+    assert ui.port_is_free("::1", port) and ui.base_url("::1", port) == f"http://[::1]:{port}"
+    with socket.socket(socket.AF_INET6) as server:
+        server.bind(("::1", 0))
+        server.listen()
+        busy = server.getsockname()[1]
+        with pytest.raises(ui.UIError, match=f"port {busy} on ::1 is busy"):
+            ui.choose_port("::1", busy)
+
+
+def test_the_server_log_is_a_private_file_of_its_own(tmp_path, mlflow_uri, monkeypatch, capsys):
+    """Not the fixed /tmp/nnresearch-ui-<port>.log that another user's file could hold: that file is
+    left alone, and a server that fails keeps its own log, named in the error."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = ui.free_port()
+    theirs = tmp_path / f"nnresearch-ui-{port}.log"
+    theirs.write_text("someone else's log\n")
+
+    def failing_server(uri, host, port, log_path):
+        log_path.write_text("the server's last words\n")
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    monkeypatch.setattr(ui, "start_server", failing_server)
+    assert ui.main(["--uri", mlflow_uri, "--port", str(port), "--no-browser", "--no-dashboards"]) == 2
+    err = capsys.readouterr().err
+    assert theirs.read_text() == "someone else's log\n"
+    logs = [path for path in tmp_path.glob("nnresearch-ui-*.log") if path != theirs]
+    assert len(logs) == 1 and f"its log ({logs[0]})" in err and "the server's last words" in err, err
+    assert logs[0].stat().st_mode & 0o077 == 0, "the log is readable by its owner only"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_a_closed_terminal_stop_the_ui_and_its_server(signum, tmp_path, mlflow_uri):
+    """`kill` (SIGTERM) and closing the terminal (SIGHUP) stop the server's whole process group with
+    the UI, remove its log, and exit 128 + the signal's number (143, 129), as Ctrl-C exits 130."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    server = UIProcess(mlflow_uri, tmp_path, "--no-dashboards", env={"TMPDIR": str(temp)})
+    group = None
+    try:
+        log = Path(server.wait_for("server log:").split(": ", 1)[1])
+        assert log.parent == temp and log.is_file()
+        group = server.server_group()
+        code = server.interrupt(signum)
+        alive = group_ends(group)
+    finally:
+        server.kill()
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)  # only what this test started, if the UI left it
+    assert not alive, f"the server's processes {alive} outlived the UI"
+    assert code == 128 + signum, "\n".join(server.seen)
+    assert not list(temp.iterdir()), "a clean stop leaves no log behind"
+
+
+def test_a_description_cleared_in_the_ui_is_written_again(mlflow_uri):
+    """Clearing it (MLflow's editor saves an empty text; blanks alike) gives the generated one back."""
+    from mlflow import MlflowClient
+
+    from nnresearch import tracking
+
+    parent = tracking.open_parent_run(mlflow_uri, "vanishing_gradients", "sweep1", "vanishing_gradients-sweep-1")
+    with tracking.open_run(mlflow_uri, "vanishing_gradients", "mlp-relu-d1", parent_run_id=parent,
+                           tags={tracking.CONFIG_HASH_TAG: "0123"}) as sink:
+        sink.log_metrics({"train/loss": 1.0}, step=0)
+    experiment_id = dashboards.refresh_dashboards(mlflow_uri)["vanishing_gradients"]
+    client = MlflowClient(mlflow_uri)
+    generated = client.get_experiment(experiment_id).tags[dashboards.DESCRIPTION_TAG]
+    for cleared in ("", " \n "):
+        client.set_experiment_tag(experiment_id, dashboards.DESCRIPTION_TAG, cleared)
+        dashboards.refresh_dashboards(mlflow_uri)
+        assert client.get_experiment(experiment_id).tags[dashboards.DESCRIPTION_TAG] == generated
+
+
+def test_the_screenshot_command_refuses_a_missing_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("NNRESEARCH_SCREENSHOTS", raising=False)  # restored after: the command sets it
+    db = tmp_path / "nowhere.db"
+    with pytest.raises(ui.UIError, match=f"no MLflow store at {db}"):
+        study_screenshots(f"sqlite:///{db}", tmp_path / "images")
+    assert not db.exists(), "taking screenshots must not create a store"
+    with pytest.raises(stores.UnreadableStoreError, match=f"no MLflow store at {db}"):
+        dashboards.refresh_dashboards(f"sqlite:///{db}")
+    assert not db.exists()
 
 
 def test_swept_params_from_overrides():
@@ -263,10 +415,10 @@ def screenshot(page, name: str, tmp_path: Path | None) -> None:
 class UIProcess:
     """`python -m nnresearch.ui` as a subprocess, its stdout read line by line in a thread."""
 
-    def __init__(self, uri: str, cwd: Path) -> None:
+    def __init__(self, uri: str, cwd: Path, *options: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nnresearch.ui", "--uri", uri, "--port", "0", "--no-browser"],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [sys.executable, "-m", "nnresearch.ui", "--uri", uri, "--port", "0", "--no-browser", *options],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -289,15 +441,47 @@ class UIProcess:
                 return line.strip()
         raise AssertionError(f"nnresearch.ui printed no line starting {prefix!r}:\n" + "\n".join(self.seen))
 
-    def interrupt(self) -> int:
-        """Ctrl-C, as a terminal sends it; the exit code."""
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> int:
+        """Ctrl-C, as a terminal sends it (or another signal: `kill`'s SIGTERM, a closed terminal's
+        SIGHUP); the exit code."""
+        self.process.send_signal(signum)
         return self.process.wait(timeout=30)
+
+    def server_group(self) -> int:
+        """The process group of the UI's `mlflow server` (its child, leader of its own session)."""
+        children = [pid for pid, ppid, _ in live_processes() if ppid == self.process.pid]
+        assert len(children) == 1, f"the UI should have one child, its mlflow server: {children}"
+        return children[0]
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process that is not a zombie (Linux /proc)."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("needs Linux's /proc to find the server's processes")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                state, ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if state != "Z":
+                found.append((int(entry.name), int(ppid), int(pgrp)))
+    return found
+
+
+def group_ends(pgid: int, timeout_s: float = 10.0) -> list[int]:
+    """Wait (at most `timeout_s`) for process group `pgid` to end; the pids of it still alive."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := [pid for pid, _, group in live_processes() if group == pgid]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
 
 
 def check_runs_listed(page, names: list[str]) -> None:
@@ -306,8 +490,9 @@ def check_runs_listed(page, names: list[str]) -> None:
 
 
 def plotted_lines(card) -> int:
-    """How many plotted data lines a chart card holds (plotly draws each as `path.js-line`)."""
-    card.locator("path.js-line").first.wait_for()
+    """How many plotted data lines a chart card holds (plotly draws each as `path.js-line`; a flat
+    line has no height, which Playwright counts as hidden, so it waits for the path to exist)."""
+    card.locator("path.js-line").first.wait_for(state="attached")
     return card.locator("path.js-line").count()
 
 
@@ -354,9 +539,28 @@ def test_sweep_opens_as_a_dashboard_in_chromium(tmp_path):
     finally:
         code = server.interrupt() if server.process.poll() is None else server.process.returncode
         server.kill()
-    assert code == 0, "\n".join(server.seen)
+    assert code == 128 + signal.SIGINT, "\n".join(server.seen)  # 130, as a shell reports Ctrl-C
     port = int(base.rsplit(":", 1)[1])
     assert ui.port_is_free("127.0.0.1", port), "Ctrl-C must stop the server with the UI"
+
+
+@pytest.mark.slow
+def test_the_screenshot_command_takes_a_study_whose_curves_are_flat(tmp_path, mlflow_uri, monkeypatch):
+    """A dead net's curves are flat lines, which have no height: Playwright counts them as hidden,
+    so the screenshot command must not wait for them to be visible."""
+    browser_or_skip()
+    from nnresearch import tracking
+
+    monkeypatch.delenv("NNRESEARCH_SCREENSHOTS", raising=False)  # restored after: the command sets it
+    parent = tracking.open_parent_run(mlflow_uri, "flat", "sweep1", "flat-sweep-1")
+    for depth in (1, 2):
+        with tracking.open_run(mlflow_uri, "flat", f"mlp-relu-d{depth}", parent_run_id=parent,
+                               tags={tracking.CONFIG_HASH_TAG: f"hash{depth}"}) as sink:
+            sink.log_params({"model": {"depth": depth}})
+            for step in range(3):
+                sink.log_metrics({"train/loss": 1.0986, "val/loss": 1.0986, "grad_norm/layer1": 0.0}, step=step)
+    shots = study_screenshots(mlflow_uri, tmp_path / "images")
+    assert [path.name for path in shots] == ["ui-flat-dashboard.png", "ui-flat-description.png"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,16 +569,20 @@ def test_sweep_opens_as_a_dashboard_in_chromium(tmp_path):
 
 def study_screenshots(uri: str, out: Path) -> list[Path]:
     """For each study in the store: its dashboard, its description (claim, verdict, figure) and
-    the figure among its sweep parent's artifacts, as `out/ui-<study>-*.png`."""
+    the figure among its sweep parent's artifacts, as `out/ui-<study>-*.png`. UIError for a store
+    that is missing or not MLflow's (never made one)."""
+    uri = ui.check_store(uri)
     os.environ["NNRESEARCH_SCREENSHOTS"] = str(out)
     from mlflow import MlflowClient
 
     prepared = dashboards.refresh_dashboards(uri)
-    client = MlflowClient(stores.resolve_uri(uri))
+    client = MlflowClient(uri)
     with ui.serve(uri) as base, chromium_page() as page:
         for name, experiment_id in prepared.items():
             visit(page, base + dashboards.dashboard_path(experiment_id))
-            page.locator('[data-testid="experiment-view-compare-runs-card"]').first.locator("path.js-line").first.wait_for()
+            # A line plotted, if only a flat one (a dead net's loss): attached, as it has no height to be visible.
+            charts = page.locator('[data-testid="experiment-view-compare-runs-card"]')
+            charts.first.locator("path.js-line").first.wait_for(state="attached")
             page.locator('[data-component-id="mlflow.experiment_page.shared_view.dismiss"]').click()
             page.mouse.click(80, VIEWPORT["height"] - 300)  # on the sidebar's blank: no button keeps the focus ring
             time.sleep(2)  # let every chart in view draw
@@ -403,5 +611,9 @@ if __name__ == "__main__":
     parser.add_argument("--uri", required=True, help="the store, e.g. sqlite:////tmp/study/mlflow.db")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     arguments = parser.parse_args()
-    for path in study_screenshots(arguments.uri, arguments.out):
-        print(path)
+    try:
+        for path in study_screenshots(arguments.uri, arguments.out):
+            print(path)
+    except ui.UIError as error:  # one line, as python -m nnresearch.ui says it
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
