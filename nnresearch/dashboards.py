@@ -36,6 +36,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import shlex
 import sys
 import time
 import zlib
@@ -240,6 +241,21 @@ def study_text(study: str) -> tuple[str | None, list[str]]:
     return (" ".join(claim) or None), commands
 
 
+def commands_for_store(commands: Sequence[str], uri: str | None, experiment_name: str, study: str) -> list[str]:
+    """The study's `Run:`/`Analyse:` commands made to use this store and experiment where they are not
+    the defaults (`tracking.uri=` / `tracking.experiment=` for a run, `--uri` / `--experiment` for an
+    analysis), so that pasted they run into and read from what the UI shows."""
+    resolved = stores.resolve_uri(uri)
+    default = resolved == stores.resolve_uri(None)
+    options = {"python -m nnresearch.run": ([] if default else [f"tracking.uri={resolved}"])
+               + ([] if experiment_name == study else [f"tracking.experiment={experiment_name}"]),
+               "python -m analysis.": ([] if default else ["--uri", resolved])
+               + ([] if experiment_name == study else ["--experiment", experiment_name])}
+    return [" ".join([command, *map(shlex.quote, next((extra for prefix, extra in options.items()
+                                                       if command.startswith(prefix)), []))])
+            for command in commands]
+
+
 def description_markdown(experiment_name: str, experiment_id: str, *, claim: str | None,
                          commands: Sequence[str], swept_params: Sequence[str],
                          parent: Run | None = None, figure: str | None = None) -> str:
@@ -325,7 +341,8 @@ def prepare_dashboard(uri: str | None, experiment_name: str, swept_params: Seque
                             known_metrics=_known_metrics(client, experiment_id, parent_run_id))
     description = description_markdown(
         experiment_name, experiment_id, claim=claim or study_claim,
-        commands=list(commands) if commands is not None else study_commands, swept_params=swept_params,
+        commands=list(commands) if commands is not None else commands_for_store(
+            study_commands, uri, experiment_name, study or experiment_name), swept_params=swept_params,
         parent=parent, figure=_latest_figure(client, parent_run_id) if parent_run_id else None)
     tags = dict(experiment.tags)
     created_at, old_state = _existing_view(tags)

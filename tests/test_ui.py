@@ -334,6 +334,26 @@ def test_description_links_the_latest_verdict_and_figure_once_the_analysis_logge
     assert f"run_uuid={parent_id}" in after and "once the analysis has run" not in after
 
 
+def test_the_description_s_commands_name_the_store_and_experiment_unless_default(mlflow_uri, tmp_path, monkeypatch):
+    """Pasted from the UI, a study's commands run into and read from the store it shows."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    commands = ["python -m nnresearch.run -m experiment=mitigations", "python -m analysis.mitigations"]
+    assert dashboards.commands_for_store(commands, None, "mitigations", "mitigations") == commands
+    assert dashboards.commands_for_store(commands, mlflow_uri, "mine", "mitigations") == [
+        f"python -m nnresearch.run -m experiment=mitigations tracking.uri={mlflow_uri} tracking.experiment=mine",
+        f"python -m analysis.mitigations --uri {mlflow_uri} --experiment mine"]
+    from mlflow import MlflowClient
+
+    from nnresearch import tracking
+
+    parent = tracking.open_parent_run(mlflow_uri, "mitigations", "sweep1", "mitigations-sweep-1")
+    dashboards.prepare_dashboard(mlflow_uri, "mitigations", ["model.depth"], parent_run_id=parent)
+    description = MlflowClient(mlflow_uri).get_experiment_by_name("mitigations").tags[dashboards.DESCRIPTION_TAG]
+    assert f"python -m analysis.mitigations --uri {mlflow_uri}\n" in description, description
+
+
 def test_sweep_dashboard_never_fails_a_job_and_the_next_job_tries_again(mlflow_uri, capsys):
     for _ in range(2):
         assert dashboards.prepare_sweep_dashboard(mlflow_uri, "no-such-study", ["model.depth=2"], "0" * 32,
