@@ -217,6 +217,164 @@ def test_sigterm_and_a_closed_terminal_stop_the_ui_and_its_server(signum, tmp_pa
     assert not list(temp.iterdir()), "a clean stop leaves no log behind"
 
 
+def a_study_job(uri: str, experiment: str = "vanishing_gradients") -> str:
+    """One job of this project's (a config hash) under a sweep's parent run, as a refresh finds it; the parent's id."""
+    from nnresearch import tracking
+
+    parent = tracking.open_parent_run(uri, experiment, "sweep1", f"{experiment}-sweep-1")
+    with tracking.open_run(uri, experiment, "mlp-relu-d1", parent_run_id=parent,
+                           tags={tracking.CONFIG_HASH_TAG: "0123"}) as sink:
+        sink.log_params({"model": {"depth": 1}})
+        sink.log_metrics({"train/loss": 1.0}, step=0)
+    return parent
+
+
+def test_no_dashboards_leaves_the_store_untouched(tmp_path, mlflow_uri):
+    """`--no-dashboards`: the store's file is byte for byte the same after the UI started on it and
+    stopped, though it holds a study whose dashboard a refresh would write (checked on a copy)."""
+    a_study_job(mlflow_uri)
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    before, beside = db.read_bytes(), sorted(path.name for path in db.parent.glob(db.name + "*"))
+    copy = tmp_path / "copy" / "mlflow.db"
+    copy.parent.mkdir()
+    copy.write_bytes(before)
+    assert dashboards.refresh_dashboards(f"sqlite:///{copy}") and copy.read_bytes() != before, \
+        "the store must hold something a refresh writes, or the test proves nothing"
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    server = UIProcess(mlflow_uri, tmp_path, "--no-dashboards", env={"TMPDIR": str(temp)})
+    try:
+        server.wait_for("server log:")
+        code = server.interrupt()
+    finally:
+        server.kill()
+    assert code == 128 + signal.SIGINT, "\n".join(server.seen)
+    assert db.read_bytes() == before, "--no-dashboards must leave the store untouched"
+    assert sorted(path.name for path in db.parent.glob(db.name + "*")) == beside, "no journal or WAL left beside it"
+
+
+def never_answering_server(log_path: Path) -> subprocess.Popen[bytes]:
+    """A process that neither answers nor exits, in its own process group as `ui.start_server` starts one."""
+    log_path.write_text("loading the store\nstill loading\n")
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+
+
+def test_timeout_is_how_long_the_ui_waits_for_the_server(tmp_path, mlflow_uri, monkeypatch, capsys):
+    """`--timeout S`: a server that has not answered within S seconds (a clock of the test's, no real
+    wait) is stopped, and the UI exits 2 with one error line naming the kept log, then its last lines."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clock = [0.0]
+    monkeypatch.setattr(ui, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                    sleep=lambda seconds: clock.__setitem__(0, clock[0] + seconds)))
+    monkeypatch.setattr(ui, "answers", lambda url, timeout_s=2.0: False)
+    started = []
+    monkeypatch.setattr(ui, "start_server", lambda uri, host, port, log_path:
+                        started.append(never_answering_server(log_path)) or started[-1])
+    try:
+        code = ui.main(["--uri", mlflow_uri, "--port", "0", "--no-browser", "--no-dashboards", "--timeout", "3"])
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+                raise AssertionError("the UI left the server that never answered running")
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert 3 <= clock[0] < 3 + ui.POLL_S, f"waited {clock[0]} s of the test's clock, not --timeout's 3"
+    url = out.split("starting MLflow's UI at ", 1)[1].split()[0]
+    logs = list(tmp_path.glob("nnresearch-ui-*.log"))
+    assert len(logs) == 1, "the log of a server that never answered is kept"
+    assert err.splitlines() == [f"error: mlflow server did not answer at {url} within 3 s; its log ({logs[0]}) "
+                                "ends with:", "loading the store", "still loading"], err
+
+
+def popen_recorded(monkeypatch) -> list[tuple[list[str], dict[str, str]]]:
+    """Make `mlflow server` a process that exits at once (code 3); the (command, environment) of each start."""
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(command, **kwargs):
+        started.append((list(command), dict(kwargs["env"])))
+        return real_popen([sys.executable, "-c", "raise SystemExit(3)"], stdin=subprocess.DEVNULL,
+                          start_new_session=True)
+
+    monkeypatch.setattr(ui.subprocess, "Popen", popen)
+    return started
+
+
+def test_host_is_the_address_the_server_binds(tmp_path, mlflow_uri, monkeypatch, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started = popen_recorded(monkeypatch)
+    assert ui.main(["--uri", mlflow_uri, "--host", "localhost", "--port", "0", "--no-browser", "--no-dashboards"]) == 2
+    assert "mlflow server exited with code 3" in capsys.readouterr().err
+    [(command, _)] = started
+    assert command[command.index("--host") + 1] == "localhost", command
+    assert ui.server_command(mlflow_uri, "::1", 5001)[-6:] == ["--host", "::1", "--port", "5001", "--workers", "1"]
+
+
+def test_the_server_runs_without_job_runner_and_telemetry_unless_the_user_sets_them(tmp_path, mlflow_uri,
+                                                                                     monkeypatch, capsys):
+    """MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false and MLFLOW_DISABLE_TELEMETRY=true, unless already set."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started = popen_recorded(monkeypatch)
+    argv = ["--uri", mlflow_uri, "--port", "0", "--no-browser", "--no-dashboards"]
+    switches = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": ("false", "true"), "MLFLOW_DISABLE_TELEMETRY": ("true", "false")}
+    for name in switches:
+        monkeypatch.delenv(name, raising=False)
+    assert ui.main(argv) == 2
+    for name, (ours, theirs) in switches.items():
+        monkeypatch.setenv(name, theirs)
+    assert ui.main(argv) == 2
+    capsys.readouterr()
+    (_, default_env), (_, user_env) = started
+    assert {name: default_env.get(name) for name in switches} == {name: ours for name, (ours, _) in switches.items()}
+    assert {name: user_env.get(name) for name in switches} == {name: theirs for name, (_, theirs) in switches.items()}
+
+
+@contextmanager
+def health_server() -> Iterator[str]:
+    """A tiny HTTP server on a free port answering `GET /health` with 200 `OK`, as MLflow's does; its URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b"OK" if self.path == "/health" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+
+
+def test_an_http_uri_that_answers_already_is_the_ui(monkeypatch, capsys):
+    """`--uri http://...` of a running tracking server: printed as the UI (and opened in a browser
+    unless --no-browser), exit status 0, no server started."""
+    def no_server(*args, **kwargs):
+        raise AssertionError("a server was started for a tracking server's URI")
+
+    monkeypatch.setattr(ui, "start_server", no_server)
+    opened = []
+    monkeypatch.setattr(ui.webbrowser, "open", opened.append)
+    with health_server() as url:
+        assert ui.main(["--uri", url, "--no-browser"]) == 0
+        out = capsys.readouterr()
+        assert (out.out, out.err) == (f"MLflow UI: {url} (a tracking server already is the UI)\n", "")
+        assert opened == []
+        assert ui.main(["--uri", url + "/"]) == 0
+        assert opened == [url]
+
+
 def test_a_description_cleared_in_the_ui_is_written_again(mlflow_uri):
     """Clearing it (MLflow's editor saves an empty text; blanks alike) gives the generated one back."""
     from mlflow import MlflowClient
@@ -234,6 +392,46 @@ def test_a_description_cleared_in_the_ui_is_written_again(mlflow_uri):
         client.set_experiment_tag(experiment_id, dashboards.DESCRIPTION_TAG, cleared)
         dashboards.refresh_dashboards(mlflow_uri)
         assert client.get_experiment(experiment_id).tags[dashboards.DESCRIPTION_TAG] == generated
+
+
+def test_an_experiment_kind_already_set_is_kept(mlflow_uri):
+    """`mlflow.experimentKind` is set only if absent: a refresh keeps one the UI (or a person) chose."""
+    from mlflow import MlflowClient
+
+    a_study_job(mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.get_experiment_by_name("vanishing_gradients").experiment_id
+    client.set_experiment_tag(experiment_id, dashboards.EXPERIMENT_KIND_TAG, "genai_development")
+    assert dashboards.refresh_dashboards(mlflow_uri) == {"vanishing_gradients": experiment_id}
+    tags = client.get_experiment(experiment_id).tags
+    assert dashboards.VIEW_TAG in tags, "the refresh ran"
+    assert tags[dashboards.EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_a_view_saved_over_in_the_ui_is_kept_and_a_deleted_one_written_again(mlflow_uri):
+    """The UI saves a view without `writtenBy`: a refresh leaves it; with the tag deleted, the next
+    refresh writes the generated view again."""
+    import json
+
+    from mlflow import MlflowClient
+
+    a_study_job(mlflow_uri)
+    experiment_id = dashboards.refresh_dashboards(mlflow_uri)["vanishing_gradients"]
+    client = MlflowClient(mlflow_uri)
+    generated = json.loads(client.get_experiment(experiment_id).tags[dashboards.VIEW_TAG])
+    assert generated["writtenBy"] == dashboards.WRITER
+    state = dashboards.decode_state(generated["state"]) | {"selectedColumns": ["metrics.`train/loss`"], "groupBy": None}
+    theirs = json.dumps({"name": "mine", "createdAt": generated["createdAt"], "updatedAt": generated["updatedAt"] + 1,
+                         "state": json.dumps(state)})
+    client.set_experiment_tag(experiment_id, dashboards.VIEW_TAG, theirs)  # "Save" over the view in the UI
+    dashboards.refresh_dashboards(mlflow_uri)
+    assert client.get_experiment(experiment_id).tags[dashboards.VIEW_TAG] == theirs, "a view saved in the UI is theirs"
+
+    client.delete_experiment_tag(experiment_id, dashboards.VIEW_TAG)
+    dashboards.refresh_dashboards(mlflow_uri)
+    again = json.loads(client.get_experiment(experiment_id).tags[dashboards.VIEW_TAG])
+    assert again["writtenBy"] == dashboards.WRITER
+    assert dashboards.decode_state(again["state"]) == dashboards.decode_state(generated["state"])
 
 
 def test_the_screenshot_command_refuses_a_missing_store(tmp_path, monkeypatch):
