@@ -449,6 +449,14 @@ def refresh_dashboard(uri: str | None, experiment_name: str) -> str | None:
                              study=jobs[0].data.tags.get("study") or experiment_name)
 
 
+def existing_dashboards(uri: str | None) -> dict[str, str]:
+    """Name -> experiment id of every active experiment that already has a dashboard view, read
+    without writing anything (`--no-dashboards` still lists them)."""
+    client = MlflowClient(stores.check_readable_store(uri))
+    return {experiment.name: experiment.experiment_id for experiment in client.search_experiments()
+            if VIEW_TAG in experiment.tags}
+
+
 def refresh_dashboards(uri: str | None) -> dict[str, str]:
     """`refresh_dashboard` for every active experiment with runs; returns name -> experiment id.
 

@@ -206,7 +206,7 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path,
             raise UIError(f"mlflow server exited with code {process.returncode} before answering at "
                           f"{url}; its log ({log_path}) ends with:\n{_log_tail(log_path)}")
         time.sleep(POLL_S)
-    raise UIError(f"mlflow server did not answer at {url} within {timeout_s:.0f} s; its log "
+    raise UIError(f"mlflow server did not answer at {url} within {timeout_s:g} s; its log "
                   f"({log_path}) ends with:\n{_log_tail(log_path)}")
 
 
@@ -285,12 +285,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _refresh_or_warn(uri: str) -> dict[str, str]:
-    """`refresh_dashboards`, or a warning and none: the UI is worth starting without them."""
+def _dashboards_or_warn(uri: str, refresh: bool) -> dict[str, str]:
+    """The studies' dashboards to link: refreshed (`refresh_dashboards`), or as they are (`--no-dashboards`:
+    `existing_dashboards`, nothing written); a warning and none if the store cannot say: the UI is worth
+    starting without them."""
     try:
-        return dashboards.refresh_dashboards(uri)
+        return dashboards.refresh_dashboards(uri) if refresh else dashboards.existing_dashboards(uri)
     except Exception as err:  # noqa: BLE001 - e.g. a store of an older MLflow; the server will say
-        print(f"warning: dashboards not refreshed ({type(err).__name__}: {err})", file=sys.stderr)
+        print(f"warning: dashboards not {'refreshed' if refresh else 'listed'} ({type(err).__name__}: {err})",
+              file=sys.stderr)
         return {}
 
 
@@ -324,7 +327,7 @@ def _serve_until_interrupted(uri: str, args: argparse.Namespace) -> int:
     """Start the server for a local store, announce it, wait for a stop signal (`Stopped`), stop it;
     1 if the server stops by itself (its log kept)."""
     port = choose_port(args.host, args.port)
-    prepared = {} if args.no_dashboards else _refresh_or_warn(uri)
+    prepared = _dashboards_or_warn(uri, refresh=not args.no_dashboards)
     log = new_log(port)
     url = base_url(args.host, port)
     print(f"starting MLflow's UI at {url} (store {uri}) ...", flush=True)

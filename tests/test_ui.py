@@ -253,6 +253,18 @@ def test_no_dashboards_leaves_the_store_untouched(tmp_path, mlflow_uri):
     assert sorted(path.name for path in db.parent.glob(db.name + "*")) == beside, "no journal or WAL left beside it"
 
 
+def test_no_dashboards_still_links_the_dashboards_already_there(mlflow_uri):
+    """`--no-dashboards` writes nothing, yet lists the studies whose dashboards exist (made by their sweeps
+    or an earlier refresh), as the UI prints them; a study without one is not listed."""
+    a_study_job(mlflow_uri)
+    a_study_job(mlflow_uri, "initialization")
+    experiment_id = dashboards.refresh_dashboard(mlflow_uri, "vanishing_gradients")
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    before = db.read_bytes()
+    assert ui._dashboards_or_warn(mlflow_uri, refresh=False) == {"vanishing_gradients": experiment_id}
+    assert db.read_bytes() == before
+
+
 def never_answering_server(log_path: Path) -> subprocess.Popen[bytes]:
     """A process that neither answers nor exits, in its own process group as `ui.start_server` starts one."""
     log_path.write_text("loading the store\nstill loading\n")
