@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_nn_gradcheck import batch as gradcheck_batch
 
 from nnresearch.backend import make_rng, to_numpy
 from nnresearch.nn.activations import get_activation
 from nnresearch.nn.architectures import Builder, Init, cnn1d
 from nnresearch.nn.conv import Conv1D, Flatten, Reshape
+from nnresearch.nn.activations import ACTIVATIONS
 from nnresearch.nn.gradcheck import gradient_check
+from nnresearch.nn.losses import HEADS
 
 # (padding, stride, k, L, L_out, pad_left): the expected geometry written out by hand.
 # same: L_out = ceil(L / stride), total padding (L_out - 1) stride + k - L, the odd zero on the right.
@@ -110,6 +113,21 @@ def test_gradient_check(xp, activation, padding, stride):
             assert float(np.min(np.abs(to_numpy(unit.Z)))) > 1e-4
     errors = gradient_check(net, X, Y)
     assert set(errors) == {f"{p}{l}" for p in "Wb" for l in range(1, 5)}
+    assert max(errors.values()) < 1e-6, errors
+
+
+SMOOTH = sorted(set(ACTIVATIONS) - {"relu", "leaky_relu"})  # central differences need no kink near the point
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("activation", SMOOTH)
+def test_gradient_check_every_head_and_activation_with_one_example(activation, head):
+    """Beyond tanh/relu with softmax: every smooth activation and every head, on a batch of one example
+    (m = 1) with a stride longer than the kernel (stride 4 > k 3: positions the kernel never reaches)."""
+    builder = Builder(np, np.float64, make_rng(0), Init("xavier_normal", bias="normal"), activation)
+    net = cnn1d(builder, 12, [3, 2], 3, 2, head, stride=4, hidden=3, padding="valid")
+    X, Y = gradcheck_batch(head, np, np.random.default_rng(5), n_in=12, n_out=2, m=1)
+    errors = gradient_check(net, X, Y)
     assert max(errors.values()) < 1e-6, errors
 
 

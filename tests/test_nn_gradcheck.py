@@ -13,7 +13,7 @@ from nnresearch.nn.activations import ACTIVATIONS
 from nnresearch.nn.architectures import Builder, logistic_regression, mlp, residual_mlp, softmax_regression
 from nnresearch.nn.batchnorm import BatchNorm
 from nnresearch.nn.gradcheck import gradient_check
-from nnresearch.nn.losses import HEADS
+from nnresearch.nn.losses import HEADS, get_head, on_label_sets
 
 TOLERANCE = 1e-6
 KINKED = ("relu", "leaky_relu")
@@ -180,3 +180,22 @@ def test_gradient_check_refuses_float32(xp):
     X, Y = batch("softmax_ce", xp, np.random.default_rng(1))
     with pytest.raises(TypeError, match="float64"):
         gradient_check(network, xp.astype(X, xp.float32), xp.astype(Y, xp.float32))
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("kind", ["mlp", "residual_mlp"])
+def test_backprop_with_a_batch_of_one_example(kind, head):
+    """m = 1: every 1/m and every sum over the batch axis of a single column (BatchNorm refuses m = 1 in training)."""
+    network = build(kind, "tanh", head, seed=0)
+    X, Y = batch(head, np, np.random.default_rng(7), m=1)
+    assert_passes(gradient_check(network, X, Y), network)
+
+
+@pytest.mark.parametrize("name", ["softmax_ce", "naive_softmax_ce"])
+def test_backprop_of_a_softmax_head_on_label_sets(name):
+    """Multi-hot targets, some columns empty, some full: the head trains on their distribution."""
+    network = build("mlp", "tanh", name, seed=0)
+    network.head = on_label_sets(get_head(name))
+    X = np.random.default_rng(8).normal(size=(N_IN, 4))
+    Y = np.array([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]])  # all, none, two, one
+    assert_passes(gradient_check(network, X, Y), network)

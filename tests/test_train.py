@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -175,3 +177,31 @@ def test_the_probe_batches_follow_the_run_seed_without_using_its_generator(monke
     assert derived_rng(rng, 1, 3).integers(1 << 30) == derived_rng(make_rng(7), 1, 3).integers(1 << 30)
     assert derived_rng(rng, 1, 3).integers(1 << 30) != derived_rng(rng, 1, 4).integers(1 << 30)
     assert rng.bit_generator.state == before
+
+
+def test_the_same_seed_gives_the_same_bits_in_another_process():
+    """A run's numbers depend on its seed only: two fresh processes, each with its own hash seed, train the
+    same config (shuffled batches, a schedule, clipping, probes) to bit-identical parameters."""
+    import subprocess
+    import sys
+
+    script = """
+import hashlib
+from nnresearch import experiment
+from nnresearch.config import compose, validate
+from nnresearch.nn.optim import make_optimizer
+from nnresearch.sinks import MemorySink
+from nnresearch.train import LoopOptions, train
+cfg = validate(compose(["data=spirals", "trainer.epochs=3", "trainer.batch_size=32", "tracking=off"]))
+p = experiment.prepare(cfg)
+train(p.network, p.splits, make_optimizer("momentum", momentum=0.9), lambda step: 0.1 / (1 + step / 50),
+      LoopOptions(epochs=3, batch_size=32, clip_norm=1.0, probe_every=1, progress=False), p.rng, MemorySink())
+digest = hashlib.sha256()
+for name, array in sorted(p.network.params().items()):
+    digest.update(name.encode() + array.tobytes())
+print(digest.hexdigest())
+"""
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout.strip()
+               for hash_seed in (1, 2)}
+    assert len(digests) == 1 and len(next(iter(digests))) == 64, digests
