@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -287,7 +287,14 @@ def _check_model(m: ModelConfig) -> None:
     if m.widths is not None:
         if min(m.widths, default=1) < 1:
             raise ValueError(f"model.widths={m.widths}: every width must be >= 1")
+        for key, implied in (("depth", len(m.widths)), ("width", None)):  # widths gives both (validated: depth is its length)
+            value = getattr(m, key)
+            if value != implied and all(value != getattr(preset, key) for preset in (ModelConfig(), _model_preset(m.name))):
+                raise ValueError(f"model.{key}={value} has no effect with model.widths={m.widths}, which sets every "
+                                 f"hidden layer's width (drop model.{key}, or model.widths)")
         m.depth = len(m.widths)
+    if not m.channels or min(m.channels) < 1:
+        raise ValueError(f"model.channels={m.channels}: expected a non-empty list of channel counts, every one >= 1")
     if m.name == "residual_mlp":
         _at_least("model.depth", m.depth, 1)
     _at_least("model.kernel_size", m.kernel_size, 1)
@@ -419,9 +426,13 @@ def _check_optim(o: OptimConfig, t: TrainerConfig) -> None:
     _at_least("optim.gamma", o.gamma, 0.0, strict=True)
     _at_most("optim.gamma", o.gamma, 1.0)
     _at_least("optim.min_lr", o.min_lr, 0.0)
+    _at_most("optim.min_lr", o.min_lr, o.lr, bound=f"optim.lr={o.lr} (a schedule decays the lr towards it)")
     _at_least("optim.warmup_epochs", o.warmup_epochs, 0)
     _at_most("optim.warmup_epochs", o.warmup_epochs, t.epochs, bound=f"trainer.epochs={t.epochs}")
     _unit_interval("optim.momentum", o.momentum)
+    if o.name == "nesterov" and o.momentum == 0:
+        raise ValueError("optim.momentum=0 with optim.name=nesterov: Nesterov momentum needs 0 < optim.momentum < 1 "
+                         "(optim=sgd is plain gradient descent)")
     _unit_interval("optim.beta1", o.beta1)
     _unit_interval("optim.beta2", o.beta2)
     _at_least("optim.eps", o.eps, 0.0, strict=True)
@@ -550,8 +561,8 @@ def _check_batchnorm(c: Config) -> None:
 
 def data_may_refuse(cfg: Config) -> bool:
     """Whether `experiment.check_fits_data` may refuse the validated `cfg`: a head with an accuracy
-    (its targets must lie in [0, 1]) on regression data, or BatchNorm or `data.train_size` on a data set
-    whose size `validate` does not know (digits, breast_cancer). The grid sweeper makes the data of just
+    (its targets must lie in [0, 1]) on regression data, or BatchNorm, `data.train_size` or `data.n_samples`
+    (more than the set holds) on a data set whose size `validate` does not know (digits, breast_cancer). The grid sweeper makes the data of just
     these jobs before the first starts (`callbacks.refuse_bad_jobs`)."""
     from nnresearch.data import DATA_TASKS
 
@@ -559,7 +570,8 @@ def data_may_refuse(cfg: Config) -> bool:
     head = HEADS[cfg.model.head or DEFAULT_HEADS[task]]
     size_unknown = _split_train_size(cfg.data) is None
     return ((task == "regression" and head.accuracy is not None) or (has_batchnorm(cfg.model) and known_train_size(cfg.data) is None)
-            or (cfg.data.train_size is not None and size_unknown))
+            or (cfg.data.train_size is not None and size_unknown)
+            or (cfg.data.n_samples is not None and _n_samples(replace(cfg.data, n_samples=None)) is None))
 
 
 def validate(cfg: DictConfig | Config) -> Config:
@@ -574,6 +586,9 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_fits_data(c)
     _check_batchnorm(c)
     _one_of("tracking.skip_finished", c.tracking.skip_finished, SKIP_FINISHED)
+    if not str(c.tracking.experiment or c.study).strip():
+        raise ValueError(f"study={c.study!r} with tracking.experiment={c.tracking.experiment!r}: the MLflow experiment "
+                         "needs a name; set study (or tracking.experiment) to a non-empty name")
     return c
 
 

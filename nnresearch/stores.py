@@ -159,13 +159,17 @@ def store_lock(uri: str) -> AbstractContextManager[Any]:
 def check_store(uri: str | None = None) -> str:
     """The resolved URI of a store this process can use, checked without opening it (cheap enough for
     every job of a sweep before the first starts): a URI some MLflow store has (TrackingURIError), a
-    writable place for a SQLite file (PermissionError), a server that answers (ConnectionError)."""
+    writable place for a SQLite file (PermissionError) that is MLflow's if it exists and is not empty
+    (UnreadableStoreError: a folder, another file, another program's database), a server that answers
+    (ConnectionError)."""
     uri = resolve_uri(uri)
     if uri in _CHECKED_STORES:
         return uri
     db = sqlite_path(uri)
     if db is not None:
         _check_writable(db)
+        if db.exists() and not (db.is_file() and db.stat().st_size == 0):  # an empty file becomes the store
+            _check_sqlite_store(uri, db, fix="set tracking.uri to your store")
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
     _CHECKED_STORES.add(uri)
@@ -197,7 +201,7 @@ def check_readable_store(uri: str | None = None) -> str:
     return uri
 
 
-def _check_sqlite_store(uri: str, db: Path) -> None:
+def _check_sqlite_store(uri: str, db: Path, fix: str = "pass --uri for your store") -> None:
     """UnreadableStoreError unless `db` is an MLflow SQLite database; reads it, never writes it."""
     import sqlite3
 
@@ -205,7 +209,7 @@ def _check_sqlite_store(uri: str, db: Path) -> None:
         raise UnreadableStoreError(f"no MLflow store at {db} ({uri}); {READ_FIX}")
 
     def not_a_store(what: str) -> UnreadableStoreError:
-        return UnreadableStoreError(f"{db} is not an MLflow store ({what}); pass --uri for your store")
+        return UnreadableStoreError(f"{db} is not an MLflow store ({what}); {fix}")
 
     if not db.is_file():
         raise not_a_store("not a file")

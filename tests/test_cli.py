@@ -387,10 +387,10 @@ def test_a_study_without_multirun_says_it_runs_one_job(tmp_path, monkeypatch, ca
 
 def test_a_job_refused_before_its_run_existed_keeps_the_parent_failed_after_a_later_job_finishes(
         mlflow_uri, tmp_path, monkeypatch, capsys):
-    """Job 0 asks digits for more examples than it has (told only once loaded: no run), job 1 then
+    """Job 0 asks digits for more examples than it has (under Hydra's basic sweeper, told only once loaded: no run), job 1 then
     finishes: the parent stays FAILED (it took its children's worst status, and job 0 left no child)."""
     monkeypatch.chdir(tmp_path)
-    code, out, err = main_in_process(monkeypatch, capsys, "-m", "data=digits", "data.n_samples=5000,100", "trainer.epochs=1",
+    code, out, err = main_in_process(monkeypatch, capsys, "-m", "data=digits", "data.n_samples=5000,100", "hydra/sweeper=basic", "trainer.epochs=1",
                                      *QUICK, f"tracking.uri={mlflow_uri}", "study=half_refused")
     assert code != 0 and "n_samples=5000 for 'digits'" in err, out + err
     runs = all_runs(mlflow_uri)

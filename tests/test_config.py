@@ -102,7 +102,7 @@ def test_an_optimizer_or_schedule_setting_the_choice_ignores_is_refused(compose,
     ["model.init=constant", "model.init_value=0.2"],
     ["optim=sgd", "optim.momentum=0.9"],  # the schema default: nothing was asked for
     ["optim=momentum", "optim.momentum=0.5"],
-    ["optim=nesterov", "optim.momentum=0.0"],
+    ["optim=nesterov", "optim.momentum=0.5"],
     ["optim=adam", "optim.beta1=0.5", "optim.beta2=0.9", "optim.eps=1e-6", "optim.weight_decay=0.01"],
 ])
 def test_the_settings_an_optimizer_reads_are_accepted(compose, overrides):
@@ -240,6 +240,13 @@ def test_every_float_of_the_schema_must_be_finite(key, value):
     (["optim.schedule=cosine", "optim.min_lr=-1"], "optim.min_lr=-1.0 is out of range"),
     (["model.activation=leaky_relu", "model.alpha=1.5"], "model.alpha=1.5 is out of range"),
     (["model.init=uniform", "model.init_limit=-1"], "model.init_limit=-1.0 is out of range"),
+    (["optim.schedule=cosine", "optim.min_lr=5"], "optim.min_lr=5.0 is out of range; expected optim.min_lr <= optim.lr=0.1"),
+    (["model=cnn1d", "data=mnist1d", "model.channels=[0,16]"], "model.channels=[0, 16]: expected a non-empty list"),
+    (["model=cnn1d", "data=mnist1d", "model.channels=[]"], "model.channels=[]: expected a non-empty list"),
+    (["optim=nesterov", "optim.momentum=0"], "optim.momentum=0 with optim.name=nesterov: Nesterov momentum needs 0 <"),
+    (["model.widths=[8,8]", "model.depth=5"], "model.depth=5 has no effect with model.widths=[8, 8]"),
+    (["model.widths=[8,8]", "model.width=128"], "model.width=128 has no effect with model.widths=[8, 8]"),
+    (["study="], "study='' with tracking.experiment=None: the MLflow experiment needs a name"),
 ])
 def test_an_out_of_range_value_is_refused_naming_its_key(compose, overrides, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):

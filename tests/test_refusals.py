@@ -297,6 +297,8 @@ SWEEPS = {
     "gpu_without_one_in_parallel": (["trainer.device=cpu,gpu", "hydra/launcher=joblib"], "job 1 of 2 (trainer.device=gpu)"),
     "head_unfit_for_regression_targets": (["data=moons,sine", "model.head=sigmoid_bce"],
                                           "job 1 of 2 (data=sine): model.head=sigmoid_bce cannot fit data.name=sine"),
+    "samples_beyond_digits": (["data=digits", "data.n_samples=100,5000"],  # digits' 1,797: known once loaded
+                              "job 1 of 2 (data.n_samples=5000): n_samples=5000 for 'digits'"),
     "train_size_beyond_digits": (["data=digits", "data.train_size=1000,1080"],  # digits' size is known once loaded
                                  "job 1 of 2 (data.train_size=1080): train_size=1080 for 'digits' is out of range; "
                                  "expected 10 <= train_size <= 1079"),
@@ -363,3 +365,21 @@ def test_a_sweep_for_other_machines_is_not_refused_for_this_one_s(no_gpu, capsys
                     refuse_bad_jobs(loader, master, [job])
     err = capsys.readouterr().err
     assert err.count("sweep refused before any run started: job 0 of 1") == 2 and "trainer.device=gpu is not available" in err
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda path: path.mkdir(), "is not an MLflow store (not a file)"),
+    (lambda path: path.write_text("my notes"), "is not an MLflow store (not a SQLite database)"),
+])
+def test_a_store_path_holding_something_else_is_refused_before_any_folder(make, words, tmp_path, monkeypatch,
+                                                                          main_in_process):
+    """A folder or another file where the SQLite store should be: refused in one line, left as it was
+    (it was a 170-line SQLAlchemy traceback after Hydra had made outputs/). An empty file is let through:
+    MLflow makes the store in it."""
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "store.db"
+    make(target)
+    code, out, err = main_in_process(*SMALL, f"tracking.uri=sqlite:///{target}")
+    assert code == 2 and err.startswith("refused, no run created: ") and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "outputs").exists()
+    assert target.is_dir() or target.read_text() == "my notes"

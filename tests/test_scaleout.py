@@ -494,8 +494,8 @@ def test_the_code_version_is_the_same_in_every_process(tmp_path):
 
 def test_a_sweep_whose_jobs_are_refused_before_their_runs_exist_ends_its_parent(mlflow_uri, tmp_path, monkeypatch, main_in_process):
     monkeypatch.chdir(tmp_path)
-    # digits has 1,797 examples: known only once the data is loaded, so each job is refused as it runs
-    code, out, err = main_in_process("-m", "data=digits", "data.n_samples=5000,6000", "trainer.epochs=2", *QUIET,
+    # digits has 1,797 examples; Hydra's basic sweeper checks no job up front, so each is refused as it runs
+    code, out, err = main_in_process("-m", "data=digits", "data.n_samples=5000,6000", "hydra/sweeper=basic", "trainer.epochs=2", *QUIET,
                                      "study=refused_sweep", f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code != 0 and "n_samples=5000 for 'digits'" in err, out + err
     parents, children = parents_and_children(mlflow_uri)
