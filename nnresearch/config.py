@@ -237,11 +237,18 @@ def _check_known_keys(node: Any, prefix: str = "") -> None:
             _check_known_keys(getattr(node, name), f"{prefix}{name}.")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+
+
 def _check_finite(c: Config) -> None:
-    """Every float of the schema is finite (NaN passes every range check, inf most of them)."""
+    """Every float of the schema is finite (NaN passes every range check, inf most of them), and in a
+    float32 run within float32's range, where it would become inf."""
     for key, value in _schema_fields(c):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
+        if isinstance(value, float) and c.trainer.dtype == "float32" and abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{key}={value} is inf in float32 (trainer.dtype=float32, largest {FLOAT32_MAX:.4g}); "
+                             f"expected a smaller {key}, or trainer.dtype=float64")
 
 
 def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, tuple[str, ...]],

@@ -247,6 +247,7 @@ def test_every_float_of_the_schema_must_be_finite(key, value):
     (["model.widths=[8,8]", "model.depth=5"], "model.depth=5 has no effect with model.widths=[8, 8]"),
     (["model.widths=[8,8]", "model.width=128"], "model.width=128 has no effect with model.widths=[8, 8]"),
     (["study="], "study='' with tracking.experiment=None: the MLflow experiment needs a name"),
+    (["optim.lr=1e39"], "optim.lr=1e+39 is inf in float32 (trainer.dtype=float32, largest 3.403e+38)"),
 ])
 def test_an_out_of_range_value_is_refused_naming_its_key(compose, overrides, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
@@ -280,3 +281,11 @@ def test_the_hash_of_the_default_config_is_stable_across_versions(compose):
     """Stores written by earlier versions tag their runs with this hash; a new scheme would make
     `tracking.skip_finished` rerun every finished job of those stores."""
     assert config_hash(validate(compose([]))) == "e5a89b1b44964a13"
+
+
+def test_the_float32_bound_is_numpy_s():
+    import numpy as np
+
+    from nnresearch.config import FLOAT32_MAX
+
+    assert FLOAT32_MAX == float(np.finfo(np.float32).max)
