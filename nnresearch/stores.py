@@ -84,6 +84,8 @@ def resolve_uri(uri: str | None = None) -> str:
     if uri.startswith("sqlite:"):
         return _absolute_sqlite_uri(uri)
     if uri.startswith(("http://", "https://")):
+        if not urlparse(uri).hostname:
+            raise TrackingURIError(f"tracking uri {uri!r} names no host; use {URI_EXAMPLES}")
         return uri.rstrip("/")
     if uri.startswith("file:"):
         return _absolute_file_uri(uri)
@@ -172,6 +174,8 @@ def check_store(uri: str | None = None) -> str:
             _check_sqlite_store(uri, db, fix="set tracking.uri to your store")
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
+    elif uri.startswith("file:") and urlparse(uri).netloc in ("", "localhost"):
+        _check_writable(Path(unquote(urlparse(uri).path)))  # the folder MLflow's file store makes and writes
     _CHECKED_STORES.add(uri)
     return uri
 

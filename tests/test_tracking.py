@@ -80,7 +80,8 @@ def test_no_uri_means_mlflow_tracking_uri_when_it_is_set(tmp_path, monkeypatch):
     assert stores.resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
 
 
-@pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns", "htp://host:5000", "postgres://u@h/db"])
+@pytest.mark.parametrize("bad", ["sqlite:///:memory:", "sqlite://", "mlruns", "htp://host:5000", "postgres://u@h/db", "http://",
+                                 "https:///path"])
 def test_resolve_uri_refuses_unusable_uris(bad):
     with pytest.raises(stores.TrackingURIError, match="tracking uri"):
         stores.resolve_uri(bad)
@@ -685,3 +686,12 @@ def test_an_unusable_artifact_location_fails_the_run_instead_of_leaving_it_runni
         with tracking.open_run(uri, "proxied", "r") as sink:
             sink.log_text("x", "notes.txt")
     assert get_run(uri, sink.run_id).info.status == "FAILED"
+
+
+def test_a_file_store_where_no_folder_can_be_made_is_refused_before_use(tmp_path):
+    """`file:` stores are checked as SQLite files are: a file on the path (or no write access) is refused
+    by `check_store`, before a run's folder exists; it was an OSError traceback mid-run."""
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(PermissionError, match="a_file is not a directory"):
+        stores.check_store((tmp_path / "a_file" / "mlruns").as_uri())
+    assert stores.check_store((tmp_path / "mlruns").as_uri()) == (tmp_path / "mlruns").as_uri()
