@@ -35,7 +35,8 @@ from filelock import FileLock
 DEFAULT_URI = "sqlite:///mlflow.db"
 # The schemes of MLflow's own tracking stores (a database scheme may name its driver: postgresql+psycopg2);
 # plugins add theirs as entry points of the group `mlflow.tracking_store`.
-MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # SQLAlchemy dialects MLflow's SQL store takes beside SQLite
+MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", *DATABASE_SCHEMES, "databricks", "databricks-uc", "uc")
 BARE_SCHEMES = ("databricks", "databricks-uc", "uc")  # a URI of the scheme alone, which MLflow takes too
 URI_EXAMPLES = "sqlite:///path/to/mlflow.db (the default), file:path/to/mlruns or http://host:port"
 HTTP_TIMEOUT_S = 5.0
@@ -176,8 +177,24 @@ def check_store(uri: str | None = None) -> str:
         _check_server(uri)
     elif uri.startswith("file:") and urlparse(uri).netloc in ("", "localhost"):
         _check_writable(Path(unquote(urlparse(uri).path)))  # the folder MLflow's file store makes and writes
+    elif uri.split(":", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+        _check_driver(uri)
     _CHECKED_STORES.add(uri)
     return uri
+
+
+def _check_driver(uri: str) -> None:
+    """TrackingURIError unless the Python driver of a database URI (`postgresql[+driver]://...`) is
+    installed: SQLAlchemy imports it only when MLflow first connects, mid-run."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    try:
+        url.get_dialect().import_dbapi()
+    except ImportError as err:
+        raise TrackingURIError(f"tracking uri {url.render_as_string(hide_password=True)!r} needs the database driver "
+                               f"{err.name!r}, which is not installed: install it, or name an installed driver "
+                               f"({url.get_backend_name()}+<driver>://...)") from None
 
 
 def check_readable_store(uri: str | None = None) -> str:

@@ -695,3 +695,12 @@ def test_a_file_store_where_no_folder_can_be_made_is_refused_before_use(tmp_path
     with pytest.raises(PermissionError, match="a_file is not a directory"):
         stores.check_store((tmp_path / "a_file" / "mlruns").as_uri())
     assert stores.check_store((tmp_path / "mlruns").as_uri()) == (tmp_path / "mlruns").as_uri()
+
+
+def test_a_database_store_without_its_driver_is_refused_before_use():
+    """SQLAlchemy imports a database's driver when MLflow first connects, mid-run (a ModuleNotFoundError
+    traceback after the run's folder existed): `check_store` imports it first, and hides the password."""
+    with pytest.raises(stores.TrackingURIError, match=r"'mysql://u:\*\*\*@host/db' needs the database driver 'MySQLdb'"):
+        stores.check_store("mysql://u:secret@host/db")
+    pytest.importorskip("psycopg2")
+    assert stores.check_store("postgresql+psycopg2://u@127.0.0.1:1/db") == "postgresql+psycopg2://u@127.0.0.1:1/db"
