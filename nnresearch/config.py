@@ -238,17 +238,21 @@ def _check_known_keys(node: Any, prefix: str = "") -> None:
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+FLOAT32_ROUNDS_TO_ZERO = 7.006492321624085e-46  # half of float32's smallest subnormal: below it a value becomes 0
 
 
 def _check_finite(c: Config) -> None:
     """Every float of the schema is finite (NaN passes every range check, inf most of them), and in a
-    float32 run within float32's range, where it would become inf."""
+    float32 run within float32's range, where it would become inf, or, nonzero, 0."""
     for key, value in _schema_fields(c):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
         if isinstance(value, float) and c.trainer.dtype == "float32" and abs(value) > FLOAT32_MAX:
             raise ValueError(f"{key}={value} is inf in float32 (trainer.dtype=float32, largest {FLOAT32_MAX:.4g}); "
                              f"expected a smaller {key}, or trainer.dtype=float64")
+        if isinstance(value, float) and c.trainer.dtype == "float32" and 0 < abs(value) <= FLOAT32_ROUNDS_TO_ZERO:
+            raise ValueError(f"{key}={value} is 0 in float32 (trainer.dtype=float32); expected 0 itself, a larger "
+                             f"{key}, or trainer.dtype=float64")
 
 
 def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, tuple[str, ...]],

@@ -248,6 +248,7 @@ def test_every_float_of_the_schema_must_be_finite(key, value):
     (["model.widths=[8,8]", "model.width=128"], "model.width=128 has no effect with model.widths=[8, 8]"),
     (["study="], "study='' with tracking.experiment=None: the MLflow experiment needs a name"),
     (["optim.lr=1e39"], "optim.lr=1e+39 is inf in float32 (trainer.dtype=float32, largest 3.403e+38)"),
+    (["optim=adam", "optim.eps=1e-50"], "optim.eps=1e-50 is 0 in float32 (trainer.dtype=float32)"),
 ])
 def test_an_out_of_range_value_is_refused_naming_its_key(compose, overrides, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
@@ -286,6 +287,9 @@ def test_the_hash_of_the_default_config_is_stable_across_versions(compose):
 def test_the_float32_bound_is_numpy_s():
     import numpy as np
 
-    from nnresearch.config import FLOAT32_MAX
+    from nnresearch.config import FLOAT32_MAX, FLOAT32_ROUNDS_TO_ZERO
 
     assert FLOAT32_MAX == float(np.finfo(np.float32).max)
+    smallest = float(np.finfo(np.float32).smallest_subnormal)
+    assert FLOAT32_ROUNDS_TO_ZERO == smallest / 2 and np.float32(FLOAT32_ROUNDS_TO_ZERO) == 0
+    assert np.float32(np.nextafter(FLOAT32_ROUNDS_TO_ZERO, 1.0)) == smallest
