@@ -127,12 +127,9 @@ class Study:
     @property
     def run_command(self) -> str:
         """The command that runs this study into this store and experiment (the defaults left out)."""
-        overrides = [f"experiment={self.name}"]
-        if self.uri != resolve_uri(None):
-            overrides.append(f"tracking.uri={self.uri}")
-        if self.experiment != self.name:
-            overrides.append(f"tracking.experiment={self.experiment}")
-        return shlex.join(["python", "-m", "nnresearch.run", "-m", *overrides])
+        [command] = dashboards.commands_for_store([f"python -m nnresearch.run -m experiment={self.name}"], self.uri,
+                                                  self.experiment, self.name)
+        return command
 
     def _not_run(self, what: str) -> StudyNotRun:
         return StudyNotRun(f"study {self.name!r} has {what} in {self.uri}; run it first: {self.run_command}",

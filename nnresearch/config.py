@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -244,15 +244,26 @@ FLOAT32_ROUNDS_TO_ZERO = 7.006492321624085e-46  # half of float32's smallest sub
 def _check_finite(c: Config) -> None:
     """Every float of the schema is finite (NaN passes every range check, inf most of them), and in a
     float32 run within float32's range, where it would become inf, or, nonzero, 0."""
-    for key, value in _schema_fields(c):
-        if isinstance(value, float) and not math.isfinite(value):
+    floats = [(key, value) for key, value in _schema_fields(c) if isinstance(value, float)]
+    for key, value in floats:
+        if not math.isfinite(value):
             raise ValueError(f"{key}={value} is not a finite number; expected a finite {key}")
-        if isinstance(value, float) and c.trainer.dtype == "float32" and abs(value) > FLOAT32_MAX:
+    if c.trainer.dtype != "float32":
+        return
+    for key, value in floats:
+        if abs(value) > FLOAT32_MAX:
             raise ValueError(f"{key}={value} is inf in float32 (trainer.dtype=float32, largest {FLOAT32_MAX:.4g}); "
                              f"expected a smaller {key}, or trainer.dtype=float64")
-        if isinstance(value, float) and c.trainer.dtype == "float32" and 0 < abs(value) <= FLOAT32_ROUNDS_TO_ZERO:
+        if 0 < abs(value) <= FLOAT32_ROUNDS_TO_ZERO:
             raise ValueError(f"{key}={value} is 0 in float32 (trainer.dtype=float32); expected 0 itself, a larger "
                              f"{key}, or trainer.dtype=float64")
+
+
+def _asked_for(node: Any, key: str, presets: Sequence[Any] = ()) -> bool:
+    """Whether `node.<key>` was set on purpose: away from its schema default and from its value in each
+    of `presets` (a model's own config, which sets what the model needs)."""
+    value = getattr(node, key)
+    return all(value != getattr(preset, key) for preset in (type(node)(), *presets))
 
 
 def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, tuple[str, ...]],
@@ -260,11 +271,11 @@ def _check_unread_fields(node: Any, group: str, choice: str, readers: dict[str, 
     """Refuse a field of `readers` (choice -> the fields it reads) that the chosen `node.<choice>`
     does not read, set away from its schema default and from its value in each of `presets` (the
     chosen model's own config): it has no effect on the run. `group` is the node's key."""
-    chosen, unset = getattr(node, choice), (type(node)(), *presets)
+    chosen = getattr(node, choice)
     specific = {key for used in readers.values() for key in used}
     for key in sorted(specific - set(readers.get(chosen, ()))):
-        value = getattr(node, key)
-        if all(value != getattr(preset, key) for preset in unset):
+        if _asked_for(node, key, presets):
+            value = getattr(node, key)
             users = ", ".join(name for name, used in readers.items() if key in used)
             chooser = group if choice == "name" else f"{group}.{choice}"
             raise ValueError(f"{group}.{key}={value} has no effect with {chooser}={chosen}; it is used by "
@@ -300,7 +311,7 @@ def _check_model(m: ModelConfig) -> None:
             raise ValueError(f"model.widths={m.widths}: every width must be >= 1")
         for key, implied in (("depth", len(m.widths)), ("width", None)):  # widths gives both (validated: depth is its length)
             value = getattr(m, key)
-            if value != implied and all(value != getattr(preset, key) for preset in (ModelConfig(), _model_preset(m.name))):
+            if value != implied and _asked_for(m, key, [_model_preset(m.name)]):
                 raise ValueError(f"model.{key}={value} has no effect with model.widths={m.widths}, which sets every "
                                  f"hidden layer's width (drop model.{key}, or model.widths)")
         m.depth = len(m.widths)
@@ -367,11 +378,16 @@ def _least_samples(classes: int, val_fraction: float, test_fraction: float) -> i
     return least
 
 
-def _n_samples(d: DataConfig) -> int | None:
-    """`data.n_samples`, or the data set's own count (None for digits and breast_cancer, known once loaded)."""
+def _own_count(name: str) -> int | None:
+    """The data set's own count of examples (None for digits and breast_cancer, known once loaded)."""
     from nnresearch.data.registry import generator_arguments
 
-    return d.n_samples if d.n_samples is not None else generator_arguments(d.name)["n_samples"]
+    return generator_arguments(name)["n_samples"]
+
+
+def _n_samples(d: DataConfig) -> int | None:
+    """`data.n_samples`, or the data set's own count (`_own_count`)."""
+    return d.n_samples if d.n_samples is not None else _own_count(d.name)
 
 
 def _check_splits(d: DataConfig) -> None:
@@ -582,7 +598,7 @@ def data_may_refuse(cfg: Config) -> bool:
     size_unknown = _split_train_size(cfg.data) is None
     return ((task == "regression" and head.accuracy is not None) or (has_batchnorm(cfg.model) and known_train_size(cfg.data) is None)
             or (cfg.data.train_size is not None and size_unknown)
-            or (cfg.data.n_samples is not None and _n_samples(replace(cfg.data, n_samples=None)) is None))
+            or (cfg.data.n_samples is not None and _own_count(cfg.data.name) is None))
 
 
 def validate(cfg: DictConfig | Config) -> Config:

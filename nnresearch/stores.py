@@ -141,6 +141,11 @@ def _absolute_file_uri(uri: str) -> str:
     return Path(os.path.abspath(os.path.expanduser(unquote(parsed.path)))).as_uri()
 
 
+def file_store_folder(uri: str) -> Path:
+    """The folder of a `file:` store's URI."""
+    return Path(unquote(urlparse(uri).path))
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a resolved `sqlite:` URI, or None for any other kind of store."""
     if not uri.startswith("sqlite:///"):
@@ -176,7 +181,7 @@ def check_store(uri: str | None = None) -> str:
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
     elif uri.startswith("file:") and urlparse(uri).netloc in ("", "localhost"):
-        _check_writable(Path(unquote(urlparse(uri).path)))  # the folder MLflow's file store makes and writes
+        _check_writable(file_store_folder(uri))  # the folder MLflow's file store makes and writes
     elif uri.split(":", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
         _check_driver(uri)
     _CHECKED_STORES.add(uri)
@@ -216,7 +221,7 @@ def check_readable_store(uri: str | None = None) -> str:
     if db is not None:
         _check_sqlite_store(uri, db)
     elif uri.startswith("file:"):
-        folder = Path(unquote(urlparse(uri).path))
+        folder = file_store_folder(uri)
         if not folder.is_dir():
             raise UnreadableStoreError(f"no MLflow file store at {folder} ({uri}); pass --uri for your store")
     return uri

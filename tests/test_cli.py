@@ -491,3 +491,13 @@ def test_help_lists_every_config_group_and_cfg_job_prints_the_composed_config(tm
     assert printed.returncode == 0, failure_report(printed)
     assert "  depth: 3\n" in printed.stdout and "  name: adam\n" in printed.stdout, printed.stdout
     assert list(tmp_path.iterdir()) == [], "--cfg job ran something"
+
+
+@pytest.mark.parametrize("override", ["trainer.epoch=3", "trainer.epochs=2.5", "model=mpl"])
+def test_a_wrong_type_or_a_misspelled_key_or_option_is_hydra_s_own_error(override, tmp_path, monkeypatch, capsys):
+    """README: without `+`, these never reach `validate`: Hydra refuses them in several lines, exit
+    status 1, and nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(monkeypatch, capsys, override, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    assert code == 1 and len(err.strip().splitlines()) > 1, (code, err)
+    assert list(tmp_path.iterdir()) == []
