@@ -52,6 +52,9 @@ HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQU
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 MLFLOW_TABLES = ("alembic_version", "experiments", "runs")  # what every MLflow SQLite store has
+# The first table MLflow creates in a new SQLite store (its initial models, in dependency order); another
+# process's store in the making has it from its first table on, or no table yet.
+FIRST_MLFLOW_TABLE = "experiments"
 READ_FIX = "run an experiment first (python -m nnresearch.run) or pass --uri for your store"
 
 _READY_STORES: set[str] = set()
@@ -169,7 +172,8 @@ def check_store(uri: str | None = None) -> str:
     every job of a sweep before the first starts): a URI some MLflow store has (TrackingURIError), a
     writable place for a SQLite file (PermissionError) that is MLflow's if it exists and is not empty
     (UnreadableStoreError: a folder, another file, another program's database), a server that answers
-    (ConnectionError)."""
+    (ConnectionError). A SQLite store another job is making (no table yet, or some of MLflow's) is
+    let through: `ensure_store` waits for it under the store's lock."""
     uri = resolve_uri(uri)
     if uri in _CHECKED_STORES:
         return uri
@@ -177,7 +181,7 @@ def check_store(uri: str | None = None) -> str:
     if db is not None:
         _check_writable(db)
         if db.exists() and not (db.is_file() and db.stat().st_size == 0):  # an empty file becomes the store
-            _check_sqlite_store(uri, db, fix="set tracking.uri to your store")
+            _check_sqlite_store(uri, db, fix="set tracking.uri to your store", in_the_making=True)
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
     elif uri.startswith("file:") and urlparse(uri).netloc in ("", "localhost"):
@@ -227,8 +231,9 @@ def check_readable_store(uri: str | None = None) -> str:
     return uri
 
 
-def _check_sqlite_store(uri: str, db: Path, fix: str = "pass --uri for your store") -> None:
-    """UnreadableStoreError unless `db` is an MLflow SQLite database; reads it, never writes it."""
+def _check_sqlite_store(uri: str, db: Path, fix: str = "pass --uri for your store", *, in_the_making: bool = False) -> None:
+    """UnreadableStoreError unless `db` is an MLflow SQLite database, or, `in_the_making`, one that
+    MLflow may be creating now (no table, or `FIRST_MLFLOW_TABLE` among them); reads it, never writes it."""
     import sqlite3
 
     if not db.exists():
@@ -255,6 +260,8 @@ def _check_sqlite_store(uri: str, db: Path, fix: str = "pass --uri for your stor
         return  # locked, or a journal to roll back: MLflow's own open waits for it or says what it is
     except sqlite3.DatabaseError as err:
         raise not_a_store(f"SQLite: {err}") from None
+    if in_the_making and (not tables or FIRST_MLFLOW_TABLE in tables):
+        return
     if not set(MLFLOW_TABLES) <= tables:
         raise not_a_store("a SQLite database without MLflow's tables")
 

@@ -16,15 +16,17 @@ any run started`):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_cli import count_runs
 
-from nnresearch import backend, experiment
+from nnresearch import backend, experiment, stores
 from nnresearch.config import (
     MODEL_FIELDS,
     MODELS,
@@ -383,3 +385,29 @@ def test_a_store_path_holding_something_else_is_refused_before_any_folder(make, 
     assert code == 2 and err.startswith("refused, no run created: ") and words in err and "Traceback" not in err, err
     assert not (tmp_path / "outputs").exists()
     assert target.is_dir() or target.read_text() == "my notes"
+
+
+@pytest.mark.parametrize(("tables", "refused"), [
+    ((), False),  # a database MLflow has opened but not yet written to
+    (("experiments",), False),  # MLflow's first table: another job is making the store now
+    (("experiments", "runs", "metrics"), False),
+    (("notes",), True),  # another program's database
+])
+def test_a_store_another_job_is_making_is_not_refused(tables, refused, tmp_path):
+    """Two jobs of a joblib sweep start on a store that does not exist yet: one makes it under the store's
+    lock, table by table, while the other checks it (`check_store`) before it waits for that lock. Seen
+    half-made, the store was refused as "a SQLite database without MLflow's tables", which failed the
+    sweep; another program's database still is."""
+    db = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("PRAGMA user_version = 1")  # the header is written even with no table
+        for table in tables:
+            connection.execute(f"CREATE TABLE {table} (id INTEGER)")
+    uri = f"sqlite:///{db}"
+    if refused:
+        with pytest.raises(stores.UnreadableStoreError, match="a SQLite database without MLflow's tables"):
+            stores.check_store(uri)
+    else:
+        assert stores.check_store(uri) == uri
+    with pytest.raises(stores.UnreadableStoreError, match="without MLflow's tables"):
+        stores.check_readable_store(uri)  # reading needs a whole store
