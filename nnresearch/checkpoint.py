@@ -74,7 +74,8 @@ def read_metadata(path: str | Path) -> tuple[int, dict[str, str] | None]:
     try:
         meta = load_npz(path, META)
     except FileNotFoundError:
-        raise ValueError(f"no checkpoint at {path} (no such file); give one that trainer.checkpoint_every wrote, "
+        what = "a folder, not a checkpoint file" if Path(path).is_dir() else "no such file"
+        raise ValueError(f"no checkpoint at {path} ({what}); give one that trainer.checkpoint_every wrote, "
                          "<output dir>/checkpoints/epochNNNNN.npz") from None
     _check_is_checkpoint(path, meta.keys())
     return int(meta["epoch"]), _saved_settings(meta) if "settings" in meta else None

@@ -155,8 +155,8 @@ def device_splits(data: Dataset, xp: Any, dtype: Any) -> tuple[Splits, Any, Any]
 
 class RefusedBeforeRun(ValueError):
     """A job that cannot start as configured, found before its MLflow run exists (`execute`): data
-    that cannot be made so (`load_data`), a head unfit for them (`check_head_fits`), a checkpoint it
-    cannot continue (`resume`)."""
+    that cannot be made so (`load_data`), data and a network that do not fit in memory (`prepare`), a
+    head unfit for them (`check_head_fits`), a checkpoint it cannot continue (`resume`)."""
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -186,12 +186,18 @@ class Prepared(NamedTuple):
 
 def prepare(cfg: Config) -> Prepared:
     """Data, network and splits of `cfg` on its device and dtype, built in the order that fixes a
-    run's numbers (the generator draws the initial weights first, then every epoch's order)."""
-    data = load_data(cfg)
-    xp = backend.select(cfg.trainer.device)
-    rng = backend.make_rng(cfg.trainer.seed)
-    network = build_network(cfg, data, xp, rng)
-    splits, X_test, Y_test = device_splits(data, xp, backend.dtype_of(xp, cfg.trainer.dtype))
+    run's numbers (the generator draws the initial weights first, then every epoch's order).
+    RefusedBeforeRun when they do not fit in memory (NumPy's or CuPy's MemoryError, which names the
+    array it could not allocate)."""
+    try:
+        data = load_data(cfg)
+        xp = backend.select(cfg.trainer.device)
+        rng = backend.make_rng(cfg.trainer.seed)
+        network = build_network(cfg, data, xp, rng)
+        splits, X_test, Y_test = device_splits(data, xp, backend.dtype_of(xp, cfg.trainer.dtype))
+    except MemoryError as error:
+        raise RefusedBeforeRun(f"the data and network of this run do not fit in memory ({error}); make them smaller "
+                               "(data.n_samples, model.width, model.depth, model.widths, model.channels)") from None
     return Prepared(data, network, splits, X_test, Y_test, rng)
 
 

@@ -174,6 +174,13 @@ def test_a_missing_checkpoint_is_refused():
         check_machine(validate(compose(["trainer.resume=/nonexistent.npz"])))
 
 
+def test_a_folder_given_as_checkpoint_is_refused_as_a_folder(tmp_path):
+    """`trainer.resume=<output dir>/checkpoints` (the folder, not one file in it) said "no such file"."""
+    with pytest.raises(ValueError, match=rf"^trainer\.resume: no checkpoint at {re.escape(str(tmp_path))} "
+                                         r"\(a folder, not a checkpoint file\)"):
+        check_machine(validate(compose([f"trainer.resume={tmp_path}"])))
+
+
 def test_a_checkpoint_with_other_settings_or_no_epoch_left_is_refused(checkpoint, tmp_path):
     with pytest.raises(ValueError, match=rf"^trainer\.resume: {re.escape(str(checkpoint))} was written with other "
                                          r"settings than this run: model\.width=8 \(this run: 16\)"):
@@ -411,3 +418,17 @@ def test_a_store_another_job_is_making_is_not_refused(tables, refused, tmp_path)
         assert stores.check_store(uri) == uri
     with pytest.raises(stores.UnreadableStoreError, match="without MLflow's tables"):
         stores.check_readable_store(uri)  # reading needs a whole store
+
+
+@pytest.mark.parametrize("size", ["model.widths=[10000,10000000000000]", "data.n_samples=1000000000000000"])
+def test_a_run_too_big_for_memory_is_refused_in_one_line(size, tmp_path, monkeypatch, main_in_process):
+    """A network or data set NumPy cannot allocate (10^16 weights, 10^15 examples: petabytes, more than
+    any address space holds) was a MemoryError traceback; now one line naming the array, exit 2, no run.
+    The first layer is small, so the refusal comes before gigabytes are drawn."""
+    monkeypatch.chdir(tmp_path)
+    small = [arg for arg in SMALL if not arg.startswith("model.width=")]
+    code, out, err = main_in_process(*small, size, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2 and "Traceback" not in err, err  # MLflow's lines on making the store come first
+    assert err.splitlines()[-1].startswith("refused, no run created: the data and network of this run do not fit in "
+                                           "memory (Unable to allocate")
+    assert count_runs(tmp_path / "mlflow.db") == 0
