@@ -52,6 +52,7 @@ class Plan:
     repeats_small: int  # shapes under 1 GFLOP per step; whole cycles of `balanced_orders` (8 for 8 contenders)
     repeats_large: int  # two cycles: at 2 threads one round's widest ratio to PyTorch ranged 0.76-1.32 on a shared host
     block_s: float
+    settle_s: float  # unmeasured calls opening each step block: outlasts OpenBLAS's spinning threads (timing.py)
     peak_sides: tuple[int, ...]
     peak_repeats: int
     sklearn_batches_small: int
@@ -65,11 +66,13 @@ class Plan:
     startup_new_store: bool  # also time a default run that has to create its MLflow store
 
 
-FULL = Plan(shapes=SHAPES, repeats_small=16, repeats_large=12, block_s=0.25, peak_sides=(2048, 4096), peak_repeats=3,
+FULL = Plan(shapes=SHAPES, repeats_small=16, repeats_large=12, block_s=0.25, settle_s=0.15,
+            peak_sides=(2048, 4096), peak_repeats=3,
             sklearn_batches_small=8, sklearn_batches_large=2, harness_workloads=harness.FULL,
             sweep_depths=[1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4, 5], sweep_epochs=2,
             sweep_launchers=("basic", "joblib_2", "basic_hydra_sweeper"), startup_repeats=3, startup_new_store=True)
-SMOKE = Plan(shapes=SHAPES[:2], repeats_small=2, repeats_large=2, block_s=0.02, peak_sides=(256, 512), peak_repeats=2,
+SMOKE = Plan(shapes=SHAPES[:2], repeats_small=2, repeats_large=2, block_s=0.02, settle_s=0.005,
+             peak_sides=(256, 512), peak_repeats=2,
              sklearn_batches_small=2, sklearn_batches_large=2, harness_workloads=(harness.SMOKE,),
              sweep_depths=[1, 2], sweep_seeds=[0], sweep_epochs=1, sweep_launchers=("basic",), startup_repeats=1,
              startup_new_store=False)
@@ -80,9 +83,10 @@ def _name(sizes: list[int]) -> str:
 
 
 def _timed_shape(sizes: list[int], m: int, built: dict[str, tuple[Any, dict[str, Any]]], repeats: int,
-                 block_s: float) -> dict[str, Any]:
-    """One shape's entry: every built `(step, info)` contender timed in interleaved blocks."""
-    timings = interleave({name: step for name, (step, _) in built.items()}, repeats, block_s)
+                 block_s: float, settle_s: float) -> dict[str, Any]:
+    """One shape's entry: every built `(step, info)` contender timed in interleaved blocks, each block
+    opening with `settle_s` of its own unmeasured calls."""
+    timings = interleave({name: step for name, (step, _) in built.items()}, repeats, block_s, settle_s=settle_s)
     return {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": flops.step_flops(sizes, m),
             "contenders": {name: timing.summary() | {"info": built[name][1]} for name, timing in timings.items()}}
 
@@ -118,7 +122,8 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
                 built[name] = build()
             except contenders.Unavailable as why:
                 skipped[name.removesuffix("_gemm_only").removesuffix("_adam")] = str(why)
-        entry = _timed_shape(sizes, m, built, plan.repeats_large if large else plan.repeats_small, plan.block_s)
+        entry = _timed_shape(sizes, m, built, plan.repeats_large if large else plan.repeats_small, plan.block_s,
+                             plan.settle_s)
         steps = {name: c for name, c in entry["contenders"].items() if name != "matmul_peak" and not name.endswith("_adam")}
         with_adam = {name: c["median_s"] for name, c in entry["contenders"].items() if name.endswith("_adam")}
         if len(with_adam) == 2:
@@ -144,6 +149,7 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         entry["peak_fraction_isolated"] = {name: value / peak["peak"] for name, value in entry["flops_per_s"].items()}
     widest = shapes[-1]
     return {"shapes": shapes, "peak": peak, "peak_before": peak_before, "peak_after": peak_after, "peak_side": side,
+            "settle_s": plan.settle_s,
             "peak_fraction_means": "median FLOP/s / median FLOP/s of matmul_peak timed in the same rounds "
                                    "(peak_fraction_isolated: / the isolated best)",
             "threads": threads, "widest": {"name": widest["name"], "peak_fraction": widest["peak_fraction"].get("nnresearch"),
@@ -164,7 +170,7 @@ def measure_gpu(plan: Plan, skipped: dict[str, str]) -> dict[str, Any] | None:
         except contenders.Unavailable as why:
             skipped["gpu"] = str(why)
             return None
-        entry = _timed_shape(sizes, m, built, plan.repeats_small, plan.block_s)
+        entry = _timed_shape(sizes, m, built, plan.repeats_small, plan.block_s, plan.settle_s)
         c = entry["contenders"]
         entry["ratio_to_torch"] = c["nnresearch_cupy"]["median_s"] / c["torch_cuda"]["median_s"]
         entry["ratio_to_torch_best"] = c["nnresearch_cupy"]["min_s"] / c["torch_cuda"]["min_s"]
@@ -186,6 +192,9 @@ def notes(results: dict[str, Any], threads: int, source: str) -> list[str]:
            "(dW and dA_prev), no dA_prev for the first layer."]
     step = results.get("step", {}).get("shapes", [])
     if step:
+        out.append(f"Every step block opens with {results['step']['settle_s']} s of its own unmeasured calls: OpenBLAS's "
+                   "idle threads spin for ~0.1 s after each NumPy product and took a core from whichever block came next, "
+                   "mostly PyTorch's (timing.py).")
         out.append("Peak = the median of a square float32 np.matmul (the best side of the isolated measurement) timed "
                    "in every shape's rounds beside the step; the isolated peak = best np.matmul of square matrices "
                    "before and after the step part, with nothing else running.")

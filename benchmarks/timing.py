@@ -10,6 +10,15 @@ next one, as it would with a plain rotation. Each round opens with one unmeasure
 contender, so the last block of the previous round precedes nothing that is measured. Balance holds
 for whole cycles: give `repeats` as a multiple of `len(balanced_orders(n))`. A contender is a
 callable returning how many units (training steps) one call performed (None = 1).
+
+Balance spreads a carryover evenly; it does not remove one that hits some contenders and not others.
+OpenBLAS's idle worker threads spin for about 0.1 s after each BLAS call (2^28 cycles, its default
+THREAD_TIMEOUT), so on a 2-core machine the block right after any NumPy contender runs with a core
+taken: a process idling 0.3 s after a 784-1024-1024-10 NumPy step burnt 71-91 ms of CPU, after
+PyTorch's step 8 ms (libgomp). PyTorch's block follows a NumPy contender in most orders, NumPy's
+own contenders reuse the spinning threads. With `settle_s`, every block opens with unmeasured calls
+of its own contender for at least that long (one call at least), so its measured calls follow
+itself, as in a training loop, whatever ran before.
 """
 
 from __future__ import annotations
@@ -66,8 +75,10 @@ def balanced_orders(n: int) -> list[list[int]]:
     return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
 
 
-def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, warmup: int = 1) -> dict[str, Timing]:
-    """Median-ready timings of every contender, measured in interleaved blocks (`balanced_orders`)."""
+def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, warmup: int = 1,
+               settle_s: float = 0.0) -> dict[str, Timing]:
+    """Median-ready timings of every contender, measured in interleaved blocks (`balanced_orders`);
+    with `settle_s` > 0 each block opens with at least that long of its own unmeasured calls."""
     calls: dict[str, int] = {}
     timings = {name: Timing() for name in contenders}
     for name, fn in contenders.items():
@@ -80,9 +91,14 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
     orders = balanced_orders(len(names))
     for round_ in range(repeats):
         order = [names[i] for i in orders[round_ % len(orders)]]
-        _call(contenders[order[0]])  # settle: the round's first block follows its own contender, not the last round's
+        if settle_s <= 0:
+            _call(contenders[order[0]])  # settle: the round's first block follows its own contender, not the last round's
         for name in order:
             fn, total_s, total_units = contenders[name], 0.0, 0
+            if settle_s > 0:  # settle every block: the other contenders' threads have gone idle
+                settled_s = 0.0
+                while settled_s < settle_s:
+                    settled_s += _call(fn)[0]
             for _ in range(calls[name]):
                 elapsed, units = _call(fn)
                 total_s += elapsed
