@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -188,7 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any]) -> bytes:
+    """The step part's figure, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,18 +219,29 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_xticks(range(len(shapes)), labels, fontsize=7)
     right.legend(fontsize=8)
     fig.tight_layout()
-    with replaced_atomically(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    return png.getvalue()
 
 
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write the three files into `out` (created if needed); returns their paths."""
-    paths = {"json": out / "results.json", "markdown": out / "results.md"}
-    for kind, text in (("json", json.dumps(results, indent=2, default=str) + "\n"), ("markdown", markdown(results))):
-        with replaced_atomically(paths[kind]) as tmp:
-            tmp.write_text(text)
+    """Write the files into `out` (created if needed); returns their paths.
+
+    All three are rendered before any is written, so a failure leaves the folder as it was; each is
+    replaced whole. Without a step part there is no plot, and an earlier invocation's `results.png`
+    is removed: the folder never pairs this invocation's JSON and Markdown with another's figure.
+    """
+    contents: dict[str, tuple[Path, bytes]] = {
+        "json": (out / "results.json", (json.dumps(results, indent=2, default=str) + "\n").encode()),
+        "markdown": (out / "results.md", markdown(results).encode()),
+    }
+    stale_plot = out / "results.png"
     if "step" in results and results["step"]["shapes"]:
-        paths["plot"] = out / "results.png"
-        plot(results, paths["plot"])
-    return paths
+        contents["plot"] = (stale_plot, plot(results))
+    for path, content in contents.values():
+        with replaced_atomically(path) as tmp:
+            tmp.write_bytes(content)
+    if "plot" not in contents:
+        stale_plot.unlink(missing_ok=True)
+    return {kind: path for kind, (path, _) in contents.items()}

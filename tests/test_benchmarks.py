@@ -250,3 +250,27 @@ def test_gpu_part_measures_cupy_against_torch_cuda_or_says_why_not(tmp_path):
         assert shape["gemm_floor_fraction"] > 0
         assert c["nnresearch_cupy"]["info"]["dtype"] == "float32"
     assert "GPU" in (tmp_path / "results.md").read_text()
+
+
+def _meta(parts):
+    environment = {"processor": "x86_64", "cpu_count": 2, "blas_threads": 2, "blas_threads_source": "test", "numpy": "2",
+                   "torch": None, "sklearn": "1", "load_average_start": None}
+    return {"command": "python -m benchmarks.run", "smoke": True, "parts": parts, "started": "now", "duration_s": 1.0,
+            "environment": environment}
+
+
+def test_results_without_a_step_part_leave_no_earlier_plot_beside_them(tmp_path):
+    (tmp_path / "results.png").write_bytes(b"an earlier invocation's figure")
+    paths = report.write({"meta": _meta(["startup"]), "skipped": {}, "errors": {}, "notes": []}, tmp_path)
+    assert set(paths) == {"json", "markdown"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "results.md"]
+
+
+def test_results_that_cannot_be_rendered_leave_the_folder_as_it_was(tmp_path):
+    for name in ("results.json", "results.md", "results.png"):
+        (tmp_path / name).write_text("earlier")
+    broken = {"meta": _meta(["step"]), "step": {"shapes": [{"name": "2-2"}]}, "skipped": {}, "errors": {}, "notes": []}
+    with pytest.raises(KeyError):
+        report.write(broken, tmp_path)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == dict.fromkeys(("results.json", "results.md", "results.png"),
+                                                                                "earlier")
