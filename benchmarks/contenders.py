@@ -109,19 +109,14 @@ def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu", opti
     target, wait = _torch_device(torch, device)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    layers: list[Any] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1]).to(target)  # no relu after the output layer: the loss takes logits
-    loss_fn = torch.nn.CrossEntropyLoss()
+    model = torch_mlp(torch, sizes).to(target)
     update = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](model.parameters(), lr=LR)
     rows, labels = batch(sizes, m)
     X, y = torch.from_numpy(rows).to(target), torch.from_numpy(labels).to(target)
+    train_step = torch_training_step(torch, model, update, X, y)
 
     def step() -> int:
-        update.zero_grad(set_to_none=True)
-        loss_fn(model(X), y).backward()
-        update.step()
+        train_step()
         wait()
         return 1
 
@@ -131,6 +126,29 @@ def torch_step(sizes: list[int], m: int, threads: int, device: str = "cpu", opti
         return step, info | {"name": torch.cuda.get_device_name(), "tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
     return step, info | {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
                          "mkldnn": bool(torch.backends.mkldnn.is_available()), "mkl": bool(torch.backends.mkl.is_available())}
+
+
+def torch_mlp(torch: Any, sizes: list[int]) -> Any:
+    """`nn.Sequential(Linear, ReLU, ..., Linear)`: no ReLU after the output layer (the loss takes logits)."""
+    layers: list[Any] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def torch_training_step(torch: Any, model: Any, update: Any, X: Any, y: Any) -> Callable[[], Any]:
+    """PyTorch's training step as the `torch` contender times it: zero_grad, forward, cross-entropy,
+    backward, the optimizer's step; returns the loss (a test compares it with nnresearch's)."""
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step() -> Any:
+        update.zero_grad(set_to_none=True)
+        loss = loss_fn(model(X), y)
+        loss.backward()
+        update.step()
+        return loss
+
+    return step
 
 
 def sklearn_step(sizes: list[int], m: int, n_batches: int) -> tuple[Step, dict[str, Any]]:

@@ -274,3 +274,38 @@ def test_results_that_cannot_be_rendered_leave_the_folder_as_it_was(tmp_path):
         report.write(broken, tmp_path)
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == dict.fromkeys(("results.json", "results.md", "results.png"),
                                                                                 "earlier")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_torch_contender_does_the_work_of_the_nnresearch_step(optimizer):
+    """Same architecture, loss, update and dtype: from nnresearch's weights, two of PyTorch's steps as
+    the benchmark times them give nnresearch's losses and parameters (the smoke test hides torch)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from nnresearch.backend import make_rng
+    from nnresearch.nn.architectures import Builder, Init, mlp
+    from nnresearch.nn.optim import make_optimizer
+
+    sizes, m = [6, 5, 4, 3], 8
+    network = mlp(Builder(np, np.float32, make_rng(0), Init("he_normal"), "relu"), sizes, "softmax_ce")
+    update = make_optimizer(optimizer)
+    rows, labels = contenders.batch(sizes, m)
+    X, Y = np.ascontiguousarray(rows.T), np.eye(sizes[-1], dtype=np.float32)[:, labels]
+    model = contenders.torch_mlp(torch, sizes)
+    linears = [layer for layer in model if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():
+        for index, linear in enumerate(linears, start=1):
+            linear.weight.copy_(torch.from_numpy(network.params()[f"W{index}"]))
+            linear.bias.copy_(torch.from_numpy(network.params()[f"b{index}"][:, 0]))
+    torch_update = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](model.parameters(), lr=contenders.LR)
+    step = contenders.torch_training_step(torch, model, torch_update, torch.from_numpy(rows), torch.from_numpy(labels))
+    for _ in range(2):
+        ours = network.loss_and_gradients(X, Y)
+        update.step(network.params(), network.grads(), contenders.LR)
+        theirs = step()
+        assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    for index, linear in enumerate(linears, start=1):
+        assert linear.weight.dtype == torch.float32 and network.params()[f"W{index}"].dtype == np.float32
+        np.testing.assert_allclose(linear.weight.detach().numpy(), network.params()[f"W{index}"], atol=1e-6)
+        np.testing.assert_allclose(linear.bias.detach().numpy(), network.params()[f"b{index}"][:, 0], atol=1e-6)
