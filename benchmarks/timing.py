@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Contender = Callable[[], "int | None"]
@@ -119,11 +120,17 @@ def best_of(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def blas_threads() -> tuple[int, str]:
-    """How many threads NumPy's BLAS uses, and how that was found (threadpoolctl, else cpu_count)."""
+    """How many threads NumPy's BLAS uses, and how that was found (threadpoolctl, else cpu_count).
+
+    NumPy's is the BLAS library under NumPy's folder (its wheel's `numpy.libs`), else the first loaded:
+    once scikit-learn or PyTorch is imported, SciPy's own OpenBLAS is listed first."""
     try:
+        import numpy as np
         from threadpoolctl import threadpool_info
 
         blas = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+        numpy_dir = str(Path(np.__file__).resolve().parent)
+        blas.sort(key=lambda pool: not str(Path(pool.get("filepath", "")).resolve()).startswith(numpy_dir))
         if blas:
             pool = blas[0]
             kernels = f", {pool['architecture']} kernels" if pool.get("architecture") else ""

@@ -309,3 +309,21 @@ def test_torch_contender_does_the_work_of_the_nnresearch_step(optimizer):
         assert linear.weight.dtype == torch.float32 and network.params()[f"W{index}"].dtype == np.float32
         np.testing.assert_allclose(linear.weight.detach().numpy(), network.params()[f"W{index}"], atol=1e-6)
         np.testing.assert_allclose(linear.bias.detach().numpy(), network.params()[f"b{index}"][:, 0], atol=1e-6)
+
+
+def test_blas_threads_reports_numpy_s_blas_when_another_is_listed_first(monkeypatch):
+    from pathlib import Path
+
+    import numpy as np
+    import threadpoolctl
+
+    from benchmarks.timing import blas_threads
+
+    numpy_libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    scipy_s = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.30", "num_threads": 7,
+               "filepath": str(numpy_libs.parent / "scipy.libs" / "libscipy_openblas.so")}
+    numpy_s = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.31", "num_threads": 2,
+               "filepath": str(numpy_libs / "libscipy_openblas64_.so")}
+    # after torch and scikit-learn are imported, threadpoolctl listed SciPy's OpenBLAS first
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: [scipy_s, numpy_s])
+    assert blas_threads() == (2, "threadpoolctl (openblas 0.3.31)")
