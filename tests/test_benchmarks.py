@@ -304,7 +304,7 @@ def test_torch_contender_does_the_work_of_the_nnresearch_step(optimizer):
         ours = network.loss_and_gradients(X, Y)
         update.step(network.params(), network.grads(), contenders.LR)
         theirs = step()
-        assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+        assert float(ours) == pytest.approx(theirs.item(), rel=1e-5)
     for index, linear in enumerate(linears, start=1):
         assert linear.weight.dtype == torch.float32 and network.params()[f"W{index}"].dtype == np.float32
         np.testing.assert_allclose(linear.weight.detach().numpy(), network.params()[f"W{index}"], atol=1e-6)
