@@ -125,12 +125,12 @@ def blas_threads() -> tuple[int, str]:
     NumPy's is the BLAS library under NumPy's folder (its wheel's `numpy.libs`), else the first loaded:
     once scikit-learn or PyTorch is imported, SciPy's own OpenBLAS is listed first."""
     try:
-        import numpy as np
         from threadpoolctl import threadpool_info
 
+        from nnresearch.blas import belongs_to_numpy
+
         blas = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
-        numpy_dir = str(Path(np.__file__).resolve().parent)
-        blas.sort(key=lambda pool: not str(Path(pool.get("filepath", "")).resolve()).startswith(numpy_dir))
+        blas.sort(key=lambda pool: not belongs_to_numpy(Path(pool.get("filepath", ""))))
         if blas:
             pool = blas[0]
             kernels = f", {pool['architecture']} kernels" if pool.get("architecture") else ""

@@ -29,7 +29,7 @@ _ROUTINES = {
 }
 
 
-def _belongs_to_numpy(library: Path) -> bool:
+def belongs_to_numpy(library: Path) -> bool:
     """True for the libraries NumPy's wheels bundle: `numpy.libs/` (Linux, Windows), `numpy/.dylibs/` (macOS)."""
     return library.parent.name == "numpy.libs" or library.parent.parent.name == "numpy"
 
@@ -41,7 +41,7 @@ def _numpy_openblas() -> ctypes.CDLL | None:
 
     for pool in threadpool_info():
         library = Path(pool.get("filepath", ""))
-        if pool.get("internal_api") == "openblas" and _belongs_to_numpy(library):
+        if pool.get("internal_api") == "openblas" and belongs_to_numpy(library):
             return ctypes.CDLL(str(library))  # already loaded: this only returns its handle
     return None
 
