@@ -357,18 +357,25 @@ def downloaded(uri: str, run_id: str, artifact: str, folder: Path) -> dict[str, 
         return dict(archive)
 
 
+# How long a held upload waits at most for the test to release it: only a bound against a hung test. The
+# tests release it themselves; an upload let go early by a short bound (it was 10 s) would run before the
+# test looked, on a loaded machine, and fail it by chance.
+HOLD_BOUND_S = 300
+
+
 @pytest.fixture
-def held_uploads(monkeypatch) -> threading.Event:
-    """Uploading an artifact waits until the returned event is set (at most 10 s)."""
+def held_uploads(monkeypatch) -> Iterator[threading.Event]:
+    """Uploading an artifact waits until the returned event is set (set again at teardown)."""
     release = threading.Event()
     original = LocalArtifactRepository.log_artifact
 
     def held(self, *args, **kwargs):
-        release.wait(timeout=10)
+        release.wait(timeout=HOLD_BOUND_S)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LocalArtifactRepository, "log_artifact", held)
-    return release
+    yield release
+    release.set()
 
 
 def test_log_arrays_uploads_a_copy_taken_at_the_call(uri, tmp_path, held_uploads):
@@ -407,7 +414,7 @@ def test_a_failed_upload_fails_the_run_at_the_next_flush(uri, monkeypatch):
         with tracking.open_run(uri, "demo", "full disk", flush_every_s=3600) as sink:
             sink.log_arrays({"W1": np.ones(4)}, "w.npz")
             sink.log_metrics({"loss": 1.0}, 0)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 120  # a bound against a hang only: the upload thread may start late
             while time.monotonic() < deadline:  # training goes on until a flush sees the failure
                 sink.flush()
                 time.sleep(0.01)
