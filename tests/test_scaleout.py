@@ -119,6 +119,39 @@ class FailJob(Callback):
             experiment.train, self.real_train = self.real_train, None
 
 
+class HoldJob(Callback):
+    """A Hydra callback for these tests: job `num` stops after epoch `epoch` (its earlier metrics in the store,
+    its run RUNNING) and waits there for the test's signal, at most `hold_s` (a bound against a hung test,
+    not a timing). An interrupt then lands mid-training however fast or loaded the machine is: without it a
+    job of ~1 s had to be caught by polling between its first stored metrics and its end."""
+
+    def __init__(self, num: int, epoch: int, hold_s: float = 600) -> None:
+        self.num, self.epoch, self.hold_s = num, epoch, hold_s
+        self.real_train = None
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if int(config.hydra.job.num) != self.num:
+            return
+        real_train = experiment.train
+
+        def train(*args, on_epoch_end=None, **kwargs):
+            def on_epoch(epoch):
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch)
+                if epoch == self.epoch:
+                    deadline = time.monotonic() + self.hold_s
+                    while time.monotonic() < deadline:  # SIGINT's KeyboardInterrupt ends the wait
+                        time.sleep(0.05)
+
+            return real_train(*args, on_epoch_end=on_epoch, **kwargs)
+
+        self.real_train, experiment.train = real_train, train
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if self.real_train is not None:
+            experiment.train, self.real_train = self.real_train, None
+
+
 def record_jobs(path: Path) -> list[str]:
     """Overrides that attach RecordJobs to a sweep."""
     return [f"+hydra.callbacks.record._target_={__name__}.RecordJobs", f"+hydra.callbacks.record.path={path}"]
@@ -282,8 +315,10 @@ def test_reused_workers_leak_no_state_between_jobs(parallel_sweep, compose):
 # --------------------------------------------------------------------------------------------
 # 2. Resume: kill a sweep mid-way, start it again
 
-# Three jobs of about 3 s: long enough that a job's metrics reach the store (every 2 s) while it trains,
-# so the interrupt below lands mid-training, not in the first writes of a job.
+# Three jobs of 200 epochs (~30 metric values each: a full batch of 1000 reaches the store every ~34 epochs).
+# The second job holds after epoch HOLD_EPOCH (`HoldJob`, in the first sweep only) until the test's SIGINT, so
+# the interrupt lands mid-training, not after the job ended or in the first writes of the next one.
+HOLD_EPOCH = 120
 RESUME = ["trainer.seed=0,1,2", "trainer.epochs=200", "data.n_samples=200", "trainer.batch_size=8", "model.width=8",
           *QUIET, "study=resume"]
 SEEDS = {"0", "1", "2"}
@@ -298,7 +333,9 @@ def hashes_by_seed(compose, seeds) -> dict[str, str]:
 def test_killed_sweep_resumes_skipping_finished_jobs(mlflow_uri, tmp_path, monkeypatch, capsys, compose, main_in_process):
     db = tmp_path / "mlflow.db"
     log = tmp_path / "sweep1.log"
-    process = popen("-m", *RESUME, f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep1'}", cwd=tmp_path, log=log)
+    process = popen("-m", *RESUME, f"tracking.uri={mlflow_uri}", f"hydra.sweep.dir={tmp_path / 'sweep1'}",
+                    f"+hydra.callbacks.hold._target_={__name__}.HoldJob", "+hydra.callbacks.hold.num=1",
+                    f"+hydra.callbacks.hold.epoch={HOLD_EPOCH}", cwd=tmp_path, log=log)
     try:
         def one_done_next_training(rows):
             children = [r for r in rows if r[4]]
