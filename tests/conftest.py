@@ -26,6 +26,25 @@ def xp(request):
     return pytest.importorskip("array_api_strict")
 
 
+# Per-process memos keyed by a store's URI (nnresearch.stores, nnresearch.tracking). A test's URI is its
+# own for sqlite:/// stores (tmp_path), but not for http://127.0.0.1:<port>: a port a closed server of an
+# earlier test in this worker had may be handed out again, and a memo saying "checked, answers" would let a
+# test expecting "nothing answers there" pass the check. Each test starts with none.
+URI_MEMOS = {"nnresearch.stores": ("_CHECKED_STORES", "_READY_STORES"),
+             "nnresearch.tracking": ("_EXPERIMENT_IDS", "_RUN_EXPERIMENTS", "_SWEEP_PARENTS", "_ORPHANS_ENDED")}
+
+
+@pytest.fixture(autouse=True)
+def no_store_memos_from_earlier_tests():
+    import sys
+
+    for module, names in URI_MEMOS.items():
+        if module in sys.modules:  # not imported yet: nothing memorised
+            for name in names:
+                getattr(sys.modules[module], name).clear()
+    yield
+
+
 # --------------------------------------------------------------------------------------------
 # Harness fixtures (tests/test_harness.py, tests/test_cli.py): Hydra configs and MLflow stores.
 
