@@ -99,57 +99,54 @@ class RecordJobs(Callback):
             file.write(json.dumps(line) + "\n")
 
 
-class FailJob(Callback):
-    """A Hydra callback for these tests: job `num` raises once its run exists (`experiment.train` replaced
-    for that job, in whichever process runs it), a bug in the middle of a run."""
+class ReplaceTrain(Callback):
+    """A Hydra callback for these tests: job `num` runs `self.train(real_train, *args, **kwargs)` in place of
+    `experiment.train` (in whichever process runs it); a reused worker runs its next job with the real one."""
 
     def __init__(self, num: int) -> None:
         self.num = num
         self.real_train = None
 
+    def train(self, real_train, *args, **kwargs):
+        raise NotImplementedError
+
     def on_job_start(self, config, **kwargs) -> None:
         if int(config.hydra.job.num) == self.num:
-            def train(*args, **kwargs):
-                raise RuntimeError(f"a bug in job {self.num}")
-
-            self.real_train, experiment.train = experiment.train, train
-
-    def on_job_end(self, config, job_return, **kwargs) -> None:
-        if self.real_train is not None:  # a reused worker runs its next job with the real one
-            experiment.train, self.real_train = self.real_train, None
-
-
-class HoldJob(Callback):
-    """A Hydra callback for these tests: job `num` stops after epoch `epoch` (its earlier metrics in the store,
-    its run RUNNING) and waits there for the test's signal, at most `hold_s` (a bound against a hung test,
-    not a timing). An interrupt then lands mid-training however fast or loaded the machine is: without it a
-    job of ~1 s had to be caught by polling between its first stored metrics and its end."""
-
-    def __init__(self, num: int, epoch: int, hold_s: float = 600) -> None:
-        self.num, self.epoch, self.hold_s = num, epoch, hold_s
-        self.real_train = None
-
-    def on_job_start(self, config, **kwargs) -> None:
-        if int(config.hydra.job.num) != self.num:
-            return
-        real_train = experiment.train
-
-        def train(*args, on_epoch_end=None, **kwargs):
-            def on_epoch(epoch):
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch)
-                if epoch == self.epoch:
-                    deadline = time.monotonic() + self.hold_s
-                    while time.monotonic() < deadline:  # SIGINT's KeyboardInterrupt ends the wait
-                        time.sleep(0.05)
-
-            return real_train(*args, on_epoch_end=on_epoch, **kwargs)
-
-        self.real_train, experiment.train = real_train, train
+            real_train = experiment.train
+            self.real_train, experiment.train = real_train, lambda *args, **kwargs: self.train(real_train, *args, **kwargs)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.real_train is not None:
             experiment.train, self.real_train = self.real_train, None
+
+
+class FailJob(ReplaceTrain):
+    """Job `num` raises once its run exists: a bug in the middle of a run."""
+
+    def train(self, real_train, *args, **kwargs):
+        raise RuntimeError(f"a bug in job {self.num}")
+
+
+class HoldJob(ReplaceTrain):
+    """Job `num` stops after epoch `epoch` (its earlier metrics in the store, its run RUNNING) and waits there
+    for the test's signal, at most `hold_s` (a bound against a hung test, not a timing). An interrupt then
+    lands mid-training however fast or loaded the machine is: without it a job of ~1 s had to be caught by
+    polling between its first stored metrics and its end."""
+
+    def __init__(self, num: int, epoch: int, hold_s: float = 600) -> None:
+        super().__init__(num)
+        self.epoch, self.hold_s = epoch, hold_s
+
+    def train(self, real_train, *args, on_epoch_end=None, **kwargs):
+        def on_epoch(epoch):
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if epoch == self.epoch:
+                deadline = time.monotonic() + self.hold_s
+                while time.monotonic() < deadline:  # SIGINT's KeyboardInterrupt ends the wait
+                    time.sleep(0.05)
+
+        return real_train(*args, on_epoch_end=on_epoch, **kwargs)
 
 
 def record_jobs(path: Path) -> list[str]:
