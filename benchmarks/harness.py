@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import interleave
+from benchmarks.timing import interleave, paired_ratio
 
 TARGETS = {"harness_over_bare": 1.10, "tracking_on_over_off": 1.05}
 BLAS_THREADS = 1
@@ -225,13 +225,6 @@ class TrackingClock:
             for name in self.SINK_METHODS:
                 patches.enter_context(mock.patch.object(MLflowSink, name, self._timed(name, getattr(MLflowSink, name))))
             yield self
-
-
-def paired_ratio(a_s: list[float], b_s: list[float]) -> float:
-    """The median over rounds of a's time / b's time in the same round (`a_s[i]`, `b_s[i]`)."""
-    if len(a_s) != len(b_s) or not a_s:
-        raise ValueError(f"paired rounds need equal, non-zero counts, got {len(a_s)} and {len(b_s)}")
-    return statistics.median(a / b for a, b in zip(a_s, b_s))
 
 
 def measure_workload(w: Workload, store: Path) -> dict[str, Any]:

@@ -90,17 +90,18 @@ def markdown(results: dict[str, Any]) -> str:
     if "step" in results:
         lines += ["## Training step (float32, relu, softmax + cross-entropy, SGD)", "",
                   "Median seconds per step over interleaved repeats; ratio = nnresearch / other "
-                  "(<= 1.00: nnresearch is not slower), of the medians and of the best rounds (PyTorch's step "
-                  "time is often bimodal on this machine, so the two can differ).", ""]
+                  "(<= 1.00: nnresearch is not slower), of the medians, of the best rounds (PyTorch's step "
+                  "time is often bimodal on this machine, so the two can differ) and paired (the median over "
+                  "rounds of the two steps' times in the same round, where the machine's drift cancels).", ""]
         rows = []
         for shape in results["step"]["shapes"]:
             c = shape["contenders"]
             rows.append([f"`{shape['name']}`", str(shape["batch"]),
                          *(_s(c.get(name, {}).get("median_s")) for name in CONTENDERS),
                          _x(shape["ratio"].get("torch")), _x(shape["ratio_best"].get("torch")),
-                         _x(shape["ratio"].get("sklearn"))])
+                         _x(shape.get("ratio_paired", {}).get("torch")), _x(shape["ratio"].get("sklearn"))])
         lines += _table(["shape", "batch", "nnresearch", "torch", "sklearn", "GEMMs alone", "torch GEMMs", "vs torch",
-                         "vs torch, best / best", "vs sklearn"], rows)
+                         "vs torch, best / best", "vs torch, paired", "vs sklearn"], rows)
         adam = [shape for shape in results["step"]["shapes"] if "nnresearch_adam" in shape["contenders"]]
         if adam:
             lines += ["The same step with Adam instead of SGD (defaults, lr 0.01; `torch.optim.Adam`'s default "

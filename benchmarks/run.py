@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import contenders, flops, harness, processes, report
-from benchmarks.timing import blas_threads, environment, interleave, load_average
+from benchmarks.timing import (
+    blas_threads,
+    environment,
+    interleave,
+    load_average,
+    paired_ratio,
+)
 
 PARTS = ("step", "harness", "sweep", "startup", "gpu")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -88,7 +94,8 @@ def _timed_shape(sizes: list[int], m: int, built: dict[str, tuple[Any, dict[str,
     opening with `settle_s` of its own unmeasured calls."""
     timings = interleave({name: step for name, (step, _) in built.items()}, repeats, block_s, settle_s=settle_s)
     return {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": flops.step_flops(sizes, m),
-            "contenders": {name: timing.summary() | {"info": built[name][1]} for name, timing in timings.items()}}
+            "contenders": {name: timing.summary() | {"per_round_s": timing.per_unit_s, "info": built[name][1]}
+                           for name, timing in timings.items()}}
 
 
 def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str, Any]:
@@ -132,6 +139,8 @@ def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str
         entry["ratio"] = {name: ours / c["median_s"] for name, c in steps.items() if name != "nnresearch"}
         entry["ratio_best"] = {name: steps["nnresearch"]["min_s"] / c["min_s"] for name, c in steps.items()
                                if name != "nnresearch"}
+        entry["ratio_paired"] = {name: paired_ratio(steps["nnresearch"]["per_round_s"], c["per_round_s"])
+                                 for name, c in steps.items() if name != "nnresearch"}
         entry["flops_per_s"] = {name: work / c["median_s"] for name, c in steps.items() if name != "sklearn"}
         peak = entry["contenders"]["matmul_peak"]
         entry["peak_in_rounds_flops_per_s"] = peak["info"]["flops"] / peak["median_s"]

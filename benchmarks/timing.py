@@ -108,6 +108,13 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
     return timings
 
 
+def paired_ratio(a_s: list[float], b_s: list[float]) -> float:
+    """The median over rounds of a's time / b's time in the same round (`a_s[i]`, `b_s[i]`)."""
+    if len(a_s) != len(b_s) or not a_s:
+        raise ValueError(f"paired rounds need equal, non-zero counts, got {len(a_s)} and {len(b_s)}")
+    return statistics.median(a / b for a, b in zip(a_s, b_s))
+
+
 def best_of(fn: Callable[[], Any], repeats: int) -> float:
     """The shortest of `repeats` wall times of fn() (after one warm-up call); its result is dropped."""
     fn()

@@ -76,7 +76,7 @@ def test_interleave_with_settle_measures_every_block_after_its_own_contender():
 
 
 def test_paired_ratio_is_the_median_of_same_round_ratios():
-    from benchmarks.harness import paired_ratio
+    from benchmarks.timing import paired_ratio
 
     # round 2 ran at half speed, slowing both variants alike: each round's ratio is still ~1.05
     on, off = [1.05, 2.10, 1.04], [1.00, 2.00, 0.95]
@@ -122,6 +122,9 @@ def test_smoke_step_part_writes_json_markdown_and_plot(tmp_path, monkeypatch):
         assert shape["contenders"]["nnresearch"]["info"]["dtype"] == "float32"
         assert shape["contenders"]["sklearn"]["info"]["dtype"] == "float32"
         assert shape["ratio"]["sklearn"] > 0 and shape["ratio"]["gemm_only"] > 0
+        ours, theirs = (shape["contenders"][name]["per_round_s"] for name in ("nnresearch", "sklearn"))
+        assert len(ours) == len(theirs) == shape["contenders"]["nnresearch"]["repeats"]
+        assert shape["ratio_paired"]["sklearn"] == statistics.median(a / b for a, b in zip(ours, theirs))
         assert shape["flops_per_s"]["nnresearch"] > 0
         assert 0 < shape["peak_fraction"]["nnresearch"]
         # the peak is timed in the shape's own rounds, at the side where the isolated peak was best
