@@ -496,18 +496,20 @@ VANISHING_SIGNAL = 1e-6  # the vanishing baseline's delta[1] / delta[L] at init
 EXPLODING_SIGNAL = 100.0  # the exploding baseline's (and its clip_norm and weight_decay variants')
 
 
-def log_mitigations(s: Sweep, accuracies: Mapping[str, Sequence[float | None]], *groups: str, **values: Any) -> None:
+def log_mitigations(s: Sweep, accuracies: Mapping[str, Sequence[float | None]], *groups: str, epochs: int = 1,
+                    diverged_at: int = 1, **values: Any) -> None:
     """One job per variant and seed: the baselines' error signal goes to VANISHING_SIGNAL or
-    EXPLODING_SIGNAL at layer 1 (flat elsewhere), final val acc as given (None: the job diverged)."""
+    EXPLODING_SIGNAL at layer 1 (flat elsewhere), final val acc as given (None: the job diverged, at
+    SGD step `diverged_at` + its seed)."""
     for name, per_seed in accuracies.items():
         for seed, acc in enumerate(per_seed):
-            cfg = job_config("mitigations", f"+mitigation={name}", *groups, trainer__seed=seed, trainer__epochs=1, **values)
+            cfg = job_config("mitigations", f"+mitigation={name}", *groups, trainer__seed=seed, trainer__epochs=epochs, **values)
             layers = cfg.model.depth + 1
             first = {"vanishing_baseline": VANISHING_SIGNAL, "exploding_baseline": EXPLODING_SIGNAL,
                      "clip_norm": EXPLODING_SIGNAL, "weight_decay": EXPLODING_SIGNAL}.get(name, 1.0)
             metrics = {f"delta_norm/layer{l}": [d] for l, d in enumerate(per_layer(first, 1.0, layers), start=1)}
             metrics["val/acc"] = [0.3, float("nan") if acc is None else acc]
-            s.job(cfg, metrics, diverged=acc is None, choices={"mitigation": name})
+            s.job(cfg, metrics, diverged=acc is None and {"diverged_at_step": str(diverged_at + seed)}, choices={"mitigation": name})
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -518,12 +520,26 @@ def test_mitigations(sweep, case):
     mean = {name: np.mean(accs) for name, accs in MITIGATION_ACC[case].items() if None not in accs}
     check(verdict, case, f"vanishing (n=2 seeds, baseline delta[1]/delta[L] at init {VANISHING_SIGNAL:.2g})",
           f"baseline {mean['vanishing_baseline']:.3f} [", f"batchnorm {mean['batchnorm']:.3f} [",
-          f"exploding (n=2 seeds, baseline delta[1]/delta[L] at init {EXPLODING_SIGNAL:.2g})",
-          "baseline 0.333 [0.333, 0.333] (2 diverged)", f"clip_norm {mean['clip_norm']:.3f} [")
+          f"exploding (n=2 seeds, baseline delta[1]/delta[L] at init {EXPLODING_SIGNAL:.2g}, ",
+          "baseline 0.333 [0.333, 0.333] (2 diverged)", f"clip_norm {mean['clip_norm']:.3f} [",
+          "diverged at steps 1-2 (9 steps per epoch, 1 epoch), all in epoch 1: an explosion from initialization",
+          "weight decay (W shrunk by lr * wd per step, acting over many steps) is tested only against the exploding "
+          "baseline's explosion from initialization")
     shared = f"relu_he {mean['relu_he']:.3f} ["  # the same runs, against both baselines
     assert verdict.evidence.count(shared) == 2, verdict.evidence
     failed = {HELD: None, NOT_HELD: "not better than its baseline: batchnorm (vanishing)"}[case]
     assert failed in verdict.evidence if failed else "not better" not in verdict.evidence, verdict.evidence
+
+
+def test_mitigations_says_weight_decay_met_an_explosion_that_built_up_when_the_baseline_diverged_later(sweep):
+    """A baseline that diverges after its first epoch (steps 20-21 of 9 per epoch: epoch 3) is an explosion
+    that builds up in training: the verdict gives its steps and no longer limits weight decay's test to
+    one from initialization; the decision is the same rule (weight decay 0.76 beats a diverged baseline)."""
+    s = sweep("mitigations")
+    log_mitigations(s, MITIGATION_ACC[HELD], epochs=5, diverged_at=20)
+    verdict = s.analyse()
+    check(verdict, HELD, "diverged at steps 20-21 (9 steps per epoch, 5 epochs)): baseline 0.333")
+    assert "from initialization" not in verdict.evidence, verdict.evidence
 
 
 def test_mitigations_compares_relu_with_he_init_against_each_baseline(sweep):
