@@ -53,26 +53,28 @@ def test_interleave_measures_every_contender_after_every_other_equally_often():
     assert len(after_itself) == len(names) and len(set(after_itself.values())) == 1
 
 
-def test_interleave_with_settle_measures_every_block_after_its_own_contender():
+def test_interleave_with_settle_measures_every_block_after_its_own_contender(monkeypatch):
     from itertools import groupby
 
-    from benchmarks.timing import interleave
+    from benchmarks import timing
 
+    clock = [0.0]  # each call takes exactly 2 ms on this clock, however loaded the machine
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
     calls: list[str] = []
 
     def contender(name):
         def call():
             calls.append(name)
-            time.sleep(0.002)
+            clock[0] += 0.002
         return call
 
     names = ["a", "b", "c", "d"]
-    timings = interleave({name: contender(name) for name in names}, 4, block_s=0.0, warmup=0, settle_s=0.005)
-    assert all(len(t.per_unit_s) == 4 for t in timings.values())
-    # every block: >= 0.005 s of unmeasured calls (3 of 2 ms at least), then its one measured call, so no
-    # measured call comes right after another contender's (what OpenBLAS's spinning threads slow)
+    timings = timing.interleave({name: contender(name) for name in names}, 4, block_s=0.0, warmup=0, settle_s=0.005)
+    assert all(t.per_unit_s == pytest.approx([0.002] * 4) for t in timings.values())
+    # every block: 0.005 s of unmeasured calls (3 of 2 ms), then its one measured call, so no measured call
+    # comes right after another contender's (what OpenBLAS's spinning threads slow)
     runs = [(name, len(list(group))) for name, group in groupby(calls)]
-    assert len(runs) == 4 * len(names) and all(n >= 4 for _, n in runs)
+    assert len(runs) == 4 * len(names) and all(n == 4 for _, n in runs), runs
 
 
 def test_paired_ratio_is_the_median_of_same_round_ratios():
