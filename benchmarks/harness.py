@@ -269,10 +269,8 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
             runnable[name] = _discarding(variant)
         except Exception as error:  # noqa: BLE001 - a broken variant is reported in the results, the others still run
             result["errors"][name] = error_text(error)
-    rounds: dict[str, list[float]] = {}
     for name, timing in interleave(runnable, w.repeats, block_s=0.0, warmup=0).items():
-        result["variants"][name] |= timing.summary() | {"per_round_s": timing.per_unit_s}
-        rounds[name] = timing.per_unit_s
+        result["variants"][name] |= timing.summary()
     if "id" in last_run:
         result["logged_values"] = logged_values(uri, last_run["id"])
     v = result["variants"]
@@ -281,7 +279,7 @@ def measure_workload(w: Workload, store: Path) -> dict[str, Any]:
         return v[a][stat] / v[b][stat] if a in v and b in v and stat in v[a] and stat in v[b] else None
 
     def paired(a: str, b: str) -> float | None:
-        return paired_ratio(rounds[a], rounds[b]) if a in rounds and b in rounds else None
+        return paired_ratio(v[a]["per_round_s"], v[b]["per_round_s"]) if a in v and b in v else None
 
     result["ratios"] = {
         "harness_over_bare_paired": paired("execute_on", "bare"),

@@ -94,8 +94,7 @@ def _timed_shape(sizes: list[int], m: int, built: dict[str, tuple[Any, dict[str,
     opening with `settle_s` of its own unmeasured calls."""
     timings = interleave({name: step for name, (step, _) in built.items()}, repeats, block_s, settle_s=settle_s)
     return {"name": _name(sizes), "sizes": sizes, "batch": m, "flops": flops.step_flops(sizes, m),
-            "contenders": {name: timing.summary() | {"per_round_s": timing.per_unit_s, "info": built[name][1]}
-                           for name, timing in timings.items()}}
+            "contenders": {name: timing.summary() | {"info": built[name][1]} for name, timing in timings.items()}}
 
 
 def measure_steps(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str, Any]:

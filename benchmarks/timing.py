@@ -56,7 +56,7 @@ class Timing:
         s = sorted(self.per_unit_s)
         q = lambda f: s[min(len(s) - 1, int(round(f * (len(s) - 1))))]  # noqa: E731
         return {"median_s": self.median, "min_s": self.best, "q25_s": q(0.25), "q75_s": q(0.75),
-                "repeats": len(s), "units_per_block": self.units_per_block}
+                "repeats": len(s), "units_per_block": self.units_per_block, "per_round_s": self.per_unit_s}
 
 
 def _call(fn: Contender) -> tuple[float, int]:
