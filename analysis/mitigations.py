@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.common import Study, Verdict, from_shell, mean_band, plot_band, study_main
+from nnresearch.train import batch_starts
 
 # Each (case, variant) and the conf/mitigation/ choice its runs log (param choice.mitigation): relu_he's
 # runs count in both cases.
@@ -33,7 +34,6 @@ CHOICES = {
     ("exploding", "relu_he"): "relu_he", ("exploding", "weight_decay"): "weight_decay",
 }
 CASES = {case: tuple(name for (of, name) in CHOICES if of == case) for case in ("vanishing", "exploding")}
-AT_INIT = ", all in epoch 1: an explosion from initialization"
 SHARED, = set(CASES["vanishing"]) & set(CASES["exploding"]) - {"baseline"}  # relu_he: one set of runs, both cases
 
 
@@ -46,18 +46,23 @@ def with_cases(runs: pd.DataFrame) -> pd.DataFrame:
                       for (case, name), choice in CHOICES.items()], ignore_index=True)
 
 
-def divergence_steps(baseline: pd.DataFrame) -> str:
-    """Where the baseline's runs diverged: ', diverged at steps a-b (S steps per epoch, N epochs)' (SGD
-    steps counted from 0, as the tag diverged_at_step counts them), plus
-    'all in epoch 1: an explosion from initialization' when no divergence came after the first epoch
-    (a step-S divergence is one found at the end of epoch 1); '' when none diverged."""
-    steps = baseline["diverged_at"].dropna()
+def divergence_steps(baseline: pd.DataFrame) -> tuple[str, bool]:
+    """Where the baseline's diverged runs diverged: ', diverged at steps a-b (S steps per epoch, N epochs)'
+    (SGD steps counted from 0, as the tag diverged_at_step counts them), plus ', all in epoch 1: an
+    explosion from initialization' when no divergence came after the first epoch (a step-S divergence is
+    one found at the end of epoch 1), and whether that is so; ('', False) when none diverged."""
+    tagged = baseline.get("tags.diverged_at_step", pd.Series(index=baseline.index, dtype=object))
+    steps = pd.to_numeric(tagged, errors="coerce")[baseline["diverged"]].dropna()
     if steps.empty:
-        return ""
-    per_epoch, epochs = int(baseline["steps_per_epoch"].max()), int(baseline["params.trainer.epochs"].astype(int).max())
+        return "", False
+    batch = pd.to_numeric(baseline["params.trainer.batch_size"], errors="coerce")  # NaN: full batch
+    per_epoch = max(len(batch_starts(int(m), None if pd.isna(b) else int(b)))
+                    for m, b in zip(baseline["params.dataset.sizes.train"], batch))
+    epochs = int(baseline["params.trainer.epochs"].astype(int).max())
     span = f"step {int(steps.min())}" if steps.min() == steps.max() else f"steps {int(steps.min())}-{int(steps.max())}"
     text = f", diverged at {span} ({per_epoch} steps per epoch, {epochs} epoch{'s' * (epochs != 1)})"
-    return text + (AT_INIT if steps.max() <= per_epoch else "")
+    from_init = steps.max() <= per_epoch
+    return text + (", all in epoch 1: an explosion from initialization" if from_init else ""), from_init
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
@@ -67,11 +72,6 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
     runs["diverged"] = runs.get("tags.diverged", pd.Series(index=runs.index, dtype=object)).eq("true")
     chance = 1.0 / np.maximum(2.0, runs["params.dataset.n_outputs"].astype(float))  # one sigmoid output: 2 classes
     runs["acc"] = np.where(runs["diverged"], chance, runs["metrics.val/acc"])
-    runs["diverged_at"] = pd.to_numeric(runs.get("tags.diverged_at_step", pd.Series(index=runs.index, dtype=object)),
-                                        errors="coerce").where(runs["diverged"])
-    batch = pd.to_numeric(runs["params.trainer.batch_size"], errors="coerce")  # None: full batch, one step an epoch
-    train_size = runs["params.dataset.sizes.train"].astype(float)
-    runs["steps_per_epoch"] = np.ceil(train_size / batch.fillna(train_size))
     depth = int(runs["params.model.depth"].max())
     history = study.histories([f"delta_norm/layer{l}" for l in range(1, depth + 2)], [])
     at_init = history[history["step"] == 0].merge(runs[["run_id", "case", "variant"]], on="run_id")
@@ -127,8 +127,8 @@ def analyse(study: Study) -> tuple[plt.Figure, Verdict]:
         signal = at_init[(at_init["case"] == case) & (at_init["variant"] == baseline)].pivot_table(
             index="run_id", columns="layer", values="value")
         ratio = float(np.median(signal.iloc[:, 0] / signal.iloc[:, -1])) if not signal.empty else np.nan
-        where = divergence_steps(runs[(runs["case"] == case) & (runs["variant"] == baseline)])
-        if where.endswith(AT_INIT) and (case, "weight_decay") in stats.index:
+        where, from_init = divergence_steps(runs[(runs["case"] == case) & (runs["variant"] == baseline)])
+        if from_init and (case, "weight_decay") in stats.index:
             scope.append(f"weight decay (W shrunk by lr * wd per step, acting over many steps) is tested only against "
                          f"the {case} baseline's explosion from initialization: a pre-registered search found no plain-SGD "
                          "spirals net whose explosion builds up later (docs/mitigations-explosion-search.md)")

@@ -251,7 +251,7 @@ def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = 0, *,
         raise UIError(f"{uri} is a tracking server: it already serves the UI")
     port = choose_port(host, port)
     own_log = log_path is None
-    log = new_log(port) if log_path is None else Path(log_path)
+    log = new_log(port) if own_log else Path(log_path)
     url = base_url(host, port)
     process = start_server(uri, host, port, log)
     try:

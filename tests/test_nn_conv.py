@@ -8,10 +8,9 @@ import pytest
 from test_nn_gradcheck import batch as gradcheck_batch
 
 from nnresearch.backend import make_rng, to_numpy
-from nnresearch.nn.activations import get_activation
+from nnresearch.nn.activations import ACTIVATIONS, get_activation
 from nnresearch.nn.architectures import Builder, Init, cnn1d
 from nnresearch.nn.conv import Conv1D, Flatten, Reshape
-from nnresearch.nn.activations import ACTIVATIONS
 from nnresearch.nn.gradcheck import gradient_check
 from nnresearch.nn.losses import HEADS
 

@@ -391,12 +391,7 @@ def test_a_description_cleared_in_the_ui_is_written_again(mlflow_uri):
     """Clearing it (MLflow's editor saves an empty text; blanks alike) gives the generated one back."""
     from mlflow import MlflowClient
 
-    from nnresearch import tracking
-
-    parent = tracking.open_parent_run(mlflow_uri, "vanishing_gradients", "sweep1", "vanishing_gradients-sweep-1")
-    with tracking.open_run(mlflow_uri, "vanishing_gradients", "mlp-relu-d1", parent_run_id=parent,
-                           tags={tracking.CONFIG_HASH_TAG: "0123"}) as sink:
-        sink.log_metrics({"train/loss": 1.0}, step=0)
+    a_study_job(mlflow_uri)
     experiment_id = dashboards.refresh_dashboards(mlflow_uri)["vanishing_gradients"]
     client = MlflowClient(mlflow_uri)
     generated = client.get_experiment(experiment_id).tags[dashboards.DESCRIPTION_TAG]
