@@ -65,6 +65,13 @@ def _call(fn: Contender) -> tuple[float, int]:
     return time.perf_counter() - start, int(units or 1)
 
 
+def _settle(fn: Contender, seconds: float) -> None:
+    """Unmeasured calls of fn: at least one, and until they have taken `seconds`."""
+    spent_s = _call(fn)[0]
+    while spent_s < seconds:
+        spent_s += _call(fn)[0]
+
+
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of range(n), one per round, in which every i runs right after every other j equally
     often: n orders for even n, 2n for odd n (Williams 1949). Each is the base order
@@ -92,14 +99,12 @@ def interleave(contenders: dict[str, Contender], repeats: int, block_s: float, w
     orders = balanced_orders(len(names))
     for round_ in range(repeats):
         order = [names[i] for i in orders[round_ % len(orders)]]
-        if settle_s <= 0:
-            _call(contenders[order[0]])  # settle: the round's first block follows its own contender, not the last round's
+        if settle_s <= 0:  # the round's first block follows its own contender, not the last round's
+            _settle(contenders[order[0]], 0.0)
         for name in order:
             fn, total_s, total_units = contenders[name], 0.0, 0
-            if settle_s > 0:  # settle every block: the other contenders' threads have gone idle
-                settled_s = 0.0
-                while settled_s < settle_s:
-                    settled_s += _call(fn)[0]
+            if settle_s > 0:  # every block: the other contenders' threads have gone idle
+                _settle(fn, settle_s)
             for _ in range(calls[name]):
                 elapsed, units = _call(fn)
                 total_s += elapsed

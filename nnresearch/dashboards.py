@@ -246,14 +246,21 @@ def commands_for_store(commands: Sequence[str], uri: str | None, experiment_name
     the defaults (`tracking.uri=` / `tracking.experiment=` for a run, `--uri` / `--experiment` for an
     analysis), so that pasted they run into and read from what the UI shows."""
     resolved = stores.resolve_uri(uri)
-    default = resolved == stores.resolve_uri(None)
-    options = {"python -m nnresearch.run": ([] if default else [f"tracking.uri={resolved}"])
-               + ([] if experiment_name == study else [f"tracking.experiment={experiment_name}"]),
-               "python -m analysis.": ([] if default else ["--uri", resolved])
-               + ([] if experiment_name == study else ["--experiment", experiment_name])}
-    return [" ".join([command, *map(shlex.quote, next((extra for prefix, extra in options.items()
-                                                       if command.startswith(prefix)), []))])
-            for command in commands]
+    run_options: list[str] = []
+    analysis_options: list[str] = []
+    if resolved != stores.resolve_uri(None):
+        run_options.append(f"tracking.uri={resolved}")
+        analysis_options += ["--uri", resolved]
+    if experiment_name != study:
+        run_options.append(f"tracking.experiment={experiment_name}")
+        analysis_options += ["--experiment", experiment_name]
+
+    def options(command: str) -> list[str]:
+        if command.startswith("python -m nnresearch.run"):
+            return run_options
+        return analysis_options if command.startswith("python -m analysis.") else []
+
+    return [" ".join([command, *map(shlex.quote, options(command))]) for command in commands]
 
 
 def description_markdown(experiment_name: str, experiment_id: str, *, claim: str | None,
