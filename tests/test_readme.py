@@ -106,3 +106,23 @@ def test_each_floor_imports_only_what_the_readme_layout_says_it_knows(floor):
               if name.split(".")[0] not in sys.stdlib_module_names
               and not any(name == known or name.startswith(known + ".") for known in allowed)}
     assert not strays, f"the {floor} imports what the README's layout says it does not know: {sorted(strays)}"
+
+
+STUDIES_REPORT = README.parent / "docs" / "studies-report.md"
+
+
+def test_the_studies_table_gives_the_times_and_verdicts_of_docs_studies_report():
+    """README: the full profile's wall time and the verdict of each study, "both from the run of every full
+    profile recorded in docs/studies-report.md", at the code that file names."""
+    text, doc = README.read_text(), STUDIES_REPORT.read_text()
+    rows = {name: (minutes, verdict) for name, minutes, verdict in
+            re.findall(r"^\| `(\w+)` \| §[^|]* \| [^|]* \| ([\d.]+) min \| (held|not held|inconclusive)\b", text, re.M)}
+    times = dict(re.findall(r"^\| `(\w+)` \| ([\d.]+) min \(", doc, re.M))
+    verdicts = {name: verdict.strip("*") for name, verdict in
+                re.findall(r"^\| \[(\w+)\]\(#\w+\) \| ([^|]+?) \|", doc, re.M)}
+    assert rows and sorted(rows) == sorted(times) == sorted(verdicts), (sorted(rows), sorted(times), sorted(verdicts))
+    assert {name: row[0] for name, row in rows.items()} == times, "the README's full-profile times are not the report's"
+    assert {name: row[1] for name, row in rows.items()} == verdicts, "the README's verdicts are not the report's"
+    commit = re.search(r"code of the commit that brings this file, ([0-9a-f]{7,})", doc).group(1)
+    assert f"[docs/studies-report.md](docs/studies-report.md) (2026-12-07, code of {commit}," in text, \
+        f"the README does not name the code the report ran ({commit})"
