@@ -2,6 +2,7 @@
 config groups is the one in conf/, its layout table holds for the imports."""
 
 import ast
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -23,14 +24,6 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert float(namespace["J"]) < 0.3  # 200 full-batch steps separate the moons
     assert max(namespace["errors"].values()) < 1e-6
-
-
-def test_readme_gives_the_two_setup_commands():
-    text = README.read_text()
-    assert 'pip install ".[test]" && python -m nnresearch.run' in text
-    assert "python -m pytest" in text
-    ci = (README.parent / ".ci" / "run").read_text()
-    assert 'pip install ".[test]" && python -m nnresearch.run' in ci and "python -m pytest" in ci
 
 
 def readme_commands() -> list[list[str]]:
@@ -106,6 +99,90 @@ def test_each_floor_imports_only_what_the_readme_layout_says_it_knows(floor):
               if name.split(".")[0] not in sys.stdlib_module_names
               and not any(name == known or name.startswith(known + ".") for known in allowed)}
     assert not strays, f"the {floor} imports what the README's layout says it does not know: {sorted(strays)}"
+
+
+# --------------------------------------------------------------------------------------------
+# The README's claims about its own commands, its studies table and its defaults
+
+
+def setup_block() -> list[str]:
+    """The lines of the bash block under "Set up and run (two commands)"."""
+    section = README.read_text().split("## Set up and run (two commands)")[1]
+    return re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1).strip().splitlines()
+
+
+def test_the_setup_is_two_commands_and_ci_runs_exactly_them():
+    """README: "a new user sets up with two commands"; `.ci/run` "runs these two commands": each line of
+    the block, as written, is a line of `.ci/run` (a command changed in one place only fails here)."""
+    commands = setup_block()
+    assert len(commands) == 2, commands
+    install, tests = commands
+    assert 'pip install ".[test]"' in install and install.endswith("python -m nnresearch.run"), install
+    assert tests.endswith("python -m pytest"), tests
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in ci, f".ci/run does not run the README's command {command!r}"
+
+
+def test_the_suite_runs_on_every_core_at_most_4():
+    """README: "The second runs the test suite on every core, at most 4 (pytest-xdist; `-n 0` runs it in one process)"."""
+    import tomllib
+
+    options = tomllib.loads((README.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "--numprocesses=auto" in options.split() and "--maxprocesses=4" in options.split(), options
+    assert any(dep.startswith("pytest-xdist") for dep in
+               tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"])
+
+
+def count_runs(db: Path) -> int:
+    """Runs in a SQLite store, read without MLflow (which would create a missing store)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        return connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_the_default_run_logs_into_mlflow_db_in_the_working_folder(tmp_path, monkeypatch, main_in_process,
+                                                                     mlflow_template_db):
+    """README command 1: `python -m nnresearch.run`, no tracking.uri and no $MLFLOW_TRACKING_URI, logs to
+    `./mlflow.db` and prints the command that opens the UI on it (the store is copied in already migrated)."""
+    import shutil
+
+    shutil.copyfile(mlflow_template_db, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, out, err = main_in_process("trainer.epochs=1", "trainer.progress=false")
+    assert code == 0, err
+    assert count_runs(tmp_path / "mlflow.db") == 1
+    assert f"python -m nnresearch.ui --uri sqlite:///{tmp_path / 'mlflow.db'}" in out, out
+
+
+def test_tracking_off_logs_nothing_and_writes_no_store(tmp_path, monkeypatch, main_in_process):
+    """README: `python -m nnresearch.run tracking=off  # nothing logged, no store written`, neither
+    ./mlflow.db nor the store $MLFLOW_TRACKING_URI names: the working folder holds Hydra's outputs/ only."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'team.db'}")
+    code, out, err = main_in_process("tracking=off", "trainer.epochs=1", "trainer.progress=false")
+    assert code == 0, err
+    assert "(tracking off)" in out, out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["outputs"]
+
+
+def test_analyses_write_under_reports_by_default(tmp_path, monkeypatch, mlflow_uri, capsys):
+    """README: `python -m analysis.<study>` puts its figure in reports/figures/, `python -m analysis.report`
+    writes reports/report.md (both relative to the working folder)."""
+    from analysis import report
+    from analysis.common import STUDIES
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"analysis.{STUDIES[0]}").main(["--help"])
+    assert "(default: reports/figures)" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    assert report.main([]).resolve() == tmp_path / "reports" / "report.md"
+    assert (tmp_path / "reports" / "report.md").is_file()
 
 
 STUDIES_REPORT = README.parent / "docs" / "studies-report.md"
