@@ -21,6 +21,7 @@ from nnresearch.startup import frozen_imports
 with frozen_imports():  # the heavier imports in main() freeze everything imported by then
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.core.plugins import Plugins
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
@@ -28,6 +29,21 @@ with frozen_imports():  # the heavier imports in main() freeze everything import
     from nnresearch.paths import CONFIG_DIR
 
 register()
+
+
+def register_grid_sweeper() -> None:
+    """Make `hydra/sweeper=grid` known to Hydra however nnresearch was installed.
+
+    Hydra finds plugins by scanning the hydra_plugins folders on sys.path, which setuptools' default
+    editable install hides (its import hook still imports them). The scan runs first: it re-imports
+    Hydra's own plugin modules, and a sweeper imported before it would subclass a stale BasicSweeper."""
+    with frozen_imports():  # the scan imports every plugin module
+        plugins = Plugins.instance()
+        from hydra_plugins.nnresearch_sweeper import GridSweeper
+    plugins.register(GridSweeper)
+
+
+register_grid_sweeper()
 
 # Group choices and keys that already appear in the run name, or that would only clutter it.
 NAMED_GROUPS = ("model", "experiment", "profile", "tracking")

@@ -455,6 +455,33 @@ def test_wheel_carries_configs_and_runs(tmp_path):
     assert not (elsewhere / "mlflow.db").exists()
 
 
+HIDDEN_FROM_HYDRAS_SCAN = """
+import pkgutil, runpy, sys
+walk_packages = pkgutil.walk_packages
+def without_the_grid_sweeper(*args, **kwargs):
+    return (found for found in walk_packages(*args, **kwargs) if found.name != "hydra_plugins.nnresearch_sweeper")
+pkgutil.walk_packages = without_the_grid_sweeper
+sys.argv = ["nnresearch.run", *sys.argv[1:]]
+runpy.run_module("nnresearch.run", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_the_grid_sweeper_is_found_where_hydras_scan_cannot_see_it(tmp_path):
+    """setuptools' default editable install (`pip install -e .`) hides hydra_plugins/ from the scan by
+    which Hydra finds plugins, while its import hook still imports them; the scan is made blind to the
+    grid sweeper here. A sweep still runs, and the refusal of a bad job comes from the grid sweeper."""
+    def sweep(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", HIDDEN_FROM_HYDRAS_SCAN, "-m", "tracking=off", "trainer.epochs=1",
+                               "data.n_samples=60", *QUICK, *overrides], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, env=cli_env())
+
+    ran = sweep("trainer.seed=0,1")
+    assert ran.returncode == 0 and ran.stdout.count("tracking off") == 2, failure_report(ran)
+    refused = sweep("optim.lr=0.1,-1")
+    assert refused.returncode == 2, failure_report(refused)
+    assert "sweep refused before any run started: job 1 of 2 (optim.lr=-1)" in refused.stderr, failure_report(refused)
+
+
 def test_a_run_name_adds_only_what_its_architecture_part_does_not_already_say():
     from nnresearch.run import swept_values
 
