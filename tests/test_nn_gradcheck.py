@@ -10,7 +10,7 @@ import pytest
 from nnresearch.backend import to_numpy
 from nnresearch.nn import activations
 from nnresearch.nn.activations import ACTIVATIONS
-from nnresearch.nn.architectures import Builder, logistic_regression, mlp, residual_mlp, softmax_regression
+from nnresearch.nn.architectures import Builder, Init, logistic_regression, mlp, residual_mlp, softmax_regression
 from nnresearch.nn.batchnorm import BatchNorm
 from nnresearch.nn.gradcheck import gradient_check
 from nnresearch.nn.losses import HEADS, get_head, on_label_sets
@@ -199,3 +199,71 @@ def test_backprop_of_a_softmax_head_on_label_sets(name):
     X = np.random.default_rng(8).normal(size=(N_IN, 4))
     Y = np.array([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]])  # all, none, two, one
     assert_passes(gradient_check(network, X, Y), network)
+
+
+def test_a_sign_flipped_gradient_is_detected():
+    """-dJ/dtheta has the right norm and the wrong direction: the error compares the vectors, not their sizes."""
+    network, X, Y = checked_setup("mlp", "tanh", "softmax_ce")
+    right = network.head
+    network.head = dataclasses.replace(right, delta=lambda Z, A, Y: -right.delta(Z, A, Y))
+    errors = gradient_check(network, X, Y)
+    assert min(errors.values()) > 0.99  # ||g - (-g)|| / (||g|| + ||-g||) = 1
+
+
+def test_sampled_entries_come_from_the_whole_parameter_not_its_first_rows():
+    """A gradient wrong everywhere but in its first `max_entries` entries is still caught."""
+    builder = Builder(np, np.float64, np.random.default_rng(0), activation="tanh")
+    network = mlp(builder, [12, 10, 2], "softmax_ce")  # W1 has 120 entries
+    X, Y = batch("softmax_ce", np, np.random.default_rng(1), n_in=12, n_out=2)
+    original = network.backward
+
+    def backward_wrong_past_the_first_20_entries_of_W1(Y):
+        original(Y)
+        flat = network.units[0].grads["W"].reshape(-1)  # a view: C-ordered (10, 12)
+        flat[20:] *= 2.0
+
+    network.backward = backward_wrong_past_the_first_20_entries_of_W1
+    errors = gradient_check(network, X, Y, max_entries=20)
+    assert errors["W1"] > 0.1
+    assert errors["W2"] < TOLERANCE
+
+
+def test_eval_mode_batchnorm_backward_matches_central_differences():
+    """In eval mode BatchNorm is a fixed affine map of Z (running statistics, not the batch's), so its
+    backward is gamma / sigma * dOut. `gradient_check` runs train mode, so the eval branch is checked here."""
+    network = build("mlp_batchnorm", "tanh", "softmax_ce", seed=0)
+    X, Y = batch("softmax_ce", np, np.random.default_rng(5))
+    for seed in range(3):  # running statistics away from their initial 0 and 1
+        network.forward(np.random.default_rng(10 + seed).normal(1.0, 2.0, size=X.shape), train=True)
+
+    def cost() -> float:
+        network.forward(X, train=False)
+        return float(network.cost(Y))
+
+    network.forward(X, train=False)
+    network.backward(Y)
+    eps = 1e-6
+    for name, param in network.params().items():
+        backprop = to_numpy(network.grads()[name]).copy()
+        numeric = np.zeros_like(backprop)
+        for index in np.ndindex(param.shape):
+            original = float(param[index])
+            param[index] = original + eps
+            plus = cost()
+            param[index] = original - eps
+            numeric[index] = (plus - cost()) / (2 * eps)
+            param[index] = original
+        error = np.linalg.norm(numeric - backprop) / max(np.linalg.norm(numeric) + np.linalg.norm(backprop), 1e-7)
+        assert error < TOLERANCE, (name, error)
+
+
+def test_a_parameter_without_gradient_passes_instead_of_giving_nan():
+    """A relu layer whose units are all off (bias -100): its W1 and b1 have exactly zero gradient by backprop
+    and by differences; 0 / 0 must not make the error NaN (which fails every `error < tolerance`)."""
+    builder = Builder(np, np.float64, np.random.default_rng(0), Init("xavier_normal", bias="constant", bias_value=-100.0),
+                      activation="relu")
+    network = mlp(builder, [N_IN, 4, N_OUT], "softmax_ce")
+    X, Y = batch("softmax_ce", np, np.random.default_rng(1))
+    errors = gradient_check(network, X, Y)
+    assert errors["W1"] == 0.0 and errors["b1"] == 0.0
+    assert errors["b2"] < TOLERANCE
