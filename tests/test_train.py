@@ -205,3 +205,115 @@ print(digest.hexdigest())
                               env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout.strip()
                for hash_seed in (1, 2)}
     assert len(digests) == 1 and len(next(iter(digests))) == 64, digests
+
+
+def tanh_net(seed: int = 0):
+    return mlp(Builder(np, np.float32, make_rng(seed), activation="tanh"), SIZES, "softmax_ce")
+
+
+def test_each_update_takes_the_schedule_at_its_own_step():
+    """The chapter's alpha(t) for t = 0, 1, 2, ...: one call per update, in order, and the logged lr is the
+    last update's of the epoch (4 batches of 16, 16, 16, 2 per epoch)."""
+    calls: list[int] = []
+
+    def schedule(step: int) -> float:
+        calls.append(step)
+        return 0.1 / (1 + step)
+
+    sink = MemorySink()
+    train(tanh_net(), splits(np), make_optimizer("sgd"), schedule, LoopOptions(epochs=2, batch_size=16, progress=False),
+          make_rng(0), sink)
+    assert calls == list(range(8))
+    assert sink.history["lr"] == [(1, 0.1 / 4), (2, 0.1 / 8)]
+
+
+def test_the_order_of_the_examples_is_shuffled_from_the_run_generator():
+    """Batches are a fresh permutation drawn from the run's generator: not the data's order, another
+    for another generator, and so another trained network for another loop seed from the same init."""
+    def order(seed: int) -> list[int]:
+        return np.concatenate([to_numpy(i) for i in batches(M_TRAIN, 16, np.random.default_rng(seed), np)]).tolist()
+
+    assert order(0) != list(range(M_TRAIN)) and order(0) != order(1) and order(0) == order(0)
+
+    def trained(loop_seed: int) -> dict[str, np.ndarray]:
+        network = tanh_net(0)  # the same init for both
+        train(network, splits(np), make_optimizer("sgd"), lambda step: 0.1,
+              LoopOptions(epochs=1, batch_size=16, progress=False), make_rng(loop_seed), MemorySink())
+        return {name: to_numpy(p) for name, p in network.params().items()}
+
+    a, b = trained(1), trained(2)
+    assert any(not np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_train_acc_is_the_fraction_of_the_epoch_s_examples_classified_right():
+    """Batches of 16, 16, 16 and 2: the epoch's train/acc weights each batch's accuracy by its size."""
+    network = tanh_net()
+    per_batch: list[tuple[float, int]] = []
+    accuracy = network.accuracy
+
+    def recording_accuracy(Y):
+        value = accuracy(Y)
+        if Y.shape[-1] not in (M_TRAIN, M_VAL):  # a training batch, not a whole split's evaluation
+            per_batch.append((float(value), Y.shape[-1]))
+        return value
+
+    network.accuracy = recording_accuracy
+    sink = MemorySink()
+    train(network, splits(np), make_optimizer("sgd"), lambda step: 0.5, LoopOptions(epochs=1, batch_size=16, progress=False),
+          make_rng(0), sink)
+    assert [size for _, size in per_batch] == [16, 16, 16, 2]
+    correct = sum(value * size for value, size in per_batch)
+    assert correct == pytest.approx(round(correct))  # a count of examples
+    assert sink.history["train/acc"][-1][1] == pytest.approx(correct / M_TRAIN, rel=1e-6)
+
+
+def test_update_ratio_is_the_size_of_the_last_update():
+    """Plain SGD: W_after - W_before = -lr dJ/dW, so update_ratio = lr grad_norm / ||W_before||, which
+    differs from lr grad_norm / weight_norm (||W_after||) by at most that ratio squared."""
+    lr = 0.5
+    sink = MemorySink()
+    train(tanh_net(), splits(np), make_optimizer("sgd"), lambda step: lr, LoopOptions(epochs=2, batch_size=None, progress=False),
+          make_rng(0), sink)
+    h = sink.history
+    for layer in (1, 2, 3):
+        for (step, ratio), (_, grad), (_, weight) in zip(h[f"update_ratio/layer{layer}"], h[f"grad_norm/layer{layer}"][1:],
+                                                         h[f"weight_norm/layer{layer}"][1:]):
+            expected = lr * grad / weight
+            assert expected > 1e-4
+            assert ratio == pytest.approx(expected, rel=2 * expected + 1e-4), (layer, step)
+
+
+@pytest.mark.parametrize("clipping", [{"clip_norm": 1e-3}, {"clip_value": 1e-4}])
+def test_clipping_bounds_the_update_it_is_applied_to(clipping):
+    """Full batch, one SGD step of lr 0.1: the parameters move by at most lr * max_norm (global norm) or
+    lr * limit per entry; unclipped, the same step is far larger."""
+    def step_taken(**clip) -> dict[str, np.ndarray]:
+        network = tanh_net()
+        before = {name: to_numpy(p).astype(np.float64) for name, p in network.params().items()}
+        train(network, splits(np), make_optimizer("sgd"), lambda step: 0.1,
+              LoopOptions(epochs=1, batch_size=None, progress=False, **clip), make_rng(0), MemorySink())
+        return {name: to_numpy(p).astype(np.float64) - before[name] for name, p in network.params().items()}
+
+    plain, clipped = step_taken(), step_taken(**clipping)
+    if "clip_norm" in clipping:
+        size = lambda step: np.sqrt(sum(np.sum(d * d) for d in step.values()))  # noqa: E731
+        bound = 0.1 * clipping["clip_norm"]
+    else:
+        size = lambda step: max(np.max(np.abs(d)) for d in step.values())  # noqa: E731
+        bound = 0.1 * clipping["clip_value"]
+    assert size(plain) > 10 * bound
+    assert size(clipped) <= 1.01 * bound  # 1%: the float32 rounding of W - lr g
+
+
+def test_a_non_finite_parameter_is_caught_even_where_the_loss_stays_finite():
+    """An update that leaves a relu layer's bias at -inf: z = -inf, a = relu(z) = 0, so every loss stays
+    finite and relu'(z) = 0 keeps the bias there; only the parameter check after the epoch sees it."""
+    class OverflowingSGD:
+        def step(self, params, grads, lr):
+            params["b1"][...] = -np.inf  # what lr * g overflowing to inf would leave
+
+    network = mlp(Builder(np, np.float32, make_rng(0), activation="relu"), SIZES, "softmax_ce")
+    with pytest.raises(NonFiniteError) as caught:
+        train(network, splits(np), OverflowingSGD(), lambda step: 0.1, LoopOptions(epochs=2, batch_size=None, progress=False),
+              make_rng(0), MemorySink())
+    assert (caught.value.step, caught.value.layer, caught.value.quantity) == (1, "layer1", "parameter b1")
