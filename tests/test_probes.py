@@ -131,3 +131,59 @@ def test_gradient_noise_leaves_buffers_and_grads_as_it_found_them(xp):
     assert network.grads().keys() == grads.keys()
     for name, value in network.grads().items():
         np.testing.assert_array_equal(host(value), grads[name], err_msg=name)
+
+
+def per_example_gradients(network, X, Y) -> list[dict[str, np.ndarray]]:
+    """dJ/dparam on each example alone (float64 copies)."""
+    out = []
+    for i in range(X.shape[-1]):
+        network.loss_and_gradients(X[:, i:i + 1], Y[:, i:i + 1])
+        out.append({name: host(g) for name, g in network.grads().items()})
+    return out
+
+
+def squared_norm(grads: dict[str, np.ndarray]) -> float:
+    return sum(float(np.sum(g * g)) for g in grads.values())
+
+
+def test_gradient_noise_of_single_examples_out_of_two_is_its_closed_form():
+    """m = 2, batches of 1: g_B is g_1 or g_2 and g = (g_1 + g_2) / 2, so every batch gives
+    ||g_B - g||^2 = ||g_1 - g_2||^2 / 4, and the mean over any number of batches is ||g_1 - g_2||^2 / ||g_1 + g_2||^2."""
+    network, X, Y = network_and_batch(np, "tanh")
+    X, Y = X[:, :2], Y[:, :2]
+    g1, g2 = per_example_gradients(network, X, Y)
+    expected = squared_norm({k: g1[k] - g2[k] for k in g1}) / squared_norm({k: g1[k] + g2[k] for k in g1})
+    got = gradient_noise(network, X, Y, batch_size=1, rng=np.random.default_rng(0), n_batches=5)
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_gradient_noise_batch_is_drawn_without_replacement(seed):
+    """m = 3, batches of 2 distinct examples: a batch leaves out one example k, and then
+    g_B - g = (g - g_k) / 2, so one batch's noise is one of ||g_k - g||^2 / (4 ||g||^2), k = 1, 2, 3.
+    (A batch drawing one example twice would give 4 times that.)"""
+    network, X, Y = network_and_batch(np, "tanh")
+    X, Y = X[:, :3], Y[:, :3]
+    per_example = per_example_gradients(network, X, Y)
+    g = {k: sum(e[k] for e in per_example) / 3 for k in per_example[0]}
+    candidates = [squared_norm({k: e[k] - g[k] for k in g}) / (4 * squared_norm(g)) for e in per_example]
+    got = gradient_noise(network, X, Y, batch_size=2, rng=np.random.default_rng(seed), n_batches=1)
+    assert any(got == pytest.approx(c, rel=1e-4) for c in candidates), (got, candidates)
+
+
+def test_all_zero_relu_units_are_dead_and_both_tails_of_tanh_saturate(xp):
+    """dead counts z <= 0, the kink included: zero weights and biases (the symmetry problem, §6.1) give
+    z = 0 for every unit and example, where relu' = 0, so every unit is dead. saturated counts |a| >= 0.99
+    on both sides: inputs of sum +-50 through all-ones weights put tanh at +1 for some examples and -1 for the others."""
+    network, X, Y = network_and_batch(xp, "relu", Init("zeros"))
+    network.loss_and_gradients(X, Y)
+    got = layer_diagnostics(network)
+    assert got["dead/layer1"] == 1.0 and got["dead/layer2"] == 1.0
+
+    network, _, Y = network_and_batch(xp, "tanh", Init("constant", value=1.0))
+    signs = np.where(np.arange(M) % 3 == 0, 1.0, -1.0)  # 3 examples at +50, 6 at -50
+    X = xp.asarray(np.full((SIZES[0], M), 10.0) * signs, dtype=xp.float32)
+    network.loss_and_gradients(X, Y)
+    got = layer_diagnostics(network)
+    assert got["saturated/layer1"] == 1.0
+    assert got["act_mean/layer1"] == pytest.approx(-1.0 / 3.0, rel=1e-6)
