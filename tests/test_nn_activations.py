@@ -82,6 +82,16 @@ def test_saturated_derivatives_keep_their_float32_precision(xp, name):
     np.testing.assert_allclose(derivative, true, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_keeps_its_relative_precision_in_the_negative_tail(xp, dtype):
+    """sigma(-z) = e^-z / (1 + e^-z) is tiny but representable: 1 - sigma(z) would round it to 0 once
+    sigma(z) rounds to 1 (float32: z > ~17, float64: z > ~37)."""
+    z = np.array([[-20.0, -30.0, -50.0, -80.0]])
+    true = np.exp(z) / (1.0 + np.exp(z))
+    A = to_numpy(get_activation("sigmoid").forward(xp.asarray(z, dtype=getattr(xp, dtype))))
+    np.testing.assert_allclose(A, true, rtol=1e-6)
+
+
 def test_sigmoid_matches_textbook_formula_for_moderate_inputs(xp):
     z = points(xp)
     np.testing.assert_allclose(to_numpy(get_activation("sigmoid").forward(z)),

@@ -358,6 +358,7 @@ def test_check_batch_accepts_a_good_batch(xp):
     ("softmax_ce", "label_negative", ValueError, "out of range"),
     ("softmax_ce", "two_hot", ValueError, "one-hot"),
     ("naive_softmax_ce", "zero_hot", ValueError, "one-hot"),
+    ("softmax_ce", "sums_to_1.2", ValueError, "one-hot"),
 ])
 def test_check_batch_names_the_problem(xp, head, problem, error, match):
     network = build(xp, head=head)
@@ -380,6 +381,8 @@ def test_check_batch_names_the_problem(xp, head, problem, error, match):
         y[:, 0] = [1.0, 1.0]
     elif problem == "zero_hot":
         y[:, 0] = [0.0, 0.0]
+    elif problem == "sums_to_1.2":
+        y[:, 0] = [0.6, 0.6]  # each label in range, the column not a distribution
     with pytest.raises(error, match=match):
         network.check_batch(xp.asarray(x), xp.asarray(y))
 
