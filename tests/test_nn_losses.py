@@ -250,3 +250,17 @@ def test_accuracy_on_label_sets_tells_no_label_from_every_label(xp):
     nothing = xp.zeros((3, 1))
     assert float(threshold_accuracy(nothing, xp.asarray(MULTI_HOT[:, 1:2]))) == 1.0
     assert float(threshold_accuracy(nothing, xp.asarray(MULTI_HOT[:, 3:4]))) == 0.0
+
+
+def test_sigmoid_mse_delta_keeps_its_float32_precision_where_the_output_saturates(xp):
+    """delta[L] = 2 (a - y) / n sigma'(z): at |z| = 20 float32 rounds sigma(z) to 1 (or sigma(-z) (1 - sigma(-z))
+    loses it), so a (1 - a) from A would starve the saturated units to exactly 0 instead of their true ~2e-9."""
+    z = np.array([[-20.0, -18.0, 18.0, 20.0]])
+    y = np.array([[1.0, 1.0, 0.0, 0.0]])  # every output confidently wrong
+    e = np.exp(-np.abs(z))
+    true = 2.0 * (1.0 / (1.0 + np.exp(-z)) - y) * e / (1.0 + e) ** 2  # n[L] = 1
+    head = get_head("sigmoid_mse")
+    Z, Y = xp.asarray(z, dtype=xp.float32), xp.asarray(y, dtype=xp.float32)
+    delta = to_numpy(head.delta(Z, head.activate(Z), Y))
+    assert delta.dtype == np.float32
+    np.testing.assert_allclose(delta, true, rtol=1e-5)
