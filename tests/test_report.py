@@ -82,3 +82,19 @@ def test_report_tells_a_latest_sweep_without_finished_runs_from_a_study_not_run(
     assert f"run it again: `python -m nnresearch.run -m experiment=mitigations tracking.uri={mlflow_uri}`" in text
     text = report.main(["--uri", mlflow_uri, "--out", str(tmp_path / "reports"), "--all-sweeps"]).read_text()
     assert "| [mitigations](#mitigations) | held |" in text and "13 studies not run." in text
+
+
+def test_report_summary_and_table_count_inconclusive_and_not_held_apart():
+    """One study of each outcome: the summary counts only held claims as held and only decided ones as decided,
+    and the table marks "not held" (bold) apart from "inconclusive" (a verdict with held None)."""
+    from analysis.common import StudyNotRun, Verdict
+
+    outcomes = [("a", Verdict("a", "claim a", True, "numbers a")), ("b", Verdict("b", "claim b", False, "numbers b")),
+                ("c", Verdict("c", "claim c", None, "numbers c")), ("d", StudyNotRun("not run", "python -m run d"))]
+    text = report.markdown(outcomes)
+    assert "1 of 2 decided claims held; 1 inconclusive; 1 studies not run." in text, text
+    assert "| [a](#a) | held | claim a |" in text
+    assert "| [b](#b) | **not held** | claim b |" in text
+    assert "| [c](#c) | inconclusive | claim c |" in text
+    assert "| d | not run | `python -m run d` |" in text
+    assert "**Verdict:** inconclusive. numbers c" in text and "## d" not in text
