@@ -169,6 +169,10 @@ VANISHING = {  # per activation, the slope of log10 ratio against depth for seed
     "relu vanishes": {"sigmoid": (-0.60, -0.62), "tanh": (0.00, 0.02), "relu": (-0.30, -0.31)},
     # sigmoid's ratio is far below ReLU's at every depth (1e-5: the old one-depth rule held), but does not shrink with it
     "sigmoid flat": {"sigmoid": (-0.002, 0.004), "tanh": (0.00, 0.02), "relu": (0.000, 0.004)},
+    # sigmoid's mean slope (-0.35) is below -0.301, but its two seeds disagree: the band reaches far above it
+    "sigmoid band crosses": {"sigmoid": (-0.20, -0.50), "tanh": (0.00, 0.02), "relu": (0.000, 0.004)},
+    # ReLU's gradient grows with depth (x2 per layer): not preserved, although it does not vanish
+    "relu grows": {"sigmoid": (-0.60, -0.62), "tanh": (0.00, 0.02), "relu": (0.30, 0.31)},
 }
 VG_ACC = {"sigmoid": 0.34, "tanh": 0.6, "relu": 0.95}  # final val acc; relu's falls to 0.55 at the deepest depth
 
@@ -234,17 +238,21 @@ INIT_AT_BIRTH = {
     "xavier relu stable": INIT_HELD | {("xavier_normal", "relu"): ((0.8, 0.7), (0.8, 0.65), None)},
     # He+relu's std holds in the mean over seeds (gain (1.5 * 0.4)^(1/6) = 0.92) but one seed drifts x0.4 in 3 layers
     "one he seed drifts": INIT_HELD | {("he_normal", "relu"): ((1.0, 1.5), (1.0, 0.4), None)},
+    # N(0,1)+relu explodes in seed 0 (x500) but merely doubles in seed 1: not in every seed
+    "one normal seed tame": INIT_HELD | {("normal", "relu"): ((1.0, 500.0), (1.0, 2.0), None)},
+    # Xavier+relu loses its std in seed 0 (gain 0.71) but keeps it in seed 1 (gain 0.96): not in every seed
+    "one xavier relu seed stable": INIT_HELD | {("xavier_normal", "relu"): ((0.8, 0.28), (0.8, 0.7), None)},
 }
 ZERO_INIT_FINAL = {"unit_spread": 0.0, "weight_norm": 0.8}  # after training: identical units, moved weights
 
 
 def init_job_metrics(init: str, activation: str, stds: tuple[float, float] | None,
-                     saturated: float | None) -> dict[str, list[float]]:
+                     saturated: float | None, zero_final: Mapping[str, float] = ZERO_INIT_FINAL) -> dict[str, list[float]]:
     hidden = range(1, INIT_DEPTH + 1)
     if init == "zeros":
         metrics = {f"act_std/layer{l}": [0.0, 0.0] for l in hidden}
-        metrics |= {f"unit_spread/layer{l}": [0.0, ZERO_INIT_FINAL["unit_spread"]] for l in hidden}
-        metrics |= {f"weight_norm/layer{l}": [0.0, ZERO_INIT_FINAL["weight_norm"]] for l in hidden}
+        metrics |= {f"unit_spread/layer{l}": [0.0, zero_final["unit_spread"]] for l in hidden}
+        metrics |= {f"weight_norm/layer{l}": [0.0, zero_final["weight_norm"]] for l in hidden}
     else:
         metrics = {f"act_std/layer{l}": [s, s] for l, s in zip(hidden, per_layer(*stds, INIT_DEPTH))}
         metrics |= {f"unit_spread/layer{l}": [0.9, 0.9] for l in hidden}
@@ -259,17 +267,22 @@ def gain_span(stds: Sequence[tuple[float, float]]) -> str:
     return f"{min(gains):.3f}-{max(gains):.3f}"
 
 
-@pytest.mark.parametrize("name", INIT_AT_BIRTH)
-def test_initialization(sweep, name):
-    s = sweep("initialization")
-    table = INIT_AT_BIRTH[name]
+def initialization_sweep(s: Sweep, table: Mapping[tuple[str, str], Any],
+                         zero_final: Mapping[str, float] = ZERO_INIT_FINAL) -> None:
     for init in ("zeros", "normal", "xavier_normal", "he_normal"):
         for activation in ("tanh", "relu"):
             *stds, saturated = table.get((init, activation), (None, None, None))
             for seed in INIT_SEEDS:
                 cfg = job_config("initialization", f"+init_arm={init}", model__activation=activation,
                                  model__depth=INIT_DEPTH, trainer__seed=seed, trainer__epochs=1)
-                s.job(cfg, init_job_metrics(init, activation, stds[seed], saturated), choices={"init_arm": init})
+                s.job(cfg, init_job_metrics(init, activation, stds[seed], saturated, zero_final), choices={"init_arm": init})
+
+
+@pytest.mark.parametrize("name", INIT_AT_BIRTH)
+def test_initialization(sweep, name):
+    s = sweep("initialization")
+    table = INIT_AT_BIRTH[name]
+    initialization_sweep(s, table)
     verdict = s.analyse()
     growth = [last / first for first, last in table[("normal", "relu")][:2]]
     check(verdict, HELD if name == HELD else NOT_HELD, f"depth {INIT_DEPTH} at init (2 seeds",
@@ -278,6 +291,14 @@ def test_initialization(sweep, name):
                                                                       ("He+relu", ("he_normal", "relu")),
                                                                       ("Xavier+relu", ("xavier_normal", "relu")))),
           "max hidden unit_spread 0.0e+00 though each run's hidden weights moved (most-moved layer's norm 0.8-0.8)")
+
+
+def test_initialization_is_not_held_when_zero_init_weights_never_move(sweep):
+    """Zero-init units that stay identical only because no hidden weight moved (what zero biases give) show
+    nothing about symmetry: §6.1's claim needs them identical although they learned."""
+    s = sweep("initialization")
+    initialization_sweep(s, INIT_HELD, zero_final={"unit_spread": 0.0, "weight_norm": 0.0})
+    check(s.analyse(), NOT_HELD, "max hidden unit_spread 0.0e+00", "(most-moved layer's norm 0-0)")
 
 # --------------------------------------------------------------------------------------------
 # dying_relu: relu's dead units (z <= 0 on the whole training split, from the final parameters) grow
@@ -317,12 +338,12 @@ def dying_params(cfg: Config, dead: int) -> tuple[dict[str, np.ndarray], dict[st
 
 
 def dying_sweep(s: Sweep, relu_dead: Mapping[tuple[str, float, float], int], leaky_acc: Mapping[float, float],
-                diverged: tuple[str, str, float, float] | None = None) -> None:
+                diverged: tuple[str, str, float, float] | None = None, relu_acc: Mapping[float, float] = RELU_ACC) -> None:
     for (init, bias, lr), dead in relu_dead.items():
         for activation in ("relu", "leaky_relu"):
             cfg = job_config("dying_relu", model__activation=activation, model__init=init, model__bias_value=bias,
                              optim__lr=lr, trainer__seed=0, trainer__epochs=1)
-            acc = (RELU_ACC if activation == "relu" else leaky_acc)[bias]
+            acc = (relu_acc if activation == "relu" else leaky_acc)[bias]
             init_params, final = dying_params(cfg, dead if activation == "relu" else 0)
             s.job(cfg, {"val/acc": [0.5, acc]}, init=init_params, final=final,
                   diverged=(activation, init, bias, lr) == diverged)
@@ -345,6 +366,15 @@ def test_dying_relu(sweep, name):
           "rising through every lr: he_normal yes, xavier_normal yes",
           f"he_normal lr 0.01: relu 0.600 [0.600, 0.600], leaky {leaky_acc[-1.0]:.3f}",
           f": {'NOT held (0' if 'leaky' in failing else 'held (4'} of 4 cells")
+
+
+def test_dying_relu_is_not_held_when_dying_never_cost_relu_accuracy(sweep):
+    """Bias -1 kills units but relu ends at 0.9 with either bias: there is no lost accuracy for Leaky ReLU to
+    recover, so "Leaky ReLU fixes it" is not shown (no cell to test it in), not held by default."""
+    s = sweep("dying_relu")
+    dying_sweep(s, *DYING[HELD], relu_acc={0.0: 0.9, -1.0: 0.9})
+    check(s.analyse(), NOT_HELD, "where relu lost accuracy to bias 0: no such cell: NOT held (0 of 0 cells",
+          "(1) bias -1 kills more at lr 0.01: held", "(4) He init has fewer dead ReLU units than Xavier at both causes: held")
 
 
 def test_dying_relu_decides_when_relu_diverged_at_the_largest_lr(sweep):
@@ -398,6 +428,16 @@ def test_batch_size(sweep, case, monkeypatch):
     check(verdict, case, "noise at shared weights (n=2 seeds): held", "(f predicts 4.81)", "at all 6 weight points: yes",
           f"regularization at equal updates: {'held' if case == HELD else 'NOT held'}",
           f"batch 32 gap {fits[32][1] - fits[32][0]:+.3f}", f"full batch gap {fits[None][1] - fits[None][0]:+.3f}")
+
+
+def test_batch_size_is_not_held_when_a_smaller_gap_comes_with_a_worse_val_loss(sweep, monkeypatch):
+    """Every mini-batch ends with a far smaller val - train gap than full batch (0.02 against 0.09), but by
+    fitting worse on both splits (val loss 0.32 against 0.26): underfitting, not regularization."""
+    s = sweep("batch_size")
+    underfit = {1: (0.23, 0.25), 32: (0.30, 0.32), 128: (0.30, 0.32), 512: (0.30, 0.32), None: (0.17, 0.26)}
+    batch_size_sweep(s, underfit, monkeypatch)
+    check(s.analyse(), NOT_HELD, "noise at shared weights (n=2 seeds): held", "regularization at equal updates: NOT held",
+          "batch 32 gap +0.020 [+0.020, +0.020] val loss 0.325", "full batch gap +0.090 [+0.090, +0.090] val loss 0.265")
 
 
 def test_batch_size_is_not_held_when_the_noise_does_not_fall(sweep, monkeypatch):
@@ -461,6 +501,15 @@ def test_width_vs_depth_is_not_held_when_the_deep_net_misses(sweep):
     s = sweep("width_vs_depth")
     log_width_sweep(s, 2, lambda k, seed: 0.06 if k == 4 else 0.0005, lambda k, seed: 4 ** (k - 1))
     check(s.analyse(), NOT_HELD, "slope of log2 width vs k 2.00 [2.00, 2.00] > 0.5", "k=4: 0.06 / 0.06 -> does NOT reach")
+
+
+def test_width_vs_depth_needs_the_slope_band_not_its_mean_beyond(sweep):
+    """One seed's width grows 4 -> 16 -> 64 (slope 2), two stay at 16 (slope 0): the mean slope 0.67 is above
+    0.5, but the seeds disagree and the band reaches far below: not shown to grow."""
+    s = sweep("width_vs_depth")
+    needed = {2: (4, 16, 16), 3: (16, 16, 16), 4: (64, 16, 16)}
+    log_width_sweep(s, 3, lambda k, seed: 0.0005, lambda k, seed: needed[k][seed])
+    check(s.analyse(), NOT_HELD, "slope of log2 width vs k 0.67 [", "NOT > 0.5", "reaches the target at every k")
 
 
 NEVER = 128  # a shallow width beyond the sweep's widest (64): never reaches the target
@@ -600,6 +649,16 @@ def test_mitigations_needs_more_than_a_higher_mean_when_the_seed_bands_overlap(s
     check(s.analyse(), NOT_HELD, "baseline 0.450 [0.000, 1.000] (0 diverged)", "residual 0.550 [0.000, 1.000]")
 
 
+def test_mitigations_is_not_held_when_a_mitigation_diverges_more_than_its_baseline(sweep):
+    """Residual beats the vanishing baseline beyond both bands over 10 seeds (0.84 against 0.41), but one of
+    its runs diverged where no baseline run did: a rescue that adds divergences is not one."""
+    s = sweep("mitigations")
+    ten = {"vanishing_baseline": tuple(0.40 + 0.002 * seed for seed in range(10)), "residual": (None,) + (0.9,) * 9}
+    log_mitigations(s, MITIGATION_ACC[HELD] | ten)
+    check(s.analyse(), NOT_HELD, "vanishing (n=10 seeds", "(0 diverged), residual 0.843 [", "] (1 diverged)",
+          "not better than its baseline: residual (vanishing)")
+
+
 def test_mitigations_counts_a_diverged_binary_run_at_one_half_not_one(sweep):
     """With one sigmoid output (n_outputs 1) chance is 1/2: a diverged baseline must not count as
     perfect accuracy (1 / n_outputs), which would beat every mitigation and turn the verdict."""
@@ -615,7 +674,7 @@ def test_mitigations_counts_a_diverged_binary_run_at_one_half_not_one(sweep):
 # in every seed and MSE's band is not above it, (2) is UNDECIDED: the measure cannot order them.
 
 BCE_EPOCHS = 4
-# head -> init std -> lr -> first epoch with val acc >= 0.9 (None = never); seeds 0 and 1 alike
+# head -> init std -> lr -> first epoch with val acc >= 0.9 (None = never); seeds 0 and 1 alike, or a pair per seed
 SPEED = {
     HELD: {"sigmoid_bce": {0.01: {0.1: 1, 0.4: 1}, 3.0: {0.1: 2, 0.4: 1}},
            "sigmoid_mse": {0.01: {0.1: 1, 0.4: 1}, 3.0: {0.1: None, 0.4: 3}}},
@@ -633,10 +692,10 @@ def log_bce_vs_mse(s: Sweep, speed: Mapping[str, Any], gradient: Mapping[str, Ma
     for head, by_std in speed.items():
         for std, by_lr in by_std.items():
             for lr, reached in by_lr.items():
-                for seed in (0, 1):
+                for seed, at in enumerate(reached if isinstance(reached, tuple) else (reached, reached)):
                     cfg = job_config("bce_vs_mse", model__head=head, model__init_std=std, optim__lr=lr,
                                      trainer__seed=seed, trainer__epochs=BCE_EPOCHS)
-                    accuracy = [0.95 if reached is not None and step >= reached else 0.6 for step in range(BCE_EPOCHS + 1)]
+                    accuracy = [0.95 if at is not None and step >= at else 0.6 for step in range(BCE_EPOCHS + 1)]
                     at_init = gradient[head][std] * (1.1 if seed else 1.0)
                     s.job(cfg, {"grad_norm/layer1": [at_init] + [at_init / 2] * BCE_EPOCHS, "val/acc": accuracy})
 
@@ -661,6 +720,17 @@ def test_bce_vs_mse_is_undecided_where_both_reach_the_target_at_the_first_evalua
           "at its first evaluation in every seed", "BCE 1.0 [1.0, 1.0] (lr 0.4), MSE 1.0 [1.0, 1.0] (lr 0.4)")
 
 
+def test_bce_vs_mse_needs_bce_faster_beyond_the_seed_bands(sweep):
+    """Saturated, BCE's seeds reach 0.9 at epochs 1 and 3 (mean 2), MSE's both at 3: a lower mean, but BCE's
+    band holds MSE's: not shown faster (and not at the floor: seed 1 took 3 epochs)."""
+    s = sweep("bce_vs_mse")
+    speed = {"sigmoid_bce": {0.01: {0.1: 1, 0.4: 1}, 3.0: {0.1: (1, 3), 0.4: (1, 3)}},
+             "sigmoid_mse": {0.01: {0.1: 1, 0.4: 1}, 3.0: {0.1: None, 0.4: 3}}}
+    log_bce_vs_mse(s, speed, GRADIENT_AT_INIT)
+    check(s.analyse(), NOT_HELD, "gradient ratio rising with saturation: held",
+          "BCE faster when saturated (std 3, each at its best lr): NOT held. ", "BCE 2.0 [-10.7, 14.7] (lr 0.1), MSE 3.0")
+
+
 def test_bce_vs_mse_is_not_held_when_the_gradient_ratio_does_not_rise(sweep):
     """MSE's gradient half of BCE's at every std (no saturation effect): the gradient part fails, and with it
     the study, although BCE is faster when saturated."""
@@ -683,24 +753,49 @@ BORN_DEAD = {  # case -> (width, depth) -> seeds with a dead layer at init
 }
 
 
+def birth_sweep(s: Sweep, born_dead: Mapping[tuple[int, int], int], seeds: int = BIRTH_SEEDS,
+                dies_later: int | None = None) -> None:
+    """`born_dead[(width, depth)]` of the `seeds` seeds start (and stay) with layer 2 fully dead; at depth
+    `dies_later` every other seed's layer 2 dies in training (alive at init, dead at the end)."""
+    for (width, depth), dead_seeds in born_dead.items():
+        for seed in range(seeds):
+            cfg = job_config("dead_at_birth", model__width=width, model__depth=depth, trainer__seed=seed, trainer__epochs=1)
+            dead = seed < dead_seeds
+            metrics = {f"dead/layer{l}": [0.3, 0.2] for l in range(1, depth + 1)}
+            if dead:  # layer 2 has z <= 0 for all its units on every example, and stays so
+                metrics["dead/layer2"] = [1.0, 1.0]
+            elif depth == dies_later:
+                metrics["dead/layer2"] = [0.3, 1.0]
+            metrics["val/acc"] = [0.5, 0.5 if dead else 0.85]
+            s.job(cfg, metrics)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_dead_at_birth(sweep, case):
     s = sweep("dead_at_birth")
-    for (width, depth), dead_seeds in BORN_DEAD[case].items():
-        for seed in range(BIRTH_SEEDS):
-            cfg = job_config("dead_at_birth", model__width=width, model__depth=depth, trainer__seed=seed, trainer__epochs=1)
-            born_dead = seed < dead_seeds
-            metrics = {f"dead/layer{l}": [0.3, 0.2] for l in range(1, depth + 1)}
-            if born_dead:  # layer 2 has z <= 0 for all its units on every example, and stays so
-                metrics["dead/layer2"] = [1.0, 1.0]
-            metrics["val/acc"] = [0.5, 0.5 if born_dead else 0.85]
-            s.job(cfg, metrics)
+    birth_sweep(s, BORN_DEAD[case])
     verdict = s.analyse()
     born = sum(BORN_DEAD[case].values())
     check(verdict, case, "width 2 depth 3: 0% [0%, 0%]", "width 2 depth 10: 100% [100%, 100%]",
           f"width 2 yes, width 3 {'yes' if case == HELD else 'no'}", "often (>= 50%) at width 2 depth 10: yes",
           "he_normal init, the chapter's fix, does not prevent dead-at-birth",
           f"Mechanical check (not a finding): {born} born-dead runs, {born} still dead after training")
+
+
+def test_dead_at_birth_counts_the_layers_dead_at_initialization_not_after_training(sweep):
+    """At depth 3 no seed is born dead, but layer 2 dies in training in every seed: dead at birth is at
+    step 0, so depth 10 (every seed born dead) has more, as in the held case."""
+    s = sweep("dead_at_birth")
+    birth_sweep(s, BORN_DEAD[HELD], dies_later=3)
+    check(s.analyse(), HELD, "width 2 depth 3: 0% [0%, 0%]", "width 3 depth 3: 0% [0%, 0%]", "width 2 yes, width 3 yes")
+
+
+def test_dead_at_birth_often_includes_exactly_half_the_seeds(sweep):
+    """4 of 8 seeds born dead at width 2 depth 10 (none at depth 3): "often" is at least one half, so it holds;
+    8 seeds make that half's band clear of depth 3's zero."""
+    s = sweep("dead_at_birth")
+    birth_sweep(s, {(2, 3): 0, (2, 10): 4}, seeds=8)
+    check(s.analyse(), HELD, "width 2 depth 10: 50% [", "width 2 yes", "often (>= 50%) at width 2 depth 10: yes")
 
 
 # --------------------------------------------------------------------------------------------
@@ -792,6 +887,19 @@ def test_softmax_stability(sweep, case):
     check(verdict, SOFTMAX_OUTCOME[case], *numbers)
 
 
+def test_softmax_stability_is_not_held_when_the_heads_do_not_train_alike_below_the_overflow(sweep):
+    """At std 0.1 neither head overflows, but the naive one ends with val loss 0.5 against the shifted one's
+    0.3: "the same function" would train alike there, so the claim fails on equivalence alone."""
+    s = sweep("softmax_stability")
+    for (head, std), overflowed in OVERFLOWS[HELD].items():
+        cfg = job_config("softmax_stability", model__head=head, model__init_std=std, trainer__epochs=1)
+        loss = 0.5 if (head, std) == ("naive_softmax_ce", 0.1) else 0.3
+        s.job(cfg, {"val/loss": [2.3, loss], "val/acc": [0.1, 0.9]}, diverged=OVERFLOW_AT_INIT if overflowed else False,
+              final=state_of(network_of(cfg)))
+    check(s.analyse(), NOT_HELD, "1/1 runs with a training logit above 88.72", "0/1 runs with every logit below",
+          "shifted softmax: A[L] non-finite in 0/2", "|final val loss naive - shifted| up to 2.0e-01 over 1 seeds")
+
+
 # --------------------------------------------------------------------------------------------
 # representation: per net (MLP, CNN), trained, the deepest hidden layer's linear-probe accuracy band lies
 # above the first hidden layer's and above its own band at init, and the rise first -> deepest is larger
@@ -825,13 +933,13 @@ REPRESENTATION_CASES = {  # case -> (probe table, how the MLP's trained W1 is ma
 
 
 def representation_sweep(s: Sweep, monkeypatch: pytest.MonkeyPatch, probes: Mapping[tuple[str, str], Sequence[float]],
-                         trained_w1: str = "ramp") -> None:
-    """Log the study's grid (both nets, seeds 0 and 1) with final parameters that differ from the initial ones, and
+                         trained_w1: str = "ramp", nets: Sequence[str] = ("mlp4", "cnn4")) -> None:
+    """Log the study's grid (both nets, or `nets`, seeds 0 and 1) with final parameters that differ from the initial ones, and
     make the analysis read the probe accuracies of `probes` (net, which) for each network, by its W1."""
     from analysis import representation
 
     table = {}
-    for net in ("mlp4", "cnn4"):
+    for net in nets:
         for seed in (0, 1):
             cfg = job_config("representation", f"+deep_net={net}", trainer__seed=seed, trainer__epochs=1)
             init = state_of(network_of(cfg))
@@ -866,6 +974,15 @@ def test_representation(sweep, monkeypatch, case):
                               "(above init: no); learned rise (trained - init) +0.220"],
                "rough": ["(smooth: no;", "cnn1d: trained layer 1 0.652 ["]}[case]
     check(verdict, HELD if case == HELD else NOT_HELD, *numbers)
+
+
+def test_representation_is_not_held_without_the_cnn(sweep, monkeypatch):
+    """The MLP alone passes every check, but the claim is on both nets: without the CNN's runs it is not shown."""
+    s = sweep("representation")
+    representation_sweep(s, monkeypatch, PROBES_HELD, nets=("mlp4",))
+    verdict = s.analyse()
+    check(verdict, NOT_HELD, "mlp: trained layer 1 0.462 [", "(learned: yes)", "(smooth: yes")
+    assert "cnn1d:" not in verdict.evidence, verdict.evidence
 
 
 def test_representation_probes_read_every_hidden_layer():
@@ -904,6 +1021,9 @@ COLLAPSE_CASES = {
     HELD: COLLAPSE_HELD,
     NOT_HELD: COLLAPSE_HELD | {("circles", "relu", 1): (0.52, 0.60)},  # one relu layer's band reaches the linear ones'
     "deep linear beats logistic": COLLAPSE_HELD | {("moons", "linear", 3): (0.93, 0.931)},  # beyond logistic's band
+    # on moons one relu layer (0.85) beats the linear nets (0.80) but not logistic regression (0.88), a linear model too
+    "relu below logistic": COLLAPSE_HELD | {("moons", "linear", 1): (0.80, 0.801), ("moons", "linear", 3): (0.80, 0.801),
+                                            ("moons", "relu", 1): (0.85, 0.851)},
 }
 
 
@@ -921,7 +1041,8 @@ def test_linear_collapse(sweep, case):
           "linear nets equal W_eff x + b_eff to max abs ")
     assert "(holds at 1e-04)" in verdict.evidence
     expected = {HELD: ("yes", "no", "yes", "no"), NOT_HELD: ("no", "no", "yes", "no"),
-                "deep linear beats logistic": ("yes", "no", "yes", "yes")}[case]  # circles, then moons
+                "deep linear beats logistic": ("yes", "no", "yes", "yes"),
+                "relu below logistic": ("yes", "no", "no", "no")}[case]  # circles, then moons
     found = re.findall(r"relu depth 1 above every linear model: (\w+); a linear net above logistic: (\w+)", verdict.evidence)
     assert tuple(np.ravel(found)) == expected, verdict.evidence
 
@@ -1003,3 +1124,18 @@ def test_multilabel_vs_multiclass(sweep, case):
     expected = {HELD: "yes, yes, yes, yes", NOT_HELD: "no, no, yes, yes", "softmax loses on digits": "yes, yes, no, no"}
     outcomes = [part.rsplit(": ", 1)[1] for part in verdict.evidence.split("exact ")[-1].split("; ")[1:]]
     assert ", ".join(outcomes) == expected[case], verdict.evidence
+
+
+def test_multilabel_vs_multiclass_is_not_held_when_the_softmax_has_a_worse_nll_on_digits(sweep):
+    """On digits both heads read the targets out (the sigmoids too): the softmax wins on example F1 and ties on
+    accuracy, but its NLL (0.326) is above the sigmoids' (0.278, zero-width bands): "no worse" fails, and the claim."""
+    s = sweep("multilabel_vs_multiclass")
+    for (data, head), fitted in (FITTED_HELD | {("digits", "sigmoid_bce"): True}).items():
+        for seed in (0, 1):
+            cfg = job_config("multilabel_vs_multiclass", f"data={data}", model__head=head, trainer__seed=seed,
+                             trainer__epochs=1)
+            s.job(cfg, {"val/acc": [0.5, 0.8]}, final=linear_readout(cfg, fitted))
+    verdict = s.analyse()
+    check(verdict, NOT_HELD, "argmax accuracy sigmoid_bce 0.919 [0.919, 0.919], softmax_ce 0.919 [0.919, 0.919]",
+          "NLL sigmoid_bce 0.278 [0.278, 0.278], softmax_ce 0.326 [0.326, 0.326]",
+          "digits F1: softmax above sigmoid: yes", "digits: softmax no worse in accuracy and NLL: no")
