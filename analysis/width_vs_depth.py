@@ -52,7 +52,6 @@ from nnresearch.experiment import load_data
 GRID = 20_001
 TARGET_MSE = 0.01  # the fit counted as "reached" (Var T^k = 1/12 for every k, Var sin(2 pi x) = 1/2)
 MIN_SLOPE = 0.5  # d log2(width needed) / dk the band must exceed: >= 2^0.5 x more units per composition
-T_95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95% t quantiles by number of seeds
 
 
 def learned_function(study: Study, run) -> tuple[np.ndarray, np.ndarray]:
@@ -87,12 +86,14 @@ def slope_bound(censored: pd.Series) -> str | None:
 
 
 def slope_band(needed: pd.Series) -> tuple[float, float, float]:
-    """Mean and 95% t-band over seeds of the least-squares slope of log2(width needed) against k."""
-    slopes = [np.polyfit(rows.index.get_level_values("k"), np.log2(rows.to_numpy()), 1)[0]
-              for _, rows in needed.groupby(level="params.trainer.seed")]
-    mean = float(np.mean(slopes))
-    half = T_95.get(len(slopes), 2.0) * float(np.std(slopes, ddof=1)) / np.sqrt(len(slopes)) if len(slopes) > 1 else np.inf
-    return mean, mean - half, mean + half
+    """Mean and 95% t-band over seeds (`mean_band`: n - 1 degrees of freedom) of the least-squares slope
+    of log2(width needed) against k; a single seed's band is unbounded."""
+    slopes = pd.DataFrame({"slope": [np.polyfit(rows.index.get_level_values("k"), np.log2(rows.to_numpy()), 1)[0]
+                                     for _, rows in needed.groupby(level="params.trainer.seed")], "all": 0})
+    band = mean_band(slopes, ["all"], "slope").iloc[0]
+    if len(slopes) < 2:
+        return float(band["mean"]), -np.inf, np.inf
+    return float(band["mean"]), float(band["lo"]), float(band["hi"])
 
 
 def analyse(study: Study) -> tuple[plt.Figure, Verdict]:

@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
@@ -464,7 +465,7 @@ def shallow_mse(needed: int, width: int) -> float:
 
 
 WIDTH_NEEDED = {  # k -> the shallow width that reaches the target, seeds 0, 1, 2
-    HELD: {2: (4, 4, 4), 3: (16, 4, 16), 4: (64, 64, 16)},
+    HELD: {2: (4, 4, 4), 3: (16, 4, 16), 4: (64, 64, 64)},  # slope 2 in every seed (k=3 does not move a 3-point slope)
     NOT_HELD: {2: (16, 4, 16), 3: (16, 16, 4), 4: (16, 16, 16)},  # width does not grow with k
 }
 
@@ -492,7 +493,7 @@ def test_width_vs_depth(sweep, case):
     s = sweep("width_vs_depth")
     log_width_sweep(s, 3, lambda k, seed: 0.0005 if seed == 0 else 0.03, lambda k, seed: WIDTH_NEEDED[case][k][seed])
     verdict = s.analyse()
-    check(verdict, case, "1. one layer fits sine: yes, width 4", "k=4: 64/64/16" if case == HELD else "k=4: 16/16/16",
+    check(verdict, case, "1. one layer fits sine: yes, width 4", "k=4: 64/64/64" if case == HELD else "k=4: 16/16/16",
           "reaches the target at every k", "k=2: 0.0005 / 0.02")
 
 
@@ -510,6 +511,19 @@ def test_width_vs_depth_needs_the_slope_band_not_its_mean_beyond(sweep):
     needed = {2: (4, 16, 16), 3: (16, 16, 16), 4: (64, 16, 16)}
     log_width_sweep(s, 3, lambda k, seed: 0.0005, lambda k, seed: needed[k][seed])
     check(s.analyse(), NOT_HELD, "slope of log2 width vs k 0.67 [", "NOT > 0.5", "reaches the target at every k")
+
+
+def test_width_vs_depth_slope_band_has_seeds_minus_one_degrees_of_freedom():
+    """Two seeds with slopes 2 and 1.5: the 95% t-band is 1.75 +- t(0.975, 1 df) * 0.354 / sqrt(2), with the
+    t-table's 12.706 (4.303, the quantile for 2 df, made the band a third as wide)."""
+    from analysis.width_vs_depth import slope_band
+
+    needed = pd.Series([4, 16, 64, 4, 8, 32], index=pd.MultiIndex.from_product(
+        [(0, 1), (2, 3, 4)], names=["params.trainer.seed", "k"])).reorder_levels(["k", "params.trainer.seed"])
+    mean, lo, hi = slope_band(needed)
+    half = 12.706 * np.std([2.0, 1.5], ddof=1) / np.sqrt(2)
+    assert (mean, lo, hi) == pytest.approx((1.75, 1.75 - half, 1.75 + half), abs=1e-3)
+    assert slope_band(needed.xs(0, level="params.trainer.seed", drop_level=False))[1:] == (-np.inf, np.inf)
 
 
 NEVER = 128  # a shallow width beyond the sweep's widest (64): never reaches the target
