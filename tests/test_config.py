@@ -293,3 +293,64 @@ def test_the_float32_bound_is_numpy_s():
     smallest = float(np.finfo(np.float32).smallest_subnormal)
     assert FLOAT32_ROUNDS_TO_ZERO == smallest / 2 and np.float32(FLOAT32_ROUNDS_TO_ZERO) == 0
     assert np.float32(np.nextafter(FLOAT32_ROUNDS_TO_ZERO, 1.0)) == smallest
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Refusals the mutation audit found untested (each one dropped or shifted by one went unnoticed)
+
+
+@pytest.mark.parametrize(("overrides", "key", "valid"), [
+    (["model.activation=rleu"], "model.activation", ["relu", "tanh", "sigmoid", "leaky_relu"]),
+    (["optim.name=adamw"], "optim.name", ["sgd", "momentum", "nesterov", "adam"]),
+    (["trainer.dtype=float16"], "trainer.dtype", ["float32", "float64"]),
+    (["tracking.skip_finished=sometimes"], "tracking.skip_finished", ["sweeps", "always", "never"]),
+])
+def test_an_unknown_name_is_refused_listing_the_valid_ones(compose, overrides, key, valid):
+    """Whoever mistypes a name learns the right ones from the message, not from the source."""
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)}=.* is not valid; allowed values: ") as refused:
+        validate(compose(overrides))
+    listed = str(refused.value).split("allowed values: ", 1)[1].split(", ")
+    assert set(valid) <= set(listed), listed
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every=-1 is out of range; expected trainer.checkpoint_every >= 0"),
+    (["trainer.eval_every=0"], "trainer.eval_every=0 is out of range; expected trainer.eval_every >= 1"),
+    (["trainer.probe_every=0"], "trainer.probe_every=0 is out of range; expected trainer.probe_every >= 1"),
+    (["model.width=0"], "model.width=0 is out of range; expected model.width >= 1"),
+    (["model.widths=[8,0]"], "model.widths=[8, 0]: every width must be >= 1"),
+    (["data.test_fraction=0"], "data.test_fraction=0.0 is out of range; expected data.test_fraction > 0"),
+    (["data.val_fraction=0.5", "data.test_fraction=0.5"], "data.val_fraction + data.test_fraction must be < 1, got 0.5 + 0.5"),
+])
+def test_a_value_at_the_edge_of_its_range_is_refused_naming_its_key(compose, overrides, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        validate(compose(overrides))
+
+
+def test_trainer_checkpoint_every_0_means_never_and_is_accepted(compose):
+    validate(compose(["trainer.checkpoint_every=0"]))
+
+
+def test_a_value_float32_rounds_to_0_is_refused_at_the_boundary_itself():
+    """Half float32's smallest subnormal rounds (to even) to 0: refused, as every smaller value is;
+    the next float above it does not round to 0 and is accepted."""
+    import numpy as np
+
+    from nnresearch.config import FLOAT32_ROUNDS_TO_ZERO
+
+    at_the_boundary = float(np.finfo(np.float32).smallest_subnormal) / 2
+    assert np.float32(at_the_boundary) == 0  # the reference: NumPy's own rounding
+    cfg = _config_with("optim.eps", at_the_boundary)
+    cfg.optim.name = "adam"
+    with pytest.raises(ValueError, match=r"^optim\.eps=.* is 0 in float32"):
+        validate(cfg)
+    above = math.nextafter(FLOAT32_ROUNDS_TO_ZERO, 1.0)
+    assert np.float32(above) != 0
+    cfg.optim.eps = above
+    validate(cfg)
+
+
+def test_float32_s_range_does_not_bind_a_float64_run(compose):
+    """1e39 is inf in float32 only: a float64 run may use it (its eps as small as 1e-50 too)."""
+    validate(compose(["trainer.dtype=float64", "optim.lr=1e39"]))
+    validate(compose(["trainer.dtype=float64", "optim=adam", "optim.eps=1e-50"]))
