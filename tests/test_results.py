@@ -189,3 +189,63 @@ def test_log_figure_puts_figures_into_the_run(uri, tmp_path):
     assert logged == {"figures/loss.png", "figures/copy.png"}
     with pytest.raises(TypeError, match="figure"):
         results.log_figure(parent_id, 42, "figures/x.png", uri)
+
+
+# --- what the module-wide store does not exercise ------------------------------------------------
+
+
+def test_runs_and_the_experiment_list_follow_every_page(uri, monkeypatch):
+    """A store with more runs (or experiments) than one page of MLflow's search holds is read whole:
+    with pages of 2, the 8 runs of "study" take 4 pages and the 3 experiments 2."""
+    monkeypatch.setattr(results, "PAGE_SIZE", 2)
+    assert len(results.runs("study", uri, include_parents=True)) == 8
+    assert len(results.runs("study", uri)) == 7
+    assert len(results.histories("study", ["val/loss"], uri)) == 6 * 3 + 2
+    with pytest.raises(results.ExperimentNotFound) as missing:
+        results.runs("stduy", uri)
+    assert missing.value.existing == ["Default", "other", "study"]
+
+
+@pytest.fixture
+def own_uri(mlflow_uri) -> str:
+    """A store of this test's own (the module-wide one is shared by every test above)."""
+    return mlflow_uri
+
+
+def test_a_deleted_experiment_is_not_read_and_not_listed(own_uri):
+    with tracking.open_run(own_uri, "kept", "a") as sink:
+        sink.log_metrics({"x": 1.0}, 0)
+    with tracking.open_run(own_uri, "gone", "b") as sink:
+        sink.log_metrics({"x": 2.0}, 0)
+    MlflowClient(stores.resolve_uri(own_uri)).delete_experiment(sink.experiment_id)
+    with pytest.raises(results.ExperimentNotFound, match="'gone'") as missing:
+        results.runs("gone", own_uri)
+    assert "gone" not in missing.value.existing and "kept" in missing.value.existing
+    with pytest.raises(results.ExperimentNotFound):
+        results.histories("gone", uri=own_uri)
+
+
+def test_text_params_stay_text_and_a_parent_s_own_metrics_stay_out_of_the_histories(own_uri):
+    """A param that is not a number keeps its text (never NaN); a sweep parent that logged a metric of
+    its own (a summary of its jobs) is left out of an experiment's histories as it is out of its runs."""
+    parent = tracking.open_parent_run(own_uri, "mixed", "sweep-M", "parent")
+    for activation, lr in (("relu", 0.1), ("tanh", 0.01)):
+        with tracking.open_run(own_uri, "mixed", activation, parent_run_id=parent) as sink:
+            sink.log_params({"activation": activation, "lr": lr})
+            sink.log_metrics({"val/loss": lr}, 0)
+    MlflowClient(stores.resolve_uri(own_uri)).log_metric(parent, "val/loss", 99.0, step=0)
+
+    frame = results.runs("mixed", own_uri)
+    assert sorted(zip(frame["params.activation"], frame["params.lr"])) == [("relu", 0.1), ("tanh", 0.01)]
+    long = results.histories("mixed", ["val/loss"], own_uri, params=["activation"])
+    assert parent not in set(long["run_id"])
+    assert sorted(zip(long["params.activation"], long["value"])) == [("relu", 0.1), ("tanh", 0.01)]
+
+
+def test_aggregate_keeps_a_group_whose_key_is_nan():
+    """Runs that lack a param (NaN key) form their own group, as the docstring promises; none is dropped."""
+    df = pd.DataFrame({"params.width": [8.0, 8.0, np.nan], "value": [1.0, 3.0, 5.0]})
+    out = results.aggregate(df, "params.width")
+    assert len(out) == 2 and out["count"].sum() == 3
+    lacking = out[out["params.width"].isna()]
+    assert lacking[["mean", "count"]].values.tolist() == [[5.0, 1]]
