@@ -101,3 +101,15 @@ def test_other_stores_keep_log_batch(monkeypatch):
     assert metric_rows._sqlite_store(client) is None
     metric_rows.write_metrics(client, "run", BATCHES[1])
     assert sent == [("run", BATCHES[1])]
+
+
+def test_the_latest_value_is_the_one_at_the_highest_step_whatever_its_time(client):
+    """Within one batch the run's latest value is MLflow's: highest step first, then time, then value,
+    so a higher step logged with an earlier timestamp (a clock stepped back) still wins."""
+    experiment = client.create_experiment("latest")
+    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+    batch = [Metric("k", 1.0, 2000, 1), Metric("k", 2.0, 1000, 2), Metric("j", 5.0, 1000, 3), Metric("j", 6.0, 1000, 3)]
+    client.log_batch(by_mlflow, metrics=batch, synchronous=True)
+    metric_rows.write_metrics(client, by_insert, batch)
+    assert stored(client, by_insert) == stored(client, by_mlflow)
+    assert stored(client, by_insert)[1] == {"k": 2.0, "j": 6.0}
