@@ -711,3 +711,84 @@ def test_a_database_store_without_its_driver_is_refused_before_use():
         stores.check_store("mysql://u:secret@host/db")
     pytest.importorskip("psycopg2")
     assert stores.check_store("postgresql+psycopg2://u@127.0.0.1:1/db") == "postgresql+psycopg2://u@127.0.0.1:1/db"
+
+
+# --- the store's lock, the skip-finished look-up, long tags (found by a mutation audit) -----------
+
+
+def _holding_the_store_lock(uri: str, monkeypatch) -> contextlib.AbstractContextManager:
+    """The store's `<db>-lock` as another process (a sweep's other job) holds it; a waiter here gives up
+    at once (filelock.Timeout) instead of after `LOCK_TIMEOUT_S`."""
+    monkeypatch.setattr(stores, "LOCK_TIMEOUT_S", 0.01)
+    return stores.store_lock(stores.resolve_uri(uri))
+
+
+def test_a_fresh_store_is_created_only_under_its_lock(tmp_path, monkeypatch):
+    """Parallel jobs racing in MLflow's migrations is what the lock prevents: while another process
+    holds it, `ensure_store` waits and creates nothing."""
+    import filelock
+
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    with _holding_the_store_lock(uri, monkeypatch), pytest.raises(filelock.Timeout):
+        stores.ensure_store(uri)
+    assert not (tmp_path / "fresh" / "mlflow.db").exists()
+
+
+def test_a_sweep_s_parent_is_looked_up_or_created_under_the_store_lock(uri, monkeypatch):
+    """Two jobs starting a sweep together must not both create its parent: the look-up-or-create waits
+    for the lock and creates nothing while another process holds it."""
+    import filelock
+
+    stores.ensure_store(uri)  # the store itself is ready: only the parent's creation is left to lock
+    with _holding_the_store_lock(uri, monkeypatch), pytest.raises(filelock.Timeout):
+        tracking.open_parent_run(uri, "locked", "sweep-L", "parent")
+    client = MlflowClient(stores.resolve_uri(uri))
+    assert client.search_runs([client.get_experiment_by_name("locked").experiment_id]) == []
+
+
+def test_a_parent_s_status_is_set_under_the_store_lock(uri, monkeypatch):
+    """Two children ending together could each read the other as RUNNING and leave the parent with the
+    status of one of them: reading the children and setting the parent's status hold the lock."""
+    import filelock
+
+    parent = tracking.open_parent_run(uri, "locked", "sweep-E")
+    with tracking.open_run(uri, "locked", "job", parent_run_id=parent):
+        pass
+    with _holding_the_store_lock(uri, monkeypatch), pytest.raises(filelock.Timeout):
+        tracking.end_parent_run(uri, parent)
+
+
+def test_the_finished_runs_of_a_config_are_its_finished_ones_of_that_code(uri):
+    """What a sweep skips (`tracking.skip_finished`): only FINISHED runs with the config's hash, and
+    with `code_version` only those of that code; failed and killed runs are run again."""
+    client = MlflowClient(stores.resolve_uri(uri))
+    with tracking.open_run(uri, "skips", "first"):
+        pass
+    experiment = client.get_experiment_by_name("skips").experiment_id
+
+    def run(status: str, config: str, code: str) -> str:
+        run_id = client.create_run(experiment, tags={tracking.CONFIG_HASH_TAG: config, tracking.CODE_VERSION_TAG: code}).info.run_id
+        client.set_terminated(run_id, status)
+        return run_id
+
+    done_v1, done_v2 = run("FINISHED", "h1", "v1"), run("FINISHED", "h1", "v2")
+    for status in ("FAILED", "KILLED"):
+        run(status, "h1", "v1")
+    run("FINISHED", "h2", "v1")
+
+    def found(*code: str) -> set[str]:
+        return {r.info.run_id for r in tracking.finished_runs_with_config(uri, "skips", "h1", *code, max_results=10)}
+
+    assert found() == {done_v1, done_v2}
+    assert found("v1") == {done_v1}
+    assert found("v3") == set()
+
+
+def test_a_long_tag_is_kept_whole_up_to_mlflow_s_limit_and_cut_there(uri):
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH  # the limit MLflow's store enforces
+
+    with tracking.open_run(uri, "tags", "long") as sink:
+        sink.set_tags({"note": "y" * 5000, "huge": "z" * (MAX_TAG_VAL_LENGTH + 10)})
+    tags = get_run(uri, sink.run_id).data.tags
+    assert tags["note"] == "y" * 5000
+    assert tags["huge"] == "z" * MAX_TAG_VAL_LENGTH
