@@ -202,3 +202,51 @@ def test_a_second_signal_while_the_sweep_stops_is_ignored_saying_so(tmp_path, ca
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
+
+
+@pytest.mark.parametrize(("objective", "direction", "refused"), [
+    ("val/acc", "minimize", True), ("val/loss", "maximize", True),
+    ("val/acc", "maximize", False), ("val/loss", "minimize", False),
+])
+def test_a_search_told_to_go_against_its_objective_is_refused_naming_the_right_direction(objective, direction, refused, capsys):
+    """Maximizing a loss (or minimizing an accuracy) finds the worst config: refused before any trial."""
+    from nnresearch.callbacks import _check_search_direction
+
+    config = OmegaConf.create({"objective": objective, "hydra": {"sweeper": {"direction": direction}}})
+    if not refused:
+        _check_search_direction(config)
+        return
+    with pytest.raises(SystemExit) as stopped:
+        _check_search_direction(config)
+    assert stopped.value.code == 2
+    right = {"minimize": "maximize", "maximize": "minimize"}[direction]
+    assert f"set hydra.sweeper.direction={right}" in capsys.readouterr().err
+
+
+def test_the_runs_an_interrupted_sweep_leaves_running_are_ended_killed(tmp_path, mlflow_uri):
+    """`SweepGuard`'s clean-up at exit: the jobs its killed workers left RUNNING, and the sweep's parent,
+    end KILLED (not FAILED: nothing in them failed); a job that finished stays FINISHED."""
+    import signal
+    import threading
+
+    from mlflow import MlflowClient
+
+    from nnresearch import stores, tracking
+    from nnresearch.callbacks import _end_interrupted_sweep
+
+    parent = tracking.open_parent_run(mlflow_uri, "guarded", "sweep-G")
+    with tracking.open_run(mlflow_uri, "guarded", "done", parent_run_id=parent) as done:
+        pass
+    client = MlflowClient(stores.resolve_uri(mlflow_uri))
+    experiment = client.get_experiment_by_name("guarded").experiment_id
+    left = client.create_run(experiment, tags={tracking.PARENT_RUN_TAG: parent}).info.run_id
+    preload = threading.Thread(target=lambda: None)
+    preload.start()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _end_interrupted_sweep(preload, mlflow_uri, "guarded", "sweep-G")
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    status = {run_id: client.get_run(run_id).info.status for run_id in (left, parent, done.run_id)}
+    assert status == {left: "KILLED", parent: "KILLED", done.run_id: "FINISHED"}
