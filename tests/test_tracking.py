@@ -792,3 +792,18 @@ def test_a_long_tag_is_kept_whole_up_to_mlflow_s_limit_and_cut_there(uri):
     tags = get_run(uri, sink.run_id).data.tags
     assert tags["note"] == "y" * 5000
     assert tags["huge"] == "z" * MAX_TAG_VAL_LENGTH
+
+
+def test_of_duplicate_parents_every_job_keeps_the_oldest(uri):
+    """Creators racing on a store without a lock each make a parent, then all keep the oldest one (the
+    same for every job) and delete their own: the look-up must agree on the oldest, not the newest."""
+    client = MlflowClient(stores.resolve_uri(uri))
+    with tracking.open_run(uri, "dups", "first"):
+        pass
+    experiment = client.get_experiment_by_name("dups").experiment_id
+    tags = {tracking.SWEEP_ID_TAG: "sweep-D", tracking.ROLE_TAG: "parent"}
+    newer = client.create_run(experiment, start_time=2_000_000, tags=tags).info.run_id
+    older = client.create_run(experiment, start_time=1_000_000, tags=tags).info.run_id
+    assert newer != older
+    assert tracking.find_parent_run(uri, "dups", "sweep-D") == older
+    assert tracking.open_parent_run(uri, "dups", "sweep-D") == older
