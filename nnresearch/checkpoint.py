@@ -51,6 +51,7 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
     """
     arrays = load_npz(path)
     _check_is_checkpoint(path, arrays.keys())
+    generator_state, epoch = _checked_meta(path, arrays, type(rng.bit_generator))
     if settings is not None and "settings" in arrays:
         check_settings(path, _saved_settings(arrays), settings)
     optimizer_state = {k.removeprefix(OPTIM_PREFIX): v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
@@ -63,8 +64,22 @@ def load_checkpoint(path: str | Path, network: Network, optimizer: Any, rng: np.
         optimizer.load_state_dict(previous, like=network.params())
         raise ValueError(f"{path} does not fit this run ({error}); resume it with the model and optim "
                          "settings it was written with") from error
-    rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
-    return int(arrays["epoch"])
+    rng.bit_generator.state = generator_state
+    return epoch
+
+
+def _checked_meta(path: str | Path, arrays: Mapping[str, Any],
+                  bit_generator: type[np.random.BitGenerator] = np.random.PCG64) -> tuple[dict[str, Any], int]:
+    """The generator state and finished epochs a checkpoint holds, checked before anything is restored:
+    the state is tried on a scratch `bit_generator` (the run's kind; `make_rng`'s by default). A damaged
+    entry raises a ValueError naming the file."""
+    try:
+        state = json.loads(str(arrays["rng_state"]))
+        bit_generator().state = state
+        return state, int(arrays["epoch"])
+    except (KeyError, TypeError, ValueError) as error:  # json's JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is a damaged checkpoint: its generator state or epoch cannot be read ({error}); "
+                         "resume from another checkpoint of the run") from error
 
 
 def read_metadata(path: str | Path) -> tuple[int, dict[str, str] | None]:
@@ -78,7 +93,7 @@ def read_metadata(path: str | Path) -> tuple[int, dict[str, str] | None]:
         raise ValueError(f"no checkpoint at {path} ({what}); give one that trainer.checkpoint_every wrote, "
                          "<output dir>/checkpoints/epochNNNNN.npz") from None
     _check_is_checkpoint(path, meta.keys())
-    return int(meta["epoch"]), _saved_settings(meta) if "settings" in meta else None
+    return _checked_meta(path, meta)[1], _saved_settings(meta) if "settings" in meta else None
 
 
 def _saved_settings(arrays: Mapping[str, Any]) -> dict[str, str]:

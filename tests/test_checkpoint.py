@@ -1,5 +1,7 @@
 """Checkpoints: continuing from one gives the same numbers as never stopping; bad files fail clearly."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,31 @@ def test_bad_checkpoint_is_refused_and_changes_nothing(tmp_path, damage):
         load_checkpoint(path, net, opt, rng)
     for name, value in net.state().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+@pytest.mark.parametrize("entry, damaged", [
+    ("rng_state", "{not json"),
+    ("rng_state", json.dumps(np.random.MT19937(0).state, default=np.ndarray.tolist)),  # another bit generator's state
+    ("rng_state", json.dumps({"bit_generator": "PCG64"})),
+    ("epoch", "three"),
+])
+def test_a_damaged_generator_state_or_epoch_is_refused_before_anything_is_restored(tmp_path, entry, damaged):
+    """Into another run's network, optimizer and generator: the refusal names the file and all three stay as they were."""
+    net, splits, opt, schedule, rng = setup()
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, net, opt, rng, 1)
+    np.savez(path, **(dict(np.load(path)) | {entry: np.asarray(damaged)}))
+    other_net, _, other_opt, _, other_rng = setup(seed=1)
+    train(other_net, splits, other_opt, schedule, LoopOptions(epochs=1, batch_size=32, progress=False), other_rng, MemorySink())
+    before = ({k: v.copy() for k, v in other_net.state().items()}, {k: np.copy(v) for k, v in other_opt.state_dict().items()},
+              other_rng.bit_generator.state)
+    with pytest.raises(ValueError, match=f"{path.name} is a damaged checkpoint"):
+        load_checkpoint(path, other_net, other_opt, other_rng)
+    for name, value in other_net.state().items():
+        np.testing.assert_array_equal(value, before[0][name], err_msg=name)
+    for key, value in other_opt.state_dict().items():
+        np.testing.assert_array_equal(value, before[1][key], err_msg=key)
+    assert other_rng.bit_generator.state == before[2]
 
 
 def test_a_checkpoint_whose_network_does_not_fit_leaves_the_optimizer_as_it_was(tmp_path):
