@@ -238,6 +238,7 @@ def _check_known_keys(node: Any, prefix: str = "") -> None:
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+FLOAT32_ROUNDS_TO_INF = 3.4028235677973366e38  # (2 - 2^-24) 2^127, halfway to the next power: from it a value becomes inf
 FLOAT32_ROUNDS_TO_ZERO = 7.006492321624085e-46  # half of float32's smallest subnormal: below it a value becomes 0
 
 
@@ -251,7 +252,7 @@ def _check_finite(c: Config) -> None:
     if c.trainer.dtype != "float32":
         return
     for key, value in floats:
-        if abs(value) > FLOAT32_MAX:
+        if abs(value) >= FLOAT32_ROUNDS_TO_INF:
             raise ValueError(f"{key}={value} is inf in float32 (trainer.dtype=float32, largest {FLOAT32_MAX:.4g}); "
                              f"expected a smaller {key}, or trainer.dtype=float64")
         if 0 < abs(value) <= FLOAT32_ROUNDS_TO_ZERO:

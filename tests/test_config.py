@@ -350,6 +350,27 @@ def test_a_value_float32_rounds_to_0_is_refused_at_the_boundary_itself():
     validate(cfg)
 
 
+def test_a_value_float32_rounds_to_inf_is_refused_and_one_it_rounds_to_its_largest_is_accepted():
+    """Halfway from float32's largest value to the next power of 2 rounds (to even) to inf: refused, as every
+    larger value is; the float just below it rounds to float32's largest, a finite number, and is accepted."""
+    import warnings
+
+    import numpy as np
+
+    from nnresearch.config import FLOAT32_ROUNDS_TO_INF
+
+    below = math.nextafter(FLOAT32_ROUNDS_TO_INF, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy warns of the overflow it is asked to show
+        assert np.isinf(np.float32(FLOAT32_ROUNDS_TO_INF))  # the references: NumPy's own rounding
+    assert np.float32(below) == np.finfo(np.float32).max and below > float(np.finfo(np.float32).max)
+    cfg = _config_with("optim.lr", FLOAT32_ROUNDS_TO_INF)
+    with pytest.raises(ValueError, match=r"^optim\.lr=.* is inf in float32"):
+        validate(cfg)
+    cfg.optim.lr = below
+    validate(cfg)
+
+
 def test_float32_s_range_does_not_bind_a_float64_run(compose):
     """1e39 is inf in float32 only: a float64 run may use it (its eps as small as 1e-50 too)."""
     validate(compose(["trainer.dtype=float64", "optim.lr=1e39"]))
