@@ -402,9 +402,11 @@ FINAL_FIT = {  # batch size (None = full batch) -> (train loss, val loss) of the
 }
 
 
-def batch_size_sweep(s: Sweep, fits: Mapping[Any, tuple[float, float]], monkeypatch: pytest.MonkeyPatch) -> None:
+def batch_size_sweep(s: Sweep, fits: Mapping[Any, tuple[float, float]], monkeypatch: pytest.MonkeyPatch,
+                     gap_spread: float = 0.0) -> None:
     """Seeds 0 and 1 of every batch size (2 epochs), final weights = initial ones; the final fit of a
-    run is `fits[batch]`, seed 1 0.01 above seed 0 (both losses: the same gap)."""
+    run is `fits[batch]`, seed 1 0.01 above seed 0 (both losses: the same gap), its val loss another
+    `gap_spread` above (its gap that much wider)."""
     runs = {}
     for choice, batch in BATCHES.items():
         for seed in (0, 1):
@@ -415,6 +417,7 @@ def batch_size_sweep(s: Sweep, fits: Mapping[Any, tuple[float, float]], monkeypa
     def fake_fit(study: Study, run_id: str) -> dict[str, float]:
         batch, seed = runs[run_id]
         train, val = (loss + 0.01 * seed for loss in fits[batch])
+        val += gap_spread * seed
         return {"train_loss": train, "val_loss": val, "train_acc": 0.9, "val_acc": 0.9}
 
     monkeypatch.setattr(importlib.import_module("analysis.batch_size"), "final_fit", fake_fit)
@@ -439,6 +442,16 @@ def test_batch_size_is_not_held_when_a_smaller_gap_comes_with_a_worse_val_loss(s
     batch_size_sweep(s, underfit, monkeypatch)
     check(s.analyse(), NOT_HELD, "noise at shared weights (n=2 seeds): held", "regularization at equal updates: NOT held",
           "batch 32 gap +0.020 [+0.020, +0.020] val loss 0.325", "full batch gap +0.090 [+0.090, +0.090] val loss 0.265")
+
+
+def test_batch_size_needs_the_gaps_apart_beyond_their_seed_bands(sweep, monkeypatch):
+    """Every mini-batch's mean gap (0.08) is below full batch's (0.12), at a val loss no worse, but the seeds
+    disagree by 0.06 and the bands overlap: regularization is not shown."""
+    s = sweep("batch_size")
+    smaller_gap = {1: (0.20, 0.25), 32: (0.20, 0.25), 128: (0.20, 0.25), 512: (0.20, 0.25), None: (0.17, 0.26)}
+    batch_size_sweep(s, smaller_gap, monkeypatch, gap_spread=0.06)
+    check(s.analyse(), NOT_HELD, "noise at shared weights (n=2 seeds): held", "regularization at equal updates: NOT held",
+          "batch 32 gap +0.080 [", "full batch gap +0.120 [")
 
 
 def test_batch_size_is_not_held_when_the_noise_does_not_fall(sweep, monkeypatch):
