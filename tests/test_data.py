@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 
 import numpy as np
 import pytest
 
-from nnresearch.data import DATASETS, TASKS, Dataset, load_dataset, registry, tent_power
+from nnresearch.data import DATASETS, TASKS, Dataset, load_dataset, permute_features, registry, tent_power
 
 # name -> (task, n_features, n_outputs) at the defaults
 EXPECTED = {
@@ -281,3 +282,76 @@ def test_train_size_keeps_nested_stratified_subsets_with_the_same_val_and_test()
 def test_a_train_size_the_train_split_cannot_give_is_refused(size, error, message):
     with pytest.raises(error, match=message):
         load_dataset("spirals", train_size=size)
+
+
+def labelled_rows(X: np.ndarray, y: np.ndarray) -> collections.Counter:
+    """Each example (one per row of `X`) with its label, counted: a multiset to compare data sets by."""
+    return collections.Counter((row.tobytes(), int(label)) for row, label in zip(X, y))
+
+
+@pytest.mark.parametrize(("name", "loader"), [("digits", "load_digits"), ("breast_cancer", "load_breast_cancer")])
+def test_the_three_splits_are_scikit_learns_own_examples_each_once_with_its_label(name, loader):
+    """Train, val and test partition the bundled set: every example of scikit-learn's loader, with its
+    own label (class c is one-hot row c; breast_cancer keeps 1 = benign), in exactly one split."""
+    import sklearn.datasets
+
+    X, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+    ds = load_dataset(name, standardize=False)
+    got = collections.Counter()
+    for _, X_split, Y_split in parts(ds):
+        labels = Y_split.argmax(axis=0) if ds.task == "multiclass" else Y_split[0]
+        got += labelled_rows(X_split.T, labels)
+    assert got == labelled_rows(X.astype(np.float64), y)
+    assert sum(ds.sizes.values()) == len(y)
+
+
+def test_split_sizes_round_each_fraction_of_n_samples():
+    # 0.2 * 103 = 20.6 rounds to 21 for val and for test; train keeps the other 61
+    assert load_dataset("moons", n_samples=103).sizes == {"train": 61, "val": 21, "test": 21}
+    # 0.15 * 110 = 16.5 rounds half to even (16); 0.25 * 110 = 27.5 rounds to 28
+    assert load_dataset("moons", n_samples=110, val_fraction=0.15, test_fraction=0.25).sizes == {
+        "train": 66, "val": 16, "test": 28}
+
+
+def test_mnist1d_labels_belong_to_their_signals():
+    """A 1-nearest-neighbour classifier fitted on train scores well above chance (10%) on val: each
+    signal keeps its own label (~40% at this size; labels shifted against the signals give ~10%)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    ds = load_dataset("mnist1d", n_samples=1000)
+    knn = KNeighborsClassifier(n_neighbors=1).fit(ds.X_train.T, ds.Y_train.argmax(axis=0))
+    assert knn.score(ds.X_val.T, ds.Y_val.argmax(axis=0)) > 0.25
+
+
+def test_images64_columns_are_height_width_rgb_images_of_discs_labelled_1_and_squares_0():
+    """Without noise each column, reshaped to (64, 64, 3), holds two colours: the background and the
+    shape's. The shape fills its bounding box when it is a square (label 0) and about pi/4 of it when
+    it is a disc (label 1). Flattened in another order, a pixel's three values mix colours."""
+    ds = load_dataset("images64", n_samples=40, noise=0.0, standardize=False)
+    for _, X, Y in parts(ds):
+        for column, label in zip(X.T, Y[0]):
+            image = column.reshape(64, 64, 3)
+            colours = np.unique(image.reshape(-1, 3), axis=0)
+            assert len(colours) == 2
+            shape = (image == colours[colours.sum(axis=1).argmax()]).all(axis=2)  # the shape is the brighter
+            rows, cols = np.flatnonzero(shape.any(axis=1)), np.flatnonzero(shape.any(axis=0))
+            fill = shape.sum() / ((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1))
+            if label == 1:
+                assert 0.7 < fill < 0.85, fill  # a disc: pi/4 of its square, give or take the pixel grid
+            else:
+                assert fill == 1.0
+
+
+def test_permute_features_moves_every_split_s_features_by_one_permutation():
+    """The permutation is recovered from train (each permuted feature row is one original row) and
+    must be the one val and test were given; targets stay as they were."""
+    ds = load_dataset("breast_cancer")  # 30 features, no two alike
+    permuted = permute_features(ds, 1234)
+    order = [int(np.flatnonzero((ds.X_train == row).all(axis=1))[0]) for row in permuted.X_train]
+    assert sorted(order) == list(range(30)) and order != list(range(30))
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(getattr(permuted, f"X_{split}"), getattr(ds, f"X_{split}")[order])
+    for _, Y, Y_permuted in zip(SPLITS, (ds.Y_train, ds.Y_val, ds.Y_test),
+                                (permuted.Y_train, permuted.Y_val, permuted.Y_test)):
+        np.testing.assert_array_equal(Y_permuted, Y)
+    assert permuted.content_hash != ds.content_hash and permuted.name == "breast_cancer-permuted"
