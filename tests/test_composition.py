@@ -143,3 +143,29 @@ def test_a_group_found_through_the_sweeps_search_path_is_composed_by_hydra(hydra
     with pytest.raises(HydraException) as error:
         reusing.load_sweep_config(master, ["objective=val/acc"])
     assert str(error.value) == str(hydra_error.value)
+
+
+def test_a_job_shares_the_masters_resolved_values_as_hydra_s_job_does(hydra_loader):
+    """Hydra copies the master config's resolver cache into each job, so a cached resolver (`${now:...}`
+    in `hydra.sweep.dir`) gives every job the master's value, also when its choice was composed before the
+    master resolved it; a counting resolver shows it without a clock."""
+    calls = []
+    OmegaConf.register_new_resolver("counted", lambda: calls.append(1) or len(calls), use_cache=True)
+    try:
+        master = master_config(hydra_loader, ["trainer.seed=0,1", "hydra.sweep.dir=sweeps/${counted:}"])
+        reusing = ComposeOncePerChoice(hydra_loader)
+        reusing.load_sweep_config(master, ["trainer.seed=0"])  # the choice composed before the master resolved it
+        assert master.hydra.sweep.dir == "sweeps/1"  # resolved once in the launching process, and cached
+        hydra_job = hydra_loader.load_sweep_config(master, ["trainer.seed=1"])
+        job = reusing.load_sweep_config(master, ["trainer.seed=1"])
+        assert (job.hydra.sweep.dir, hydra_job.hydra.sweep.dir, len(calls)) == ("sweeps/1", "sweeps/1", 1)
+    finally:
+        OmegaConf.clear_resolver("counted")
+
+
+def test_a_job_s_own_hydra_override_stays_out_of_its_task_overrides_as_in_hydra(hydra_loader):
+    master = master_config(hydra_loader, ["trainer.seed=0,1"])
+    overrides = ["trainer.seed=1", "hydra.job.name=other"]
+    job = ComposeOncePerChoice(hydra_loader).load_sweep_config(master, overrides)
+    assert OmegaConf.to_container(job) == as_hydra_composes(hydra_loader, master, overrides)
+    assert list(job.hydra.overrides.task) == ["trainer.seed=1"]
