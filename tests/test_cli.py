@@ -528,3 +528,16 @@ def test_a_wrong_type_or_a_misspelled_key_or_option_is_hydra_s_own_error(overrid
     code, out, err = main_in_process(monkeypatch, capsys, override, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     assert code == 1 and len(err.strip().splitlines()) > 1, (code, err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_name_ends_with_every_swept_value_then_the_training_seed(compose):
+    """Each swept value a person compares runs by shows in the name, in the order given, and the
+    trailing `s<N>` is trainer.seed (the one that draws weights and batches), not data.seed."""
+    from nnresearch.config import validate
+    from nnresearch.experiment import run_name
+    from nnresearch.run import swept_values
+
+    overrides = ["optim.lr=0.05", "optim.weight_decay=0.001", "data.train_size=90", "data.permute_features=true",
+                 "data.seed=5", "trainer.seed=3"]
+    name = run_name(validate(compose(overrides)), swept_values(overrides))
+    assert name == "mlp-relu-d2-w64-he-lr0.05-wd0.001-n90-permtrue-seed5-s3"
