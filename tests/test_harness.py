@@ -373,3 +373,49 @@ def test_a_softmax_head_on_multi_label_data_trains_on_distributions_and_scores_t
     assert metrics["acc"] == pytest.approx((predicted_sets == (labels == 1)).mean(), abs=1e-6)
     # Scored on the distribution, an example with no label would count as one with every label.
     assert metrics["acc"] != pytest.approx(float(threshold_accuracy(network.A_L, label_distribution(Y))), abs=1e-6)
+
+
+def test_prepare_builds_the_data_the_config_describes_in_the_trainer_s_dtype(compose):
+    """`data.*` reaches the loader (its own seed, not trainer.seed; its size, fractions and train_size;
+    the permuted variant), and the splits and the weights are float32: no float64 data in a float32 run."""
+    from nnresearch.data import permute_features
+
+    cfg = validate(compose(["data.seed=5", "trainer.seed=0", "data.n_samples=200", "data.val_fraction=0.1",
+                            "data.test_fraction=0.3", "data.train_size=50", "data.permute_features=true",
+                            "model.width=8"]))
+    prepared = experiment.prepare(cfg)
+    expected = permute_features(load_dataset("moons", seed=5, n_samples=200, val_fraction=0.1, test_fraction=0.3,
+                                             train_size=50), experiment.PERMUTATION_SEED)
+    assert prepared.data.sizes == {"train": 50, "val": 20, "test": 60}  # 0.1 and 0.3 of 200; 50 of the other 120
+    assert (prepared.data.name, prepared.data.content_hash) == ("moons-permuted", expected.content_hash)
+    s = prepared.splits
+    for array in (s.X_train, s.Y_train, s.X_val, s.Y_val, prepared.X_test, prepared.Y_test):
+        assert array.dtype == np.float32
+    assert {value.dtype for value in prepared.network.state().values()} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize(("overrides", "optimizer", "schedule"), [
+    (["optim=momentum", "optim.momentum=0.5", "optim.weight_decay=0.01", "optim.schedule=step_decay",
+      "optim.step_epochs=1", "optim.gamma=0.5", "optim.warmup_epochs=1"],
+     ("momentum", {"momentum": 0.5, "weight_decay": 0.01}),
+     ("step_decay", 0.05, 20, {"step_size": 10, "gamma": 0.5, "warmup_steps": 10})),
+    (["optim=adam", "optim.beta1=0.5", "optim.beta2=0.9", "optim.eps=1e-6", "optim.schedule=cosine", "optim.lr=0.01",
+      "optim.min_lr=0.001"],
+     ("adam", {"beta1": 0.5, "beta2": 0.9, "eps": 1e-6, "weight_decay": 0.0}),
+     ("cosine", 0.01, 20, {"min_lr": 0.001, "warmup_steps": 0})),
+])
+def test_execute_builds_the_optimizer_and_schedule_the_config_sets(compose, monkeypatch, overrides, optimizer, schedule):
+    """600 moons to train in batches of 64 make 10 steps an epoch: 2 epochs are a 20-step schedule."""
+    built = {}
+    real_optimizer, real_schedule = experiment.make_optimizer, experiment.make_schedule
+    monkeypatch.setattr(experiment, "make_optimizer",
+                        lambda name, **kw: built.setdefault("optimizer", (name, kw)) and real_optimizer(name, **kw))
+    monkeypatch.setattr(experiment, "make_schedule",
+                        lambda *args, **kw: built.setdefault("schedule", (*args, kw)) and real_schedule(*args, **kw))
+    cfg = validate(compose([*overrides, "tracking=off", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8",
+                            "trainer.progress=false"]))
+    experiment.execute(cfg)
+    assert built["optimizer"] == optimizer
+    name, lr, total, options = built["schedule"]
+    assert (name, lr, total) == schedule[:3]
+    assert {key: options[key] for key in schedule[3]} == schedule[3]
