@@ -419,3 +419,13 @@ def test_execute_builds_the_optimizer_and_schedule_the_config_sets(compose, monk
     name, lr, total, options = built["schedule"]
     assert (name, lr, total) == schedule[:3]
     assert {key: options[key] for key in schedule[3]} == schedule[3]
+
+
+def test_softmax_regression_builds_the_head_the_config_names(compose):
+    """`model=softmax_regression` is one softmax layer; its `model.head` (e.g. the naive softmax of the
+    softmax_stability study) is the head the network is built with, not the default softmax_ce."""
+    for head in ("naive_softmax_ce", "softmax_ce"):
+        prepared = experiment.prepare(validate(compose(["model=softmax_regression", "data=digits",
+                                                        f"model.head={head}", "tracking=off"])))
+        assert prepared.network.head.name == head
+        assert len(prepared.network.units) == 1
