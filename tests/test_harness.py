@@ -429,3 +429,16 @@ def test_softmax_regression_builds_the_head_the_config_names(compose):
                                                         f"model.head={head}", "tracking=off"])))
         assert prepared.network.head.name == head
         assert len(prepared.network.units) == 1
+
+
+def test_the_initial_weights_come_from_trainer_seed_not_data_seed(compose):
+    """The run's generator (initial weights, then batch orders) is seeded by `trainer.seed`; `data.seed`
+    draws the data set and its splits only, so seeds can be crossed with data sets."""
+    def initial(*overrides: str) -> dict[str, np.ndarray]:
+        prepared = experiment.prepare(validate(compose(["tracking=off", *overrides])))
+        return {name: np.asarray(value).copy() for name, value in prepared.network.params().items()}
+
+    base = initial("trainer.seed=3", "data.seed=0")
+    for name, value in initial("trainer.seed=3", "data.seed=1").items():
+        np.testing.assert_array_equal(value, base[name], err_msg=name)
+    assert not np.array_equal(initial("trainer.seed=4", "data.seed=0")["W1"], base["W1"])
