@@ -128,10 +128,10 @@ def test_the_suite_runs_on_every_core_at_most_4():
     """README: "The second runs the test suite on every core, at most 4 (pytest-xdist; `-n 0` runs it in one process)"."""
     import tomllib
 
-    options = tomllib.loads((README.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
-    assert "--numprocesses=auto" in options.split() and "--maxprocesses=4" in options.split(), options
-    assert any(dep.startswith("pytest-xdist") for dep in
-               tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"])
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    options = project["tool"]["pytest"]["ini_options"]["addopts"].split()
+    assert "--numprocesses=auto" in options and "--maxprocesses=4" in options, options
+    assert any(dep.startswith("pytest-xdist") for dep in project["project"]["optional-dependencies"]["test"])
 
 
 def count_runs(db: Path) -> int:
