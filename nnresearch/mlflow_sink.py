@@ -6,7 +6,7 @@ protocol (`log_metrics`, `set_tags`).
 
 - Metrics are buffered and sent in batches, one store write per ~1000 numbers or per
   `flush_every_s` seconds, instead of one blocking write per number; into an SQLite store
-  as one bulk insert (`nnresearch.metric_rows`), elsewhere with `log_batch`.
+  as one bulk insert (`nnresearch.store_rows`), elsewhere with `log_batch`.
 - Arrays are written by a background thread while training goes on; artifacts go straight to the
   run's artifact repository.
 - `end(status)` sends everything buffered, waits for the uploads and sets the final status; a
@@ -45,7 +45,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from nnresearch import metric_rows
+from nnresearch import store_rows
 
 _KEY_CHARS = re.compile(r"^[/\w.\- :]+$")
 
@@ -156,7 +156,7 @@ def _artifact_parts(artifact_file: str, suffixes: tuple[str, ...] = ()) -> tuple
 
 
 class MLflowSink:
-    """The Sink of one MLflow run; metrics are buffered and sent in batches (`metric_rows.write_metrics`).
+    """The Sink of one MLflow run; metrics are buffered and sent in batches (`store_rows.write_metrics`).
 
     Each full batch of MLflow's limit (1000 metrics) is sent as soon as it fills; the whole buffer
     is sent when a `log_metrics` call finds it `flush_every_s` seconds old, and on `flush()` (which
@@ -234,7 +234,7 @@ class MLflowSink:
             chunk = metrics[start : start + MAX_METRICS_PER_BATCH]
             try:
                 with signals_held():
-                    metric_rows.write_metrics(self._client, self.run_id, chunk)
+                    store_rows.write_metrics(self._client, self.run_id, chunk)
             except BaseException:
                 self._buffer = list(metrics[start:]) + self._buffer
                 raise
@@ -306,7 +306,7 @@ class MLflowSink:
         ]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
             with signals_held():
-                self._client.log_batch(self.run_id, params=chunk, synchronous=True)
+                store_rows.write_params(self._client, self.run_id, chunk)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
         """Save `obj` as the artifact `artifact_file`: `.json`, or `.yaml` / `.yml` (block style,

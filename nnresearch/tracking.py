@@ -369,30 +369,40 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# The status a sweep's parent takes from its children, worst first: one failed job fails the sweep.
-PARENT_STATUS_ORDER = ("FAILED", "KILLED", "FINISHED")
-
-
 def end_parent_run(uri: str | None, parent_run_id: str) -> str:
-    """End `parent_run_id` now with the worst status of its ended children (`PARENT_STATUS_ORDER`);
-    returns it. FINISHED only when every ended child finished; children still RUNNING do not count
-    (the last to end sets the status again); FAILED once a job failed before its run existed
-    (`fail_parent_run`). For SQLite the look-up and the update hold `<db>-lock`, so two children
+    """End `parent_run_id` now with the worst status of its ended children, FAILED before KILLED
+    before FINISHED (one failed job fails the sweep); returns it. FINISHED only when every ended
+    child finished; children still RUNNING do not count (the last to end sets the status again);
+    FAILED once a job failed before its run existed (`fail_parent_run`). For SQLite the look-up and the update hold `<db>-lock`, so two children
     ending together cannot leave the parent with the status of only one of them.
     """
     uri = ensure_store(uri)
     client = MlflowClient(uri)
     with store_lock(uri):
-        parent = client.get_run(parent_run_id)
-        status = PARENT_STATUS_ORDER[-1]
-        for worse in PARENT_STATUS_ORDER[:-1]:
-            if worse == "FAILED" and parent.data.tags.get(JOB_FAILED_TAG) == "true" or client.search_runs(
-                    [parent.info.experiment_id], max_results=1,
-                    filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = '{worse}'"):
-                status = worse
-                break
+        status = _worst_ended_child(client, client.get_run(parent_run_id))
         client.set_terminated(parent_run_id, status)
     return status
+
+
+def _worst_ended_child(client: MlflowClient, parent: Run) -> str:
+    """The worst status of `parent`'s ended children (see `end_parent_run`), FAILED if it is tagged
+    so (`fail_parent_run`). One query when no child failed or was killed, the usual case of a
+    sweep whose every job ends its parent; a second only to tell a KILLED child from a FAILED one."""
+    if parent.data.tags.get(JOB_FAILED_TAG) == "true":
+        return "FAILED"
+
+    def a_child(status_condition: str) -> Run | None:
+        found = client.search_runs([parent.info.experiment_id], max_results=1, filter_string=(
+            f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}' and {status_condition}"))
+        return found[0] if found else None
+
+    ended_badly = a_child(" and ".join(f"attributes.status != '{status}'"
+                                       for status in ("FINISHED", "RUNNING", "SCHEDULED")))
+    if ended_badly is None:
+        return "FINISHED"
+    if ended_badly.info.status == "FAILED" or a_child("attributes.status = 'FAILED'") is not None:
+        return "FAILED"
+    return ended_badly.info.status
 
 
 def fail_parent_run(uri: str | None, parent_run_id: str) -> None:

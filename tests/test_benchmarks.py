@@ -185,7 +185,7 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
     from mlflow import MlflowClient
 
     from benchmarks.harness import TrackingClock, compose
-    from nnresearch import experiment, metric_rows
+    from nnresearch import experiment, store_rows
     from nnresearch.mlflow_sink import MLflowSink
 
     monkeypatch.chdir(tmp_path)
@@ -207,7 +207,7 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
         return train(*args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", slow_store_write(MlflowClient.log_batch))
-    monkeypatch.setattr(metric_rows, "write_metrics", slow_store_write(metric_rows.write_metrics))
+    monkeypatch.setattr(store_rows, "write_metrics", slow_store_write(store_rows.write_metrics))
     monkeypatch.setattr(experiment, "train", slow_training)
     untouched = (experiment.open_tracking, MLflowSink.flush)
     start = time.perf_counter()

@@ -28,7 +28,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import experiment, metric_rows, stores
+from nnresearch import experiment, store_rows, stores
 from nnresearch.config import DataConfig, compose, validate
 
 QUIET = ["trainer.progress=false"]
@@ -352,7 +352,7 @@ def test_checkpoint_write_failing_mid_file_leaves_the_previous_checkpoint_usable
 def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """The first batch of metrics sent mid-run fails (a locked database, a server hiccup after MLflow's
     retries): the run ends FAILED, and every metric logged before the failure is still in the store."""
-    real_write = metric_rows.write_metrics
+    real_write = store_rows.write_metrics
     failed = []
 
     def write_failing_once(client, run_id, metrics):
@@ -361,7 +361,7 @@ def test_metrics_write_failing_mid_run_loses_no_logged_metric(mlflow_uri, tmp_pa
             raise ConnectionError("the tracking store did not answer (injected)")
         return real_write(client, run_id, metrics)
 
-    monkeypatch.setattr(metric_rows, "write_metrics", write_failing_once)
+    monkeypatch.setattr(store_rows, "write_metrics", write_failing_once)
     monkeypatch.chdir(tmp_path)
     # ~30 numbers per epoch: the first full batch (1000) is sent during training, around epoch 33
     code, out, err = main_in_process(*SMALL, "trainer.epochs=60", f"tracking.uri={mlflow_uri}",
@@ -386,7 +386,7 @@ def test_a_server_lost_mid_run_is_asked_nothing_more_and_named_in_one_line(mlflo
     import requests
     from mlflow.exceptions import MlflowException
 
-    real_write = metric_rows.write_metrics
+    real_write = store_rows.write_metrics
     writes, ended = [], []
 
     def write_until_the_server_goes(client, run_id, metrics):
@@ -398,7 +398,7 @@ def test_a_server_lost_mid_run_is_asked_nothing_more_and_named_in_one_line(mlflo
         except requests.exceptions.ConnectionError as error:
             raise MlflowException(f"API request to .../runs/log-batch failed with exception {error}")  # as MLflow does
 
-    monkeypatch.setattr(metric_rows, "write_metrics", write_until_the_server_goes)
+    monkeypatch.setattr(store_rows, "write_metrics", write_until_the_server_goes)
     monkeypatch.setattr(MlflowClient, "set_terminated", lambda self, *args, **kwargs: ended.append(args))
     monkeypatch.chdir(tmp_path)
     code, out, err = main_in_process(*SMALL, "trainer.epochs=100", f"tracking.uri={mlflow_uri}",
@@ -416,7 +416,7 @@ def test_a_server_lost_mid_run_is_asked_nothing_more_and_named_in_one_line(mlflo
 def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_path, monkeypatch, capsys, main_in_process):
     """Ctrl-C (or SIGTERM) arriving while the run writes its last metrics and status, e.g. a second
     Ctrl-C after the first started the clean-up: the run still gets its final status and metrics."""
-    real_write = metric_rows.write_metrics
+    real_write = store_rows.write_metrics
     sent = []
 
     def write_metrics(client, run_id, metrics):
@@ -426,7 +426,7 @@ def test_interrupt_while_the_run_is_being_ended_still_ends_it(mlflow_uri, tmp_pa
             os.kill(os.getpid(), signal.SIGINT)  # delivered while this write is in progress
         return real_write(client, run_id, metrics)
 
-    monkeypatch.setattr(metric_rows, "write_metrics", write_metrics)
+    monkeypatch.setattr(store_rows, "write_metrics", write_metrics)
     monkeypatch.chdir(tmp_path)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also in a background job
     try:

@@ -27,7 +27,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import metric_rows, mlflow_sink, sinks, stores, tracking
+from nnresearch import store_rows, mlflow_sink, sinks, stores, tracking
 from nnresearch.mlflow_sink import MLflowSink
 
 
@@ -455,13 +455,13 @@ def test_a_job_stopped_at_slurm_s_time_limit_ends_killed_with_its_metrics(uri):
 def metric_writes(monkeypatch) -> list[int]:
     """Counts the sink's writes of metrics to the store: one entry (number of metrics) per write."""
     calls: list[int] = []
-    original = metric_rows.write_metrics
+    original = store_rows.write_metrics
 
     def counting(client, run_id, metrics):
         calls.append(len(metrics))
         return original(client, run_id, metrics)
 
-    monkeypatch.setattr(metric_rows, "write_metrics", counting)
+    monkeypatch.setattr(store_rows, "write_metrics", counting)
     return calls
 
 
@@ -542,7 +542,8 @@ def test_a_sweep_s_parent_ends_with_the_worst_status_of_its_children(uri):
                 raise outcome
 
     expected = {(None, None): "FINISHED", (RuntimeError, None): "FAILED", (None, KeyboardInterrupt): "KILLED",
-                (KeyboardInterrupt, RuntimeError): "FAILED"}
+                (KeyboardInterrupt, RuntimeError): "FAILED", (RuntimeError, KeyboardInterrupt): "FAILED",
+                (KeyboardInterrupt, None): "KILLED"}
     for number, (outcomes, status) in enumerate(expected.items()):
         parent = tracking.open_parent_run(uri, "worst", f"sweep{number}")
         for outcome in outcomes:

@@ -1,15 +1,16 @@
-"""`nnresearch.metric_rows`: metrics bulk-inserted into an SQLite store must be stored exactly as
-MLflow's own `log_batch` stores them: every row of the history and the run's latest values."""
+"""`nnresearch.store_rows`: metrics and params bulk-inserted into an SQLite store must be stored
+exactly as MLflow's own `log_batch` stores them: every row of a metric's history, the run's latest
+values, every param; and what `log_batch` refuses is refused with its error."""
 
 import math
 
 import mlflow.tracking.fluent
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from nnresearch import metric_rows
+from nnresearch import store_rows
 
 INF = float("inf")
 BATCHES = [
@@ -45,13 +46,13 @@ def stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
 def test_the_bulk_insert_stores_what_log_batch_stores(client, monkeypatch):
     experiment = client.create_experiment("rows")
     by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
-    assert metric_rows._sqlite_store(client) is not None  # the bulk insert, not log_batch, is under test
+    assert store_rows._sqlite_store(client) is not None  # the bulk insert, not log_batch, is under test
     log_batch, fell_back = MlflowClient.log_batch, []
     monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kwargs: (
         fell_back.append(number) if run_id == by_insert else None, log_batch(self, run_id, **kwargs)))
     for number, batch in enumerate(BATCHES):
         client.log_batch(by_mlflow, metrics=batch, synchronous=True)
-        metric_rows.write_metrics(client, by_insert, batch)
+        store_rows.write_metrics(client, by_insert, batch)
         assert stored(client, by_insert) == stored(client, by_mlflow)
     assert fell_back == [2]  # only the batch repeating a stored row; a repeat within a batch is written once
     histories, latest = stored(client, by_insert)
@@ -65,7 +66,7 @@ def test_a_deleted_run_is_refused_as_log_batch_refuses_it(client):
     with pytest.raises(MlflowException) as by_mlflow:
         client.log_batch(run_id, metrics=BATCHES[0], synchronous=True)
     with pytest.raises(MlflowException) as by_insert:
-        metric_rows.write_metrics(client, run_id, BATCHES[0])
+        store_rows.write_metrics(client, run_id, BATCHES[0])
     assert str(by_insert.value) == str(by_mlflow.value)
 
 
@@ -77,7 +78,7 @@ def test_what_log_batch_refuses_is_refused_the_same_way(client, bad):
     with pytest.raises(MlflowException) as by_mlflow:
         client.log_batch(call["run_id"], metrics=call["metrics"], synchronous=True)
     with pytest.raises(MlflowException) as by_insert:
-        metric_rows.write_metrics(client, call["run_id"], call["metrics"])
+        store_rows.write_metrics(client, call["run_id"], call["metrics"])
     assert str(by_insert.value) == str(by_mlflow.value)
 
 
@@ -90,7 +91,7 @@ def test_metrics_of_a_logged_model_or_a_data_set_go_through_log_batch(client, mo
         monkeypatch.setattr(mlflow.tracking.fluent, "get_active_model_id", lambda: "m-1")
     sent = []
     monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, metrics, synchronous: sent.append(metrics))
-    metric_rows.write_metrics(client, "0" * 32, [metric])
+    store_rows.write_metrics(client, "0" * 32, [metric])
     assert sent == [[metric]]
 
 
@@ -98,8 +99,8 @@ def test_other_stores_keep_log_batch(monkeypatch):
     client = MlflowClient("http://127.0.0.1:9")  # nothing is sent: log_batch is replaced below
     sent = []
     monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, metrics, synchronous: sent.append((run_id, metrics)))
-    assert metric_rows._sqlite_store(client) is None
-    metric_rows.write_metrics(client, "run", BATCHES[1])
+    assert store_rows._sqlite_store(client) is None
+    store_rows.write_metrics(client, "run", BATCHES[1])
     assert sent == [("run", BATCHES[1])]
 
 
@@ -110,6 +111,64 @@ def test_the_latest_value_is_the_one_at_the_highest_step_whatever_its_time(clien
     by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
     batch = [Metric("k", 1.0, 2000, 1), Metric("k", 2.0, 1000, 2), Metric("j", 5.0, 1000, 3), Metric("j", 6.0, 1000, 3)]
     client.log_batch(by_mlflow, metrics=batch, synchronous=True)
-    metric_rows.write_metrics(client, by_insert, batch)
+    store_rows.write_metrics(client, by_insert, batch)
     assert stored(client, by_insert) == stored(client, by_mlflow)
     assert stored(client, by_insert)[1] == {"k": 2.0, "j": 6.0}
+
+
+PARAM_BATCHES = [
+    [Param("model.width", "64"), Param("optim.lr", "0.1"), Param("data.name", "moons"), Param("note", "µ ≠ mu"),
+     Param("empty", ""), Param("long", "x" * 60000)],  # longer than a param may be: cut to MLflow's limit
+    [Param("model.width", "64"), Param("trainer.seed", "3")],  # a param already stored, with its value, then a new one
+]
+
+
+def test_the_bulk_insert_stores_the_params_log_batch_stores(client, monkeypatch):
+    experiment = client.create_experiment("params")
+    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+    log_batch, fell_back = MlflowClient.log_batch, []
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kwargs: (
+        fell_back.append(number) if run_id == by_insert else None, log_batch(self, run_id, **kwargs)))
+    for number, batch in enumerate(PARAM_BATCHES):
+        client.log_batch(by_mlflow, params=batch, synchronous=True)
+        store_rows.write_params(client, by_insert, batch)
+        assert client.get_run(by_insert).data.params == client.get_run(by_mlflow).data.params
+    assert fell_back == [1]  # only the batch naming a stored param
+    assert client.get_run(by_insert).data.params["trainer.seed"] == "3"
+
+
+def _refusal(call, run_id: str) -> str:
+    with pytest.raises(MlflowException) as refused:
+        call()
+    return str(refused.value).replace(run_id, "<run>")
+
+
+@pytest.mark.parametrize("bad", [
+    [Param("model.width", "128")],  # a changed value
+    [Param("a", "1"), Param("a", "2")],  # one key twice
+    [Param("bad key?", "1")],
+])
+def test_a_param_log_batch_refuses_is_refused_the_same_way(client, bad):
+    experiment = client.create_experiment("refused params")
+    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+    for run_id in (by_mlflow, by_insert):
+        client.log_batch(run_id, params=PARAM_BATCHES[0], synchronous=True)
+    expected = _refusal(lambda: client.log_batch(by_mlflow, params=bad, synchronous=True), by_mlflow)
+    assert _refusal(lambda: store_rows.write_params(client, by_insert, bad), by_insert) == expected
+    assert client.get_run(by_insert).data.params == client.get_run(by_mlflow).data.params
+
+
+def test_params_of_a_deleted_or_unknown_run_are_refused_as_log_batch_refuses_them(client):
+    run_id = client.create_run(client.create_experiment("deleted params")).info.run_id
+    client.delete_run(run_id)
+    for target in (run_id, "not a run id"):
+        expected = _refusal(lambda: client.log_batch(target, params=PARAM_BATCHES[1], synchronous=True), target)
+        assert _refusal(lambda: store_rows.write_params(client, target, PARAM_BATCHES[1]), target) == expected
+
+
+def test_params_in_other_stores_keep_log_batch(monkeypatch):
+    client = MlflowClient("http://127.0.0.1:9")  # nothing is sent: log_batch is replaced below
+    sent = []
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, params, synchronous: sent.append((run_id, params)))
+    store_rows.write_params(client, "run", PARAM_BATCHES[1])
+    assert sent == [("run", PARAM_BATCHES[1])]

@@ -1,26 +1,34 @@
-"""Metrics into MLflow's embedded SQLite store in one bulk insert (`write_metrics`).
+"""Metrics and params into MLflow's embedded SQLite store, each batch in one insert
+(`write_metrics`, `write_params`).
 
 MLflow's `log_batch` makes one ORM object per number and flushes them through SQLAlchemy's unit
 of work: tens of milliseconds per 1000 numbers, as long as a small network trains for (the
-default run logs ~600). For the SQLite store, `write_metrics` writes the same rows of MLflow's
-`metrics` table with one Core `INSERT` and has MLflow's own code update the run's latest values,
-in one transaction, after MLflow's own check that the run is active. The rows and the latest
-values are those `log_batch` writes (tests/test_metric_rows.py compares them, NaN and inf
-included), and MLflow validates them as `log_batch` does; a batch repeating a row already stored
-goes to `log_batch`, which skips repeats. Other stores (a tracking server, PostgreSQL), metrics
-of a logged model or data set, and an MLflow without the parts used here keep `log_batch`.
+default run logs ~600), and its params take a second session that loads the run's params first.
+For the SQLite store, `write_metrics` writes the same rows of MLflow's `metrics` table with one
+Core `INSERT` and has MLflow's own code update the run's latest values, in one transaction, after
+MLflow's own check that the run is active; `write_params` writes the rows of its `params` table
+the same way. The rows and the latest values are those `log_batch` writes (tests/test_store_rows.py
+compares them, NaN and inf included), and MLflow validates them as `log_batch` does; a batch
+repeating a row already stored goes to `log_batch`, which skips repeats (and refuses a param
+whose value changed). Other stores (a tracking server, PostgreSQL), metrics of a logged model or
+data set, and an MLflow without the parts used here keep `log_batch`.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import fluent
-from mlflow.utils.validation import _validate_batch_log_data, _validate_run_id
+from mlflow.utils.validation import (
+    _validate_batch_log_data,
+    _validate_batch_log_limits,
+    _validate_param_keys_unique,
+    _validate_run_id,
+)
 
 # What the bulk insert uses of MLflow's SqlAlchemyStore.
 _STORE_PARTS = ("ManagedSessionMaker", "_get_run", "_check_run_is_active", "_update_latest_metrics_if_necessary",
@@ -41,6 +49,24 @@ def write_metrics(client: MlflowClient, run_id: str, metrics: Sequence[Metric]) 
     _insert(store, client, run_id, metrics)
 
 
+def write_params(client: MlflowClient, run_id: str, params: Sequence[Param]) -> None:
+    """Store `params` (at most MLflow's batch limit) in run `run_id`: the bulk insert into an SQLite
+    store, `client.log_batch` elsewhere and for a batch naming a param the run already has."""
+    store = _sqlite_store(client)
+    if store is None:
+        client.log_batch(run_id, params=list(params), synchronous=True)
+        return
+    _validate_run_id(run_id)
+    _, checked, _ = _validate_batch_log_data([], list(params), [])  # refused as log_batch refuses it
+    _validate_batch_log_limits([], checked, [])
+    _validate_param_keys_unique(checked)
+    from mlflow.store.tracking.dbmodels.models import SqlParam
+
+    rows = [{"run_uuid": run_id, "key": param.key, "value": param.value} for param in checked]
+    if rows and not _inserted(store, run_id, SqlParam.__table__, rows):
+        client.log_batch(run_id, params=list(params), synchronous=True)
+
+
 def _sqlite_store(client: MlflowClient) -> Any:
     """The client's store if it is MLflow's SQLite store with every part the bulk insert uses, else None."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -56,9 +82,8 @@ def _sqlite_store(client: MlflowClient) -> Any:
 
 
 def _insert(store: Any, client: MlflowClient, run_id: str, metrics: Sequence[Metric]) -> None:
-    """One transaction: MLflow's active-run check, one INSERT of the rows, MLflow's update of the
-    run's latest value of each key (given the newest row of each: by step, timestamp, value)."""
-    import sqlalchemy
+    """The metrics' rows in one INSERT, then MLflow's update of the run's latest value of each key
+    (given the newest row of each: by step, timestamp, value), in one transaction."""
     from mlflow.store.tracking.dbmodels.models import SqlMetric
 
     if not metrics:
@@ -74,15 +99,27 @@ def _insert(store: Any, client: MlflowClient, run_id: str, metrics: Sequence[Met
         known = newest.get(row["key"])
         if known is None or (row["step"], row["timestamp"], row["value"]) > (known["step"], known["timestamp"], known["value"]):
             newest[row["key"]] = row
-    repeated = False
+
+    def update_latest(session: Any) -> None:
+        store._update_latest_metrics_if_necessary([SqlMetric(**row) for row in newest.values()], session)
+
+    if not _inserted(store, run_id, SqlMetric.__table__, list(rows.values()), then=update_latest):
+        client.log_batch(run_id, metrics=list(metrics), synchronous=True)
+
+
+def _inserted(store: Any, run_id: str, table: Any, rows: list[dict[str, Any]],
+              then: Callable[[Any], None] | None = None) -> bool:
+    """One transaction: MLflow's check that run `run_id` is active, one INSERT of `rows` into
+    `table`, then `then(session)`; False, with nothing written, if a row is already stored."""
+    import sqlalchemy
+
     with store.ManagedSessionMaker(read_only=False) as session:
         store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
         try:
-            session.execute(sqlalchemy.insert(SqlMetric.__table__), list(rows.values()))
+            session.execute(sqlalchemy.insert(table), rows)
         except sqlalchemy.exc.IntegrityError:
             session.rollback()
-            repeated = True
-        else:
-            store._update_latest_metrics_if_necessary([SqlMetric(**row) for row in newest.values()], session)
-    if repeated:
-        client.log_batch(run_id, metrics=list(metrics), synchronous=True)
+            return False
+        if then is not None:
+            then(session)
+    return True
