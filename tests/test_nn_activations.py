@@ -51,6 +51,16 @@ def test_relu_and_leaky_relu_values(xp):
     np.testing.assert_allclose(to_numpy(get_activation("leaky_relu", 0.1).forward(z)), [[-0.2, -0.05, 0.0, 3.0]])
 
 
+def test_leaky_relu_s_slope_defaults_to_the_config_s(xp):
+    """Called without alpha, as the README's core example may, leaky_relu has `model.alpha`'s default slope."""
+    from nnresearch.config import ModelConfig
+
+    leaky, z = get_activation("leaky_relu"), xp.asarray([[-2.0, 3.0]], dtype=xp.float64)
+    slope = ModelConfig().alpha
+    np.testing.assert_allclose(to_numpy(leaky.forward(z)), [[-2.0 * slope, 3.0]])
+    np.testing.assert_allclose(to_numpy(leaky.derivative(z, leaky.forward(z))), [[slope, 1.0]])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sigmoid_is_stable_for_huge_inputs(xp, dtype):
     z = xp.asarray([[-1e4, -1000.0, -100.0, 0.0, 100.0, 1000.0, 1e4]], dtype=getattr(xp, dtype))
