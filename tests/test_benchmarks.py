@@ -208,6 +208,7 @@ def test_tracking_clock_times_the_run_s_tracking_calls_once_and_restores_the_pro
 
     monkeypatch.setattr(MlflowClient, "log_batch", slow_store_write(MlflowClient.log_batch))
     monkeypatch.setattr(store_rows, "write_metrics", slow_store_write(store_rows.write_metrics))
+    monkeypatch.setattr(store_rows, "write_params", slow_store_write(store_rows.write_params))
     monkeypatch.setattr(experiment, "train", slow_training)
     untouched = (experiment.open_tracking, MLflowSink.flush)
     start = time.perf_counter()
