@@ -3,6 +3,7 @@ exactly as MLflow's own `log_batch` stores them: every row of a metric's history
 values, every param; and what `log_batch` refuses is refused with its error."""
 
 import math
+from types import SimpleNamespace
 
 import mlflow.tracking.fluent
 import pytest
@@ -43,18 +44,32 @@ def stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
     return histories, {key: plain(value) for key, value in metrics.items()}
 
 
-def test_the_bulk_insert_stores_what_log_batch_stores(client, monkeypatch):
-    experiment = client.create_experiment("rows")
-    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
-    assert store_rows._sqlite_store(client) is not None  # the bulk insert, not log_batch, is under test
-    log_batch, fell_back = MlflowClient.log_batch, []
-    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kwargs: (
-        fell_back.append(number) if run_id == by_insert else None, log_batch(self, run_id, **kwargs)))
-    for number, batch in enumerate(BATCHES):
+@pytest.fixture
+def two_runs(client, monkeypatch):
+    """Two new runs, `by_mlflow` for `log_batch` and `by_insert` for the insert; `fell_back` lists the
+    batch numbers (the test sets `batch`) for which the insert went to `log_batch`."""
+    experiment = client.create_experiment("two runs")
+    runs = SimpleNamespace(by_mlflow=client.create_run(experiment).info.run_id,
+                           by_insert=client.create_run(experiment).info.run_id, batch=None, fell_back=[])
+    log_batch = MlflowClient.log_batch
+
+    def recording(self, run_id, **kwargs):
+        if run_id == runs.by_insert:
+            runs.fell_back.append(runs.batch)
+        return log_batch(self, run_id, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", recording)
+    assert store_rows._sqlite_store(client) is not None  # the insert, not log_batch, is under test
+    return runs
+
+
+def test_the_bulk_insert_stores_what_log_batch_stores(client, two_runs):
+    by_mlflow, by_insert = two_runs.by_mlflow, two_runs.by_insert
+    for two_runs.batch, batch in enumerate(BATCHES):
         client.log_batch(by_mlflow, metrics=batch, synchronous=True)
         store_rows.write_metrics(client, by_insert, batch)
         assert stored(client, by_insert) == stored(client, by_mlflow)
-    assert fell_back == [2]  # only the batch repeating a stored row; a repeat within a batch is written once
+    assert two_runs.fell_back == [2]  # only the batch repeating a stored row; a repeat within a batch is written once
     histories, latest = stored(client, by_insert)
     assert latest == {"loss": 0.125, "acc": 0.1, "nan": 2.0, "inf": -1.7976931348623157e308, "late": 3.0, "tie": 2.0}
     assert histories["loss"] == [(0, 1000, 1.0), (1, 1001, 0.5), (2, 1002, 0.25), (3, 1003, 0.125)]
@@ -104,11 +119,10 @@ def test_other_stores_keep_log_batch(monkeypatch):
     assert sent == [("run", BATCHES[1])]
 
 
-def test_the_latest_value_is_the_one_at_the_highest_step_whatever_its_time(client):
+def test_the_latest_value_is_the_one_at_the_highest_step_whatever_its_time(client, two_runs):
     """Within one batch the run's latest value is MLflow's: highest step first, then time, then value,
     so a higher step logged with an earlier timestamp (a clock stepped back) still wins."""
-    experiment = client.create_experiment("latest")
-    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+    by_mlflow, by_insert = two_runs.by_mlflow, two_runs.by_insert
     batch = [Metric("k", 1.0, 2000, 1), Metric("k", 2.0, 1000, 2), Metric("j", 5.0, 1000, 3), Metric("j", 6.0, 1000, 3)]
     client.log_batch(by_mlflow, metrics=batch, synchronous=True)
     store_rows.write_metrics(client, by_insert, batch)
@@ -123,17 +137,13 @@ PARAM_BATCHES = [
 ]
 
 
-def test_the_bulk_insert_stores_the_params_log_batch_stores(client, monkeypatch):
-    experiment = client.create_experiment("params")
-    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
-    log_batch, fell_back = MlflowClient.log_batch, []
-    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kwargs: (
-        fell_back.append(number) if run_id == by_insert else None, log_batch(self, run_id, **kwargs)))
-    for number, batch in enumerate(PARAM_BATCHES):
+def test_the_bulk_insert_stores_the_params_log_batch_stores(client, two_runs):
+    by_mlflow, by_insert = two_runs.by_mlflow, two_runs.by_insert
+    for two_runs.batch, batch in enumerate(PARAM_BATCHES):
         client.log_batch(by_mlflow, params=batch, synchronous=True)
         store_rows.write_params(client, by_insert, batch)
         assert client.get_run(by_insert).data.params == client.get_run(by_mlflow).data.params
-    assert fell_back == [1]  # only the batch naming a stored param
+    assert two_runs.fell_back == [1]  # only the batch naming a stored param
     assert client.get_run(by_insert).data.params["trainer.seed"] == "3"
 
 
@@ -148,9 +158,8 @@ def _refusal(call, run_id: str) -> str:
     [Param("a", "1"), Param("a", "2")],  # one key twice
     [Param("bad key?", "1")],
 ])
-def test_a_param_log_batch_refuses_is_refused_the_same_way(client, bad):
-    experiment = client.create_experiment("refused params")
-    by_mlflow, by_insert = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+def test_a_param_log_batch_refuses_is_refused_the_same_way(client, two_runs, bad):
+    by_mlflow, by_insert = two_runs.by_mlflow, two_runs.by_insert
     for run_id in (by_mlflow, by_insert):
         client.log_batch(run_id, params=PARAM_BATCHES[0], synchronous=True)
     expected = _refusal(lambda: client.log_batch(by_mlflow, params=bad, synchronous=True), by_mlflow)
