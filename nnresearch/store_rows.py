@@ -52,18 +52,20 @@ def write_metrics(client: MlflowClient, run_id: str, metrics: Sequence[Metric]) 
 def write_params(client: MlflowClient, run_id: str, params: Sequence[Param]) -> None:
     """Store `params` (at most MLflow's batch limit) in run `run_id`: the bulk insert into an SQLite
     store, `client.log_batch` elsewhere and for a batch naming a param the run already has."""
+    from mlflow.store.tracking.dbmodels.models import SqlParam
+
     store = _sqlite_store(client)
-    if store is None:
+    if store is None or not params:
         client.log_batch(run_id, params=list(params), synchronous=True)
         return
     _validate_run_id(run_id)
-    _, checked, _ = _validate_batch_log_data([], list(params), [])  # refused as log_batch refuses it
+    # What `MlflowClient.log_batch` does before its store: values as text, then MLflow's checks
+    # (over-long values cut); a key twice is refused here, before any row is written.
+    _, checked, _ = _validate_batch_log_data([], [Param(param.key, str(param.value)) for param in params], [])
     _validate_batch_log_limits([], checked, [])
     _validate_param_keys_unique(checked)
-    from mlflow.store.tracking.dbmodels.models import SqlParam
-
     rows = [{"run_uuid": run_id, "key": param.key, "value": param.value} for param in checked]
-    if rows and not _inserted(store, run_id, SqlParam.__table__, rows):
+    if not _inserted(store, run_id, SqlParam.__table__, rows):
         client.log_batch(run_id, params=list(params), synchronous=True)
 
 
@@ -109,8 +111,9 @@ def _insert(store: Any, client: MlflowClient, run_id: str, metrics: Sequence[Met
 
 def _inserted(store: Any, run_id: str, table: Any, rows: list[dict[str, Any]],
               then: Callable[[Any], None] | None = None) -> bool:
-    """One transaction: MLflow's check that run `run_id` is active, one INSERT of `rows` into
-    `table`, then `then(session)`; False, with nothing written, if a row is already stored."""
+    """In one session, committed at its end: MLflow's check that run `run_id` is active, one INSERT
+    of `rows` into `table`, then `then(session)`; False, with nothing written (the INSERT's rows
+    before the stored one rolled back), if a row is already stored."""
     import sqlalchemy
 
     with store.ManagedSessionMaker(read_only=False) as session:

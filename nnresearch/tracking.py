@@ -373,8 +373,9 @@ def end_parent_run(uri: str | None, parent_run_id: str) -> str:
     """End `parent_run_id` now with the worst status of its ended children, FAILED before KILLED
     before FINISHED (one failed job fails the sweep); returns it. FINISHED only when every ended
     child finished; children still RUNNING do not count (the last to end sets the status again);
-    FAILED once a job failed before its run existed (`fail_parent_run`). For SQLite the look-up and the update hold `<db>-lock`, so two children
-    ending together cannot leave the parent with the status of only one of them.
+    FAILED once a job failed before its run existed (`fail_parent_run`). For SQLite the look-up and
+    the update hold `<db>-lock`, so two children ending together cannot leave the parent with the
+    status of only one of them.
     """
     uri = ensure_store(uri)
     client = MlflowClient(uri)

@@ -132,7 +132,8 @@ def test_the_latest_value_is_the_one_at_the_highest_step_whatever_its_time(clien
 
 PARAM_BATCHES = [
     [Param("model.width", "64"), Param("optim.lr", "0.1"), Param("data.name", "moons"), Param("note", "µ ≠ mu"),
-     Param("empty", ""), Param("long", "x" * 60000)],  # longer than a param may be: cut to MLflow's limit
+     Param("empty", ""), Param("long", "x" * 60000),  # longer than a param may be: cut to MLflow's limit
+     Param("number", 5), Param("bytes", b"xy"), Param("none", None)],  # not text: stored as str() of the value
     [Param("model.width", "64"), Param("trainer.seed", "3")],  # a param already stored, with its value, then a new one
 ]
 
@@ -154,7 +155,7 @@ def _refusal(call, run_id: str) -> str:
 
 
 @pytest.mark.parametrize("bad", [
-    [Param("model.width", "128")],  # a changed value
+    [Param("new", "1"), Param("model.width", "128")],  # a changed value, after a new one: nothing is written
     [Param("a", "1"), Param("a", "2")],  # one key twice
     [Param("bad key?", "1")],
 ])
@@ -171,8 +172,13 @@ def test_params_of_a_deleted_or_unknown_run_are_refused_as_log_batch_refuses_the
     run_id = client.create_run(client.create_experiment("deleted params")).info.run_id
     client.delete_run(run_id)
     for target in (run_id, "not a run id"):
-        expected = _refusal(lambda: client.log_batch(target, params=PARAM_BATCHES[1], synchronous=True), target)
-        assert _refusal(lambda: store_rows.write_params(client, target, PARAM_BATCHES[1]), target) == expected
+        expected = _refusal(lambda target=target: client.log_batch(target, params=PARAM_BATCHES[1], synchronous=True),
+                            target)
+        assert _refusal(lambda target=target: store_rows.write_params(client, target, PARAM_BATCHES[1]), target) == expected
+
+
+def test_an_empty_batch_of_params_is_nothing_to_store_whatever_the_run(client):
+    store_rows.write_params(client, "not a run id", [])  # as log_batch: nothing to send, nothing checked
 
 
 def test_params_in_other_stores_keep_log_batch(monkeypatch):

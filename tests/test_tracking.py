@@ -27,7 +27,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from nnresearch import store_rows, mlflow_sink, sinks, stores, tracking
+from nnresearch import mlflow_sink, sinks, store_rows, stores, tracking
 from nnresearch.mlflow_sink import MLflowSink
 
 
