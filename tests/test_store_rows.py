@@ -44,6 +44,13 @@ def stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
     return histories, {key: plain(value) for key, value in metrics.items()}
 
 
+def _refusal(call, run_id: str) -> str:
+    """The message of the MlflowException `call()` raises, run id `run_id` written as <run>."""
+    with pytest.raises(MlflowException) as refused:
+        call()
+    return str(refused.value).replace(run_id, "<run>")
+
+
 @pytest.fixture
 def two_runs(client, monkeypatch):
     """Two new runs, `by_mlflow` for `log_batch` and `by_insert` for the insert; `fell_back` lists the
@@ -78,11 +85,8 @@ def test_the_bulk_insert_stores_what_log_batch_stores(client, two_runs):
 def test_a_deleted_run_is_refused_as_log_batch_refuses_it(client):
     run_id = client.create_run(client.create_experiment("deleted")).info.run_id
     client.delete_run(run_id)
-    with pytest.raises(MlflowException) as by_mlflow:
-        client.log_batch(run_id, metrics=BATCHES[0], synchronous=True)
-    with pytest.raises(MlflowException) as by_insert:
-        store_rows.write_metrics(client, run_id, BATCHES[0])
-    assert str(by_insert.value) == str(by_mlflow.value)
+    expected = _refusal(lambda: client.log_batch(run_id, metrics=BATCHES[0], synchronous=True), run_id)
+    assert _refusal(lambda: store_rows.write_metrics(client, run_id, BATCHES[0]), run_id) == expected
 
 
 @pytest.mark.parametrize("bad", [{"run_id": "not a run id"}, {"metrics": [Metric("loss", 1.0, -5, 0)]},
@@ -90,11 +94,8 @@ def test_a_deleted_run_is_refused_as_log_batch_refuses_it(client):
 def test_what_log_batch_refuses_is_refused_the_same_way(client, bad):
     run_id = client.create_run(client.create_experiment("refused")).info.run_id
     call = {"run_id": run_id, "metrics": BATCHES[1]} | bad
-    with pytest.raises(MlflowException) as by_mlflow:
-        client.log_batch(call["run_id"], metrics=call["metrics"], synchronous=True)
-    with pytest.raises(MlflowException) as by_insert:
-        store_rows.write_metrics(client, call["run_id"], call["metrics"])
-    assert str(by_insert.value) == str(by_mlflow.value)
+    expected = _refusal(lambda: client.log_batch(call["run_id"], metrics=call["metrics"], synchronous=True), run_id)
+    assert _refusal(lambda: store_rows.write_metrics(client, call["run_id"], call["metrics"]), run_id) == expected
 
 
 @pytest.mark.parametrize("linked", ["active model", "model_id", "dataset"])
@@ -146,12 +147,6 @@ def test_the_bulk_insert_stores_the_params_log_batch_stores(client, two_runs):
         assert client.get_run(by_insert).data.params == client.get_run(by_mlflow).data.params
     assert two_runs.fell_back == [1]  # only the batch naming a stored param
     assert client.get_run(by_insert).data.params["trainer.seed"] == "3"
-
-
-def _refusal(call, run_id: str) -> str:
-    with pytest.raises(MlflowException) as refused:
-        call()
-    return str(refused.value).replace(run_id, "<run>")
 
 
 @pytest.mark.parametrize("bad", [
