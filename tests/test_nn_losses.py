@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -54,6 +55,17 @@ def test_bce_is_finite_and_right_for_huge_logits(xp):
     assert J == pytest.approx(2e4 / 4, rel=1e-12)
     Z1, Y1 = Z[:, :1], Y[:, :1]
     assert float(head.cost(Z1, head.activate(Z1), Y1)) == 0.0
+
+
+@pytest.mark.parametrize("dtype, z", [("float32", 20.0), ("float64", 40.0)])
+def test_bce_keeps_every_digit_of_a_confident_right_answer(xp, dtype, z):
+    # L = log(1 + e^-z) for y = 1 (and z -> -z for y = 0): e^-z is below the dtype's epsilon, so
+    # log(1 + e^-z) would round to 0 where log1p(e^-z) = e^-z to full relative precision.
+    head = get_head("sigmoid_bce")
+    Z = xp.asarray([[z, -z]], dtype=getattr(xp, dtype))
+    Y = xp.asarray([[1.0, 0.0]], dtype=getattr(xp, dtype))
+    J = float(head.cost(Z, head.activate(Z), Y))
+    assert J == pytest.approx(math.exp(-z), rel=1e-5, abs=0)
 
 
 # --- softmax ----------------------------------------------------------------------------------------

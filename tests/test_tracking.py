@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -200,6 +201,47 @@ def test_ensure_store_names_an_unwritable_location(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(PermissionError, match=str(blocker / "mlflow.db")):
         stores.ensure_store(f"sqlite:///{blocker}/mlflow.db")
+
+
+NOBODY = 65534  # the unprivileged user and group id
+
+
+def _check_store_without_root(uri: str, answers) -> None:
+    """Child process: give up root if this runs as root (root writes anywhere), then check the store."""
+    if os.geteuid() == 0:
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    try:
+        stores.check_store(uri)
+        answers.send("accepted")
+    except PermissionError as error:
+        answers.send(str(error))
+
+
+@pytest.mark.parametrize("new_file", [True, False], ids=["new store", "existing store"])
+def test_checking_a_store_refuses_a_folder_or_file_the_user_may_not_write(new_file):
+    """A read-only folder (and in it, for an existing store, a read-only file) is refused naming the store and
+    the setting to change; the folder lies in a world-readable temporary folder so that `nobody` reaches it."""
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o755)
+        folder = Path(top) / "read_only"
+        folder.mkdir()
+        db = folder / "mlflow.db"
+        if new_file:
+            folder.chmod(0o555)
+        else:  # SQLite writes its journal beside the file: both must be writable
+            folder.chmod(0o777)
+            db.write_bytes(b"")
+            db.chmod(0o444)
+        fork = multiprocessing.get_context("fork")
+        receive, send = fork.Pipe(duplex=False)
+        child = fork.Process(target=_check_store_without_root, args=(f"sqlite:///{db}", send))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0 and receive.poll(), f"the check's process ended with {child.exitcode}"
+        answer = receive.recv()
+    assert answer == f"the MLflow store {db} is not writable ({folder if new_file else db}); set tracking.uri to a " \
+                     "writable place, e.g. sqlite:///mlflow.db in your project"
 
 
 def test_ensure_store_names_an_unreachable_server():
