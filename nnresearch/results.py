@@ -6,7 +6,7 @@ is a FileNotFoundError, an empty or foreign one a `stores.UnreadableStoreError`,
 a ConnectionError.
 
 - `runs(...)`: one row per run. Columns `run_id`, `run_name`, `experiment_id`, `status`,
-  `start_time`, `end_time` (UTC timestamps), then MLflow's own prefixed names:
+  `start_time`, `end_time` (UTC timestamps), `artifact_uri`, then MLflow's own prefixed names:
   `params.<name>`, `metrics.<name>` (the last value logged) and `tags.<name>`. A `params.` column
   whose every value reads as a number is numeric (`"0.01"` -> 0.01), otherwise it stays text.
 - `histories(...)`: every logged value, long format: `run_id`, `metric`, `step`, `value`, plus
@@ -36,7 +36,7 @@ from scipy import stats
 from nnresearch.stores import check_readable_store, ensure_store, resolve_uri, sqlite_path
 from nnresearch.tracking import PARENT_RUN_TAG, ROLE_TAG, RUN_STATUSES
 
-RUN_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time"]
+RUN_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time", "artifact_uri"]
 HISTORY_COLUMNS = ["run_id", "metric", "step", "value"]
 AGGREGATE_COLUMNS = ["mean", "std", "count", "lo", "hi"]
 PAGE_SIZE = 1000
@@ -117,6 +117,7 @@ def _run_row(run: Run) -> dict[str, Any]:
         "status": info.status,
         "start_time": info.start_time,
         "end_time": info.end_time,
+        "artifact_uri": info.artifact_uri,
     }
     row |= {f"params.{k}": v for k, v in data.params.items()}
     row |= {f"metrics.{k}": v for k, v in data.metrics.items()}

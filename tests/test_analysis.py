@@ -220,9 +220,14 @@ def test_study_artifacts_are_gone_after_close(sweep):
         path = study.artifact(run_id, "params/final.npz")
         assert study.artifact(run_id, "params/final.npz") == path  # downloaded once
         assert np.load(path)["W1"].shape[1] == 40  # MNIST-1D's 40 positions
-        assert study.config(run_id).trainer.seed == 0
+        config = study.config(run_id)
+        assert config == cfg and config.trainer.seed == 0
+        config.trainer.seed = 7  # each call has its own copy of the config read once
+        assert study.config(run_id) == cfg
         folder = study.artifact(run_id, "params")  # after one file of it: the whole folder
         assert sorted(f.name for f in folder.iterdir()) == ["final.npz", "init.npz"]
+        with pytest.raises(ValueError, match=f"run 'f00' is not a run of experiment 'representation' in {s.uri}"):
+            study.artifact("f00", "config.yaml")
         root = Path(study._downloads.name)
     assert not path.exists() and not root.exists()
 

@@ -59,7 +59,7 @@ def run_id(uri: str, run_name: str) -> str:
 def test_runs_has_one_row_per_run_with_prefixed_columns(uri):
     frame = results.runs("study", uri)
     assert len(frame) == 7
-    assert list(frame.columns[:6]) == results.RUN_COLUMNS
+    assert list(frame.columns[:7]) == results.RUN_COLUMNS
     assert {"params.optim.lr", "params.seed", "metrics.val/loss", "tags.mlflow.parentRunId"} <= set(
         frame.columns
     )
