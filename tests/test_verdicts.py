@@ -1,8 +1,8 @@
 """Each study's decision logic, on synthetic evidence: a verdict must follow the numbers.
 
 tests/test_studies.py runs every study for two epochs and only checks that *a* verdict comes out.
-Here each study gets a small sweep logged into a temporary MLflow store the way real jobs log it
-(params flattened from the composed config, metric histories by step, the sweep parent's tags,
+Here each study gets a small sweep logged into a temporary MLflow store the way real jobs log it,
+through the run's `MLflowSink` (params flattened from the composed config, metric histories by step, the sweep parent's tags,
 `config.yaml` and `params/{init,final}.npz` artifacts where the analysis rebuilds networks), with
 numbers chosen so the chapter's claim clearly holds, or clearly does not. Then the study's
 `analyse` reads them back through `analysis.common.Study` (what its `main` does, less saving and
@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from analysis.common import Study, StudyNotRun, Verdict  # noqa: E402
@@ -108,28 +107,19 @@ class Sweep:
         if diverged:
             tags |= {"diverged": "true", "diverged_at_step": "1", "diverged_layer": "1", "diverged_quantity": "Z"}
             tags |= dict(diverged) if isinstance(diverged, Mapping) else {}
-        run_id = self.client.create_run(self.experiment_id, run_name=f"job-s{cfg.trainer.seed}", tags=tags).info.run_id
-        params = mlflow_sink.flatten(mlflow_sink.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()}
-                                  | {f"dataset.{k}": v for k, v in data.describe().items()}
-                                  | {"model.parameters": network.parameter_count()})  # as experiment.execute logs them
-        logged = [Metric(name, float(value), 0, step) for name, values in metrics.items() for step, value in enumerate(values)]
-        items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
-        for start in range(0, len(logged), 1000):
-            self.client.log_batch(run_id, metrics=logged[start:start + 1000])
-        self.client.log_dict(run_id, asdict(cfg), "config.yaml")
-        self._log_npz(run_id, "init", init if init is not None else state_of(network))
+        run = self.client.create_run(self.experiment_id, run_name=f"job-s{cfg.trainer.seed}", tags=tags)
+        sink = mlflow_sink.MLflowSink(self.client, run)  # what a job's run logs through
+        sink.log_params(mlflow_sink.flatten(asdict(cfg)) | {f"choice.{k}": v for k, v in (choices or {}).items()}
+                        | {f"dataset.{k}": v for k, v in data.describe().items()}
+                        | {"model.parameters": network.parameter_count()})  # as experiment.execute logs them
+        for step in range(max(map(len, metrics.values()), default=0)):
+            sink.log_metrics({name: values[step] for name, values in metrics.items() if step < len(values)}, step)
+        sink.log_dict(asdict(cfg), "config.yaml")
+        sink.log_arrays(init if init is not None else state_of(network), "params/init.npz")
         if final is not None and not diverged:
-            self._log_npz(run_id, "final", final)
-        self.client.set_terminated(run_id, "FINISHED")
-        return run_id
-
-    def _log_npz(self, run_id: str, which: str, arrays: Mapping[str, np.ndarray]) -> None:
-        folder = self.root / "npz" / run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / f"{which}.npz", **arrays)
-        self.client.log_artifact(run_id, str(folder / f"{which}.npz"), artifact_path="params")
+            sink.log_arrays(final, "params/final.npz")
+        sink.end("FINISHED")
+        return run.info.run_id
 
     def analyse(self) -> Verdict:
         """The study's verdict from `analysis.<study>.analyse` on the store's `Study`, as its `main` computes it
