@@ -52,13 +52,17 @@ def test_relu_and_leaky_relu_values(xp):
 
 
 def test_leaky_relu_s_slope_defaults_to_the_config_s(xp):
-    """Called without alpha, as the README's core example may, leaky_relu has `model.alpha`'s default slope."""
+    """Called without alpha, as the README's core example may, leaky_relu (and its functions in `ACTIVATIONS`)
+    has `model.alpha`'s default slope."""
     from nnresearch.config import ModelConfig
 
     leaky, z = get_activation("leaky_relu"), xp.asarray([[-2.0, 3.0]], dtype=xp.float64)
     slope = ModelConfig().alpha
     np.testing.assert_allclose(to_numpy(leaky.forward(z)), [[-2.0 * slope, 3.0]])
     np.testing.assert_allclose(to_numpy(leaky.derivative(z, leaky.forward(z))), [[slope, 1.0]])
+    forward, derivative = ACTIVATIONS["leaky_relu"]  # the functions themselves, called without alpha
+    np.testing.assert_allclose(to_numpy(forward(z)), [[-2.0 * slope, 3.0]])
+    np.testing.assert_allclose(to_numpy(derivative(z, forward(z))), [[slope, 1.0]])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

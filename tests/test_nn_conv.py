@@ -23,6 +23,8 @@ GEOMETRIES = [
     ("same", 2, 4, 9, 5, 1),   # total 4 * 2 + 4 - 9 = 3
     ("valid", 2, 3, 9, 4, 0),
     ("same", 2, 3, 10, 5, 0),  # total 4 * 2 + 3 - 10 = 1: the one zero goes right
+    ("same", 4, 1, 10, 3, 0),  # stride beyond the kernel: 2 * 4 + 1 - 10 = -1, no padding (never negative)
+    ("same", 4, 2, 11, 3, 0),  # 2 * 4 + 2 - 11 = -1
 ]
 
 
@@ -194,12 +196,17 @@ def test_bad_arguments_raise_value_errors(xp):
         cnn1d(builder, 8, [2], 3, 3, "softmax_ce", padding="full")
     with pytest.raises(ValueError, match="stride"):
         cnn1d(builder, 8, [2], 3, 3, "softmax_ce", stride=0)
+    with pytest.raises(ValueError, match="stride"):
+        cnn1d(builder, 8, [2], 3, 3, "softmax_ce", stride=True)  # a bool is not a stride
     with pytest.raises(ValueError, match="channels"):
         cnn1d(builder, 8, [], 3, 3, "softmax_ce")
     with pytest.raises(ValueError, match="c_in=1"):
         make_conv(xp, np.random.default_rng(0), 2, 1, 3, 1, "same")[0].forward(xp.zeros((2, 8, 1), dtype=xp.float64))
     with pytest.raises(ValueError, match="Reshape|reshape"):
         Reshape((2, 3)).forward(xp.zeros((5, 1), dtype=xp.float64))
+    for shape in [(2, 0), (-2, -2), ()]:
+        with pytest.raises(ValueError, match="positive sizes"):
+            Reshape(shape)
 
 
 def test_a_cnn_draws_every_layer_from_the_builder_s_init_options():

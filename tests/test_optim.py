@@ -295,6 +295,8 @@ def test_load_state_dict_rejects_bad_state():
         opt.load_state_dict({"t": 1.0, "m.W7": np.zeros((4, 3))}, like=params)
     with pytest.raises(ValueError, match="shape"):
         opt.load_state_dict({"t": 1.0, "m.W1": np.zeros((3, 4))}, like=params)
+    with pytest.raises(ValueError, match="whole number"):  # a step count is never truncated
+        opt.load_state_dict({"t": 1.5}, like=params)
 
 
 # --- clipping ----------------------------------------------------------------------------------
@@ -315,6 +317,23 @@ def test_clip_by_global_norm(xp):
     # below the threshold nothing changes
     assert clip_by_global_norm(grads, max_norm=10.0) == pytest.approx(1.0, rel=1e-6)
     np.testing.assert_allclose(host(grads["b1"]), [0.8], rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [5.0, 5.5, 9.0])
+def test_clip_by_global_norm_at_or_just_below_the_norm_changes_nothing(max_norm):
+    grads = {"W1": np.array([[3.0, 0.0]]), "b1": np.array([4.0])}  # ||g|| = 5
+    originals = dict(grads)
+    assert clip_by_global_norm(grads, max_norm) == 5.0
+    assert all(grads[name] is originals[name] for name in grads)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_clip_by_global_norm_leaves_a_non_finite_gradient_to_the_divergence_check(bad):
+    """Scaling by max_norm / inf would turn the gradients into zeros (and NaN) and hide the divergence."""
+    grads = {"W1": np.array([bad, 1.0]), "b1": np.array([2.0])}
+    originals = dict(grads)
+    assert not math.isfinite(clip_by_global_norm(grads, max_norm=1.0))
+    assert all(grads[name] is originals[name] for name in grads)
 
 
 def test_global_norm_of_a_float32_explosion_is_finite():
@@ -364,11 +383,18 @@ def test_make_optimizer_names():
         ("adam", {"beta2": -0.5}, r"beta2=-0.5.*0 <= beta2 < 1"),
         ("adam", {"eps": 0.0}, r"eps=0.0.*eps > 0"),
         ("adam", {"weight_decay": float("nan")}, r"weight_decay=nan"),
+        ("sgd", {"weight_decay": float("inf")}, r"weight_decay=inf"),
     ],
 )
 def test_bad_hyperparameters_raise(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_optimizer(name, **kwargs)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), -0.1])
+def test_a_step_refuses_a_learning_rate_that_is_not_finite_and_non_negative(lr):
+    with pytest.raises(ValueError, match=f"lr={lr}"):
+        make_optimizer("sgd").step({"W1": np.ones(2)}, {"W1": np.ones(2)}, lr=lr)
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -416,11 +442,13 @@ def test_schedule_is_picklable_and_readable():
     [
         (("linear", 0.1, 10), {}, r"unknown schedule 'linear'.*constant, step_decay, cosine"),
         (("constant", -0.1, 10), {}, r"base_lr=-0.1"),
+        (("constant", float("inf"), 10), {}, r"base_lr=inf"),
         (("constant", 0.1, 0), {}, r"total_steps=0.*total_steps >= 1"),
         (("constant", 0.1, 10), {"warmup_steps": 11}, r"warmup_steps=11.*<= total_steps=10"),
         (("step_decay", 0.1, 10), {}, r"needs step_size"),
         (("step_decay", 0.1, 10), {"step_size": 0}, r"step_size=0"),
         (("step_decay", 0.1, 10), {"step_size": 2, "gamma": 1.5}, r"gamma=1.5.*0 < gamma <= 1"),
+        (("step_decay", 0.1, 10), {"step_size": 2, "gamma": 0.0}, r"gamma=0.0.*0 < gamma <= 1"),
         (("cosine", 0.1, 10), {"min_lr": 0.2}, r"min_lr=0.2.*<= base_lr=0.1"),
     ],
 )
@@ -430,6 +458,8 @@ def test_bad_schedule_values_raise(args, kwargs, match):
 
 
 def test_schedule_rejects_bad_steps():
+    with pytest.raises(TypeError, match="total_steps must be an integer"):
+        make_schedule("constant", 0.1, True)  # a bool is not a count
     s = make_schedule("constant", 0.1, 10)
     with pytest.raises(ValueError, match="step=-1"):
         s(-1)
