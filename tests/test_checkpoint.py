@@ -9,6 +9,7 @@ from nnresearch import backend
 from nnresearch.checkpoint import load_checkpoint, save_checkpoint
 from nnresearch.data import load_dataset
 from nnresearch.nn.architectures import Builder, Init, mlp
+from nnresearch.nn.network import save_npz
 from nnresearch.nn.optim import make_optimizer
 from nnresearch.nn.schedules import make_schedule
 from nnresearch.sinks import MemorySink
@@ -149,3 +150,20 @@ def test_resume_settings_hold_what_the_numbers_depend_on():
     assert not [key for key in settings if key.startswith("tracking.")]
     cosine = resume_settings(validate(compose(["optim.schedule=cosine", "trainer.epochs=7"])))
     assert cosine["trainer.epochs"] == "7"  # cosine's lr depends on the run's total steps
+
+
+def test_a_file_without_epoch_is_named_not_a_checkpoint(tmp_path):
+    net, _, opt, _, rng = setup()
+    path = tmp_path / "x.npz"
+    save_npz(path, {"rng_state": np.asarray(json.dumps(rng.bit_generator.state))})
+    with pytest.raises(ValueError, match="not an nnresearch checkpoint.*'epoch'"):
+        load_checkpoint(path, net, opt, rng)
+
+
+def test_a_foreign_npz_is_named_not_a_checkpoint(tmp_path):
+    """load_checkpoint itself says what the file is not."""
+    net, _, opt, _, rng = setup()
+    path = tmp_path / "weights.npz"
+    save_npz(path, {name: np.asarray(w) for name, w in net.state().items()})
+    with pytest.raises(ValueError, match="not an nnresearch checkpoint"):
+        load_checkpoint(path, net, opt, rng)

@@ -369,3 +369,23 @@ def test_float32_s_range_does_not_bind_a_float64_run(compose):
     """1e39 is inf in float32 only: a float64 run may use it (its eps as small as 1e-50 too)."""
     validate(compose(["trainer.dtype=float64", "optim.lr=1e39"]))
     validate(compose(["trainer.dtype=float64", "optim=adam", "optim.eps=1e-50"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Values at their bounds
+
+
+def test_batch_size_zero_is_refused(compose):
+    with pytest.raises(ValueError, match="trainer.batch_size=0 is out of range"):
+        validate(compose(["trainer.batch_size=0"]))
+
+
+def test_exactly_min_per_class_examples_per_class_is_accepted(compose):
+    """6 binary examples, 3 per class, thirds: splits of 2, 2, 2 fit."""
+    validate(compose(["data=xor", "data.n_samples=6", "data.val_fraction=0.33", "data.test_fraction=0.33"]))
+
+
+def test_a_normal_init_with_std_zero_is_refused(compose):
+    """init_std must be > 0, not >= 0."""
+    with pytest.raises(ValueError, match="model.init_std=0.0 is out of range"):
+        validate(compose(["model.init=normal", "model.init_std=0.0"]))

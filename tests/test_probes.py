@@ -187,3 +187,18 @@ def test_all_zero_relu_units_are_dead_and_both_tails_of_tanh_saturate(xp):
     got = layer_diagnostics(network)
     assert got["saturated/layer1"] == 1.0
     assert got["act_mean/layer1"] == pytest.approx(-1.0 / 3.0, rel=1e-6)
+
+
+def test_sigmoid_saturation_counts_the_upper_tail():
+    """sigmoid(z) ~ 1 at large z is saturated as much as sigmoid(-z) ~ 0."""
+    network, _, Y = network_and_batch(np, "sigmoid", Init("constant", value=1.0))
+    network.loss_and_gradients(np.full((SIZES[0], M), 25.0, dtype=np.float32), Y)
+    assert layer_diagnostics(network)["saturated/layer1"] == 1.0
+
+
+def test_update_ratio_from_zero_weights_is_nan():
+    """A relative update from W = 0 is undefined: NaN, not 0."""
+    network, X, Y = network_and_batch(np, "relu", Init("zeros"))
+    network.loss_and_gradients(X, Y)
+    before = {name: np.zeros_like(w) for name, w in network.params().items() if name.startswith("W")}
+    assert np.isnan(layer_diagnostics(network, before)["update_ratio/layer1"])

@@ -317,3 +317,43 @@ def test_a_non_finite_parameter_is_caught_even_where_the_loss_stays_finite():
         train(network, splits(np), OverflowingSGD(), lambda step: 0.1, LoopOptions(epochs=2, batch_size=None, progress=False),
               make_rng(0), MemorySink())
     assert (caught.value.step, caught.value.layer, caught.value.quantity) == (1, "layer1", "parameter b1")
+
+
+def test_train_draws_only_the_epoch_orders_from_the_run_generator():
+    """Step 0's probe batch comes from its own generator, not the run's."""
+    rng, expected = make_rng(5), make_rng(5)
+    batches(M_TRAIN, 16, expected, np)
+    train(tanh_net(), splits(np), make_optimizer("sgd"), lambda s: 0.1, LoopOptions(epochs=1, batch_size=16, progress=False),
+          rng, MemorySink())
+    assert rng.bit_generator.state == expected.bit_generator.state
+
+
+def test_epoch_train_loss_is_the_size_weighted_mean_over_unequal_batches():
+    """lr 0 keeps the net at init, so epoch 1's train/loss (batches 16, 16, 16, 2) is the whole split's loss."""
+    sink = MemorySink()
+    train(tanh_net(), splits(np), make_optimizer("sgd"), lambda s: 0.0, LoopOptions(epochs=1, batch_size=16, progress=False),
+          make_rng(0), sink)
+    loss = dict(sink.history["train/loss"])
+    assert loss[1] == pytest.approx(loss[0], rel=1e-5)
+
+
+def test_a_non_finite_batch_loss_raises_at_that_step_not_at_the_epoch_end():
+    """A NaN weight after the first update makes the second batch's loss NaN: step 1, not 4."""
+    class PoisoningSGD:
+        def step(self, params, grads, lr):
+            params["W1"][...] = np.nan
+
+    with pytest.raises(NonFiniteError) as caught:
+        train(tanh_net(), splits(np), PoisoningSGD(), lambda s: 0.1, LoopOptions(epochs=1, batch_size=16, progress=False),
+              make_rng(0), MemorySink())
+    assert caught.value.step == 1
+
+
+def test_epoch_diagnostics_describe_the_last_update_of_the_epoch():
+    """weight_norm logged at epoch 1 is the norm of the weights the epoch ends with."""
+    network, sink = tanh_net(), MemorySink()
+    train(network, splits(np), make_optimizer("sgd"), lambda s: 0.5, LoopOptions(epochs=1, batch_size=16, progress=False),
+          make_rng(0), sink)
+    for layer in (1, 2, 3):
+        final = np.linalg.norm(to_numpy(network.params()[f"W{layer}"]).astype(np.float64))
+        assert sink.history[f"weight_norm/layer{layer}"][-1] == (1, pytest.approx(final, rel=1e-5))

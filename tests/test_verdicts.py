@@ -2,8 +2,9 @@
 
 tests/test_studies.py runs every study for two epochs and only checks that *a* verdict comes out.
 Here each study gets a small sweep logged into a temporary MLflow store the way real jobs log it,
-through the run's `MLflowSink` (params flattened from the composed config, metric histories by step, the sweep parent's tags,
-`config.yaml` and `params/{init,final}.npz` artifacts where the analysis rebuilds networks), with
+through the run's `MLflowSink` (params flattened from the composed config, metric histories by step,
+the sweep parent's tags, `config.yaml` and `params/{init,final}.npz` artifacts where the analysis
+rebuilds networks), with
 numbers chosen so the chapter's claim clearly holds, or clearly does not. Then the study's
 `analyse` reads them back through `analysis.common.Study` (what its `main` does, less saving and
 logging the figure and less `settle`, which makes a verdict from one seed per configuration
